@@ -1,0 +1,68 @@
+# ops-autopilot. `make help` lists the targets. Every target sets up .venv itself from the
+# pinned requirements-dev.txt, so a fresh clone needs nothing but Python 3.11+ and make.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+# The first Python 3.11+ found (override with `make PYTHON=/path/to/python3.12 ...`).
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' -f1)
+export SAM_CLI_TELEMETRY := 0
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv test demo check lint format typecheck validate build new-automation lock clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.txt
+	@test -n "$(PYTHON)" || { echo "error: Python 3.11 or newer is needed (none found on PATH)"; exit 1; }
+	@echo "Setting up $(VENV) with $$($(PYTHON) --version) from requirements-dev.txt ..."
+	@rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+venv: $(STAMP) ## Create or refresh the local virtualenv
+
+test: $(STAMP) ## Run every test: unit, moto integration, template checks, sam validate/build
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+demo: $(STAMP) ## Run every automation locally against a moto sandbox and print the mails
+	@PYTHONPATH=layers/autopilot/python:functions:. $(BIN)/python -m demo $(DEMO_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Format the code with ruff
+	@$(BIN)/ruff check --fix .
+	@$(BIN)/ruff format .
+
+typecheck: $(STAMP) ## mypy (strict) over the layer and the functions
+	@$(BIN)/mypy
+
+validate: $(STAMP) ## sam validate --lint
+	@$(BIN)/sam validate --lint
+
+build: $(STAMP) ## sam build (no Docker; the layer is built for arm64 by pip)
+	@$(BIN)/sam build
+
+check: lint typecheck test ## The full gate CI runs: lint, types, tests (with template checks)
+
+new-automation: $(STAMP) ## Scaffold a new automation: make new-automation NAME=snake_name
+	@test -n "$(NAME)" || { echo "usage: make new-automation NAME=snake_name"; exit 2; }
+	@$(BIN)/python tools/new_automation.py $(NAME)
+
+lock: ## Re-pin requirements-dev.txt from requirements-dev.in
+	@rm -rf /tmp/ops-autopilot-lock && $(PYTHON) -m venv /tmp/ops-autopilot-lock
+	@/tmp/ops-autopilot-lock/bin/pip install --quiet -r requirements-dev.in
+	@{ echo "# Generated from requirements-dev.in by 'make lock' (pip freeze of a fresh venv). Do not edit by hand."; \
+	  /tmp/ops-autopilot-lock/bin/pip freeze; } > requirements-dev.txt
+
+clean: ## Remove the virtualenv and build output
+	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""`make demo`: every automation, run for real against a local sandbox account (moto)."""

@@ -1,0 +1,126 @@
+"""A local sandbox account: a moto server on 127.0.0.1 with the stack's shared resources.
+
+The real handlers run in this process with AWS_ENDPOINT_URL pointing at the moto server, so
+every boto3 client they create talks to the sandbox; fake credentials make sure nothing could
+sign a request for a real account. Mails are captured by an SQS queue subscribed to the
+stack's topic, exactly as an e-mail subscription would receive them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from autopilot import aws
+
+ROOT = Path(__file__).resolve().parent.parent
+REGION = "eu-west-1"
+STACK = "ops-autopilot-demo"
+
+
+@dataclass
+class Mail:
+    subject: str
+    body: str
+    attributes: dict[str, str]
+
+
+class LambdaContext:
+    function_name = "demo"
+    memory_limit_in_mb = 256
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:demo"
+    aws_request_id = "demo-request"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 300_000
+
+
+class Sandbox:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.region = REGION
+        self.stack_name = STACK
+        sns = self.client("sns")
+        self.topic_arn = sns.create_topic(Name=f"{STACK}-AlarmTopic")["TopicArn"]
+        sqs = self.client("sqs")
+        self._mail_queue = sqs.create_queue(QueueName=f"{STACK}-mail-capture")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=self._mail_queue, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint)
+
+    def base_env(self, dry_run: bool = False) -> dict[str, str]:
+        return {"STACK_NAME": self.stack_name, "TOPIC_ARN": self.topic_arn, "DRY_RUN": str(dry_run).lower()}
+
+    @contextmanager
+    def environment(self, variables: dict[str, str]) -> Iterator[None]:
+        saved = {k: os.environ.get(k) for k in variables}
+        os.environ.update(variables)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def invoke(self, automation: str, event: str | dict[str, Any], env: dict[str, str]) -> Any:
+        """Run functions/<automation>/app.py:lambda_handler on an event from events/ (a path
+        relative to events/, without .json) or a dict, with the function's environment."""
+        if isinstance(event, str):
+            event = json.loads((ROOT / "events" / f"{event}.json").read_text())
+        with self.environment({"POWERTOOLS_SERVICE_NAME": automation, **env}):
+            aws.reset_clients()
+            module = importlib.import_module(f"{automation}.app")
+            module = importlib.reload(module)  # re-read configuration from this environment
+            return module.lambda_handler(event, LambdaContext())
+
+    def mails(self) -> list[Mail]:
+        """Mails published to the topic since the last call."""
+        sqs = self.client("sqs")
+        found: list[Mail] = []
+        while batch := sqs.receive_message(QueueUrl=self._mail_queue, MaxNumberOfMessages=10).get("Messages"):
+            for message in batch:
+                envelope = json.loads(message["Body"])
+                attributes = {k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()}
+                found.append(Mail(envelope.get("Subject", ""), envelope["Message"], attributes))
+                sqs.delete_message(QueueUrl=self._mail_queue, ReceiptHandle=message["ReceiptHandle"])
+        return found
+
+    def print_mails(self) -> list[Mail]:
+        mails = self.mails()
+        if not mails:
+            print("  (no mail sent)")
+        for mail in mails:
+            attrs = ", ".join(f"{k}={v}" for k, v in sorted(mail.attributes.items()))
+            print(f"  +-- mail ({attrs})")
+            print(f"  | Subject: {mail.subject}")
+            print("  |")
+            for line in mail.body.splitlines():
+                print(textwrap.indent(line, "  | ") if line else "  |")
+            print("  +--")
+        return mails
+
+
+def heading(text: str) -> None:
+    print()
+    print("=" * 78)
+    print(text)
+    print("=" * 78)
+
+
+def step(text: str) -> None:
+    print(f"\n>> {text}")

@@ -1,0 +1,108 @@
+"""Typed, fail-fast configuration from the environment.
+
+Every function builds one frozen dataclass from ``os.environ`` at cold start. A missing or
+invalid variable raises :class:`ConfigError` naming the variable, so a broken deployment
+fails loudly (and trips the function's Errors alarm) instead of running with a guess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_TRUE = {"true", "yes", "1"}
+_FALSE = {"false", "no", "0"}
+_UNSET = object()
+
+
+class ConfigError(RuntimeError):
+    """A required environment variable is missing or has an invalid value."""
+
+
+def env_str(name: str, env: Mapping[str, str] | None = None, *, default: object = _UNSET) -> str:
+    value = (os.environ if env is None else env).get(name)
+    if value is None or value.strip() == "":
+        if default is _UNSET:
+            raise ConfigError(f"environment variable {name} is required but not set")
+        return str(default)
+    return value.strip()
+
+
+def env_int(
+    name: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    default: int | None = None,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
+    raw = env_str(name, env, default=_UNSET if default is None else str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not a whole number") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"environment variable {name}={value} is below the minimum {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"environment variable {name}={value} is above the maximum {maximum}")
+    return value
+
+
+def env_float(
+    name: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    default: float | None = None,
+    minimum: float | None = None,
+) -> float:
+    raw = env_str(name, env, default=_UNSET if default is None else str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not a number") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"environment variable {name}={value} is below the minimum {minimum}")
+    return value
+
+
+def env_bool(name: str, env: Mapping[str, str] | None = None, *, default: bool | None = None) -> bool:
+    raw = env_str(name, env, default=_UNSET if default is None else str(default)).lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"environment variable {name}={raw!r} must be true or false")
+
+
+_STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
+@dataclass(frozen=True)
+class CommonConfig:
+    """What every automation needs: who it is, where it runs, where mails go, dry-run."""
+
+    stack_name: str
+    region: str
+    topic_arn: str
+    dry_run: bool
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
+        stack_name = env_str("STACK_NAME", env)
+        if not _STACK_NAME.match(stack_name):
+            raise ConfigError(f"environment variable STACK_NAME={stack_name!r} is not a stack name")
+        region = env_str("AWS_REGION", env)
+        if not _REGION.match(region):
+            raise ConfigError(f"environment variable AWS_REGION={region!r} is not a region name")
+        topic_arn = env_str("TOPIC_ARN", env)
+        if not topic_arn.startswith("arn:") or ":sns:" not in topic_arn:
+            raise ConfigError(f"environment variable TOPIC_ARN={topic_arn!r} is not an SNS topic ARN")
+        return cls(
+            stack_name=stack_name,
+            region=region,
+            topic_arn=topic_arn,
+            dry_run=env_bool("DRY_RUN", env),
+        )

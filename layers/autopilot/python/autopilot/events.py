@@ -1,0 +1,85 @@
+"""Parsing of the events that trigger the automations.
+
+Handlers never dig through raw dicts: they parse the event into a small typed object here,
+and a malformed or unexpected event raises :class:`BadEvent` with a reason that the handler
+logs once before returning without changing anything (a returned event is not retried).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+class BadEvent(ValueError):
+    """The event is not one this function can act on; nothing was changed."""
+
+
+def require(mapping: Any, key: str, kind: type | tuple[type, ...], where: str = "event") -> Any:
+    """``mapping[key]``, checked to exist and be of ``kind``, or BadEvent saying what is wrong."""
+    if not isinstance(mapping, Mapping):
+        raise BadEvent(f"{where} is {type(mapping).__name__}, expected an object")
+    if key not in mapping:
+        raise BadEvent(f"{where} has no {key!r}")
+    value = mapping[key]
+    if not isinstance(value, kind):
+        raise BadEvent(f"{where}.{key} is {type(value).__name__}, expected {_kind_name(kind)}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return kind.__name__
+
+
+def parse_time(value: str, where: str = "event.time") -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise BadEvent(f"{where}={value!r} is not an ISO 8601 time") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    """An EventBridge scheduled event: the run's id and its scheduled time."""
+
+    id: str
+    time: datetime
+    account: str
+    region: str
+
+
+SCHEDULE_SOURCES = frozenset({"aws.events", "aws.scheduler"})
+
+
+def parse_scheduled(event: Any) -> ScheduledRun:
+    source = require(event, "source", str)
+    detail_type = require(event, "detail-type", str)
+    if source not in SCHEDULE_SOURCES or detail_type != "Scheduled Event":
+        raise BadEvent(f"expected a scheduled event, got source={source!r} detail-type={detail_type!r}")
+    return ScheduledRun(
+        id=require(event, "id", str),
+        time=parse_time(require(event, "time", str)),
+        account=require(event, "account", str),
+        region=require(event, "region", str),
+    )
+
+
+def describe(event: Any) -> dict[str, Any]:
+    """A short, safe summary of an event for a log line (never the whole payload)."""
+    if not isinstance(event, Mapping):
+        return {"type": type(event).__name__}
+    summary: dict[str, Any] = {"keys": sorted(str(k) for k in event)[:20]}
+    for key in ("id", "source", "detail-type", "account", "region", "time"):
+        if isinstance(event.get(key), str):
+            summary[key] = event[key][:200]
+    detail = event.get("detail")
+    if isinstance(detail, Mapping):
+        for key in ("eventName", "eventSource", "errorCode", "status", "command-id"):
+            if isinstance(detail.get(key), str):
+                summary[f"detail.{key}"] = detail[key][:200]
+    return summary

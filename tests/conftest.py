@@ -1,0 +1,123 @@
+"""Every test runs with fake credentials, a fixed region and moto's mock_aws: no test can
+reach a real AWS endpoint. Shared fixtures for events, the call recorder and the stack env."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from autopilot import aws
+from autopilot.recorder import CallRecorder
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+REGION = "eu-west-1"
+STACK = "ops-autopilot-test"
+
+
+@pytest.fixture(autouse=True)
+def _fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "OpsAutopilot")
+    monkeypatch.setenv("POWERTOOLS_DEV", "false")
+    aws.reset_clients()
+    with mock_aws():
+        yield
+    aws.reset_clients()
+
+
+@pytest.fixture
+def load_event() -> Callable[[str], dict[str, Any]]:
+    """load_event("owner_tagger/run_instances.sso_user") -> the parsed events/<path>.json."""
+
+    def load(name: str) -> dict[str, Any]:
+        path = EVENTS / (name if name.endswith(".json") else f"{name}.json")
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+
+    return load
+
+
+@pytest.fixture
+def calls() -> Iterator[CallRecorder]:
+    """Records every AWS call made through autopilot.aws.client during the test."""
+    with CallRecorder() as recorder:
+        yield recorder
+
+
+@pytest.fixture
+def topic_arn() -> str:
+    return str(boto3.client("sns", region_name=REGION).create_topic(Name="alarms")["TopicArn"])
+
+
+@pytest.fixture
+def mailbox(topic_arn: str) -> Callable[[], list[dict[str, Any]]]:
+    """Subscribes an SQS queue to the topic; calling the fixture returns the mails sent so far
+    as dicts with subject, body and attributes (automation, severity)."""
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName="mailbox")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    boto3.client("sns", region_name=REGION).subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+    seen: list[dict[str, Any]] = []
+
+    def read() -> list[dict[str, Any]]:
+        while True:
+            batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            if not batch:
+                return list(seen)
+            for message in batch:
+                envelope = json.loads(message["Body"])
+                seen.append(
+                    {
+                        "subject": envelope.get("Subject"),
+                        "body": envelope["Message"],
+                        "attributes": {
+                            k: v["Value"] for k, v in envelope.get("MessageAttributes", {}).items()
+                        },
+                    }
+                )
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    return read
+
+
+@pytest.fixture
+def stack_env(monkeypatch: pytest.MonkeyPatch, topic_arn: str) -> dict[str, str]:
+    """The environment every function gets from template Globals (DRY_RUN=false here)."""
+    env = {"STACK_NAME": STACK, "TOPIC_ARN": topic_arn, "DRY_RUN": "false"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+class FakeContext:
+    """The parts of the Lambda context object the handlers use."""
+
+    function_name = "test-function"
+    memory_limit_in_mb = 256
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:test-function"
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+
+    def __init__(self, remaining_ms: int = 300_000) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def lambda_context() -> FakeContext:
+    return FakeContext()
