@@ -4,6 +4,7 @@ reach a real AWS endpoint. Shared fixtures for events, the call recorder and the
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ from moto import mock_aws
 
 from autopilot import aws
 from autopilot.recorder import CallRecorder
+
+# Powertools reads these when a handler module is imported (at collection, before fixtures).
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "OpsAutopilot")
+os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
