@@ -8,7 +8,9 @@ stack's topic, exactly as an e-mail subscription would receive them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import os
 import textwrap
@@ -47,6 +49,7 @@ class LambdaContext:
 class Sandbox:
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
+        self.function_output: list[str] = []
         self.region = REGION
         self.stack_name = STACK
         sns = self.client("sns")
@@ -82,11 +85,17 @@ class Sandbox:
         relative to events/, without .json) or a dict, with the function's environment."""
         if isinstance(event, str):
             event = json.loads((ROOT / "events" / f"{event}.json").read_text())
-        with self.environment({"POWERTOOLS_SERVICE_NAME": automation, **env}):
+        output = io.StringIO()  # the function's log lines and EMF metrics, kept out of the story
+        with (
+            self.environment({"POWERTOOLS_SERVICE_NAME": automation, **env}),
+            contextlib.redirect_stdout(output),
+        ):
             aws.reset_clients()
             module = importlib.import_module(f"{automation}.app")
             module = importlib.reload(module)  # re-read configuration from this environment
-            return module.lambda_handler(event, LambdaContext())
+            result = module.lambda_handler(event, LambdaContext())
+        self.function_output.append(output.getvalue())
+        return result
 
     def mails(self) -> list[Mail]:
         """Mails published to the topic since the last call."""

@@ -110,7 +110,15 @@ def execute(config: Config, deadline: Deadline, now: datetime | None = None) -> 
         )
     _emit_metrics(results, len(sites), len(transitions))
     if transitions:
-        _mail(config, [t for t, _, _ in transitions], {r.url: r for r in results}, now, rollback=transitions)
+        names = {s.url: s.name for s in sites}
+        _mail(
+            config,
+            [t for t, _, _ in transitions],
+            {r.url: r for r in results},
+            names,
+            now,
+            rollback=transitions,
+        )
     unchecked = len(sites) - len(results)
     return {
         "status": "ok",
@@ -168,6 +176,7 @@ def _mail(
     config: Config,
     transitions: list[Transition],
     results: dict[str, CheckResult],
+    names: dict[str, str],
     now: datetime,
     rollback: list[tuple[Transition, SiteState, SiteState]],
 ) -> None:
@@ -176,9 +185,12 @@ def _mail(
     for kind in ("DOWN", "DEGRADED", "RECOVERED"):
         chosen = [t for t in transitions if t.kind == kind]
         if chosen:
-            digest.section(f"{kind} ({len(chosen)})", [_item(t, results[t.url], config, now) for t in chosen])
+            items = [_item(t, results[t.url], names.get(t.url, t.url), config, now) for t in chosen]
+            digest.section(f"{kind} ({len(chosen)})", items)
+    problems = any(t.kind != "RECOVERED" for t in transitions)
     digest.advice = [
-        "Open the site and check the reason above; you get another mail only when the state changes.",
+        "Open the site and check the reason above." if problems else "Nothing to do: the site answers again.",
+        "You get another mail only when a site's state changes again.",
         f"Change the list of sites: edit the SSM parameter {config.sites_parameter} (read every run).",
         f"Function log: {console.log_group(common.region, '/aws/lambda/' + _function_name())}",
     ]
@@ -197,14 +209,14 @@ def _mail(
         raise
 
 
-def _item(t: Transition, r: CheckResult, config: Config, now: datetime) -> Item:
+def _item(t: Transition, r: CheckResult, name: str, config: Config, now: datetime) -> Item:
     details = [t.reason if t.kind != "RECOVERED" else f"now: {r.reason}"]
     if t.kind == "DOWN":
         details.append(f"failed {config.failures_before_down} checks in a row")
     if t.kind == "RECOVERED" and t.down_since:
         since = datetime.fromisoformat(t.down_since)
         details.append(f"was {t.old.value} since {since:%Y-%m-%d %H:%M} UTC ({_duration(now - since)})")
-    return Item(title=t.url, details=details)
+    return Item(title=t.url if name == t.url else f"{name}: {t.url}", details=details)
 
 
 def _subject(transitions: list[Transition]) -> tuple[str, Any]:
