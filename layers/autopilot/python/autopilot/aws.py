@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 T = TypeVar("T")
 
 BOTO_CONFIG = Config(  # type: ignore[call-arg]  # user_agent_appid: botocore>=1.31, not in stubs
-    retries={"mode": "standard", "max_attempts": 8},
+    retries={"mode": "standard", "total_max_attempts": 8},
     connect_timeout=5,
     read_timeout=30,
     user_agent_appid="ops-autopilot",
@@ -61,7 +61,7 @@ def client(service: str, region: str | None = None) -> Any:
     key = (service, region)
     if key not in _clients:
         new = boto3.client(service, region_name=region, config=BOTO_CONFIG)  # type: ignore[call-overload]
-        new.meta.events.register("before-call", _before_call)
+        new.meta.events.register("before-parameter-build", _before_call)
         _clients[key] = new
     return _clients[key]
 

@@ -30,9 +30,10 @@ def make_subject(stack_name: str, text: str, *, dry_run: bool = False) -> str:
     """``[stack] text`` as one printable ASCII line of at most 99 characters."""
     text = "".join(_ASCII_FOLD.get(ch, ch) for ch in text)
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
     text = " ".join(text.split())  # no line breaks or control characters
     prefix = f"[{stack_name}] " + ("DRY RUN: " if dry_run else "")
-    subject = prefix + text
+    subject = (prefix + text).rstrip()
     if len(subject) > MAX_SUBJECT:
         subject = subject[: MAX_SUBJECT - 3].rstrip() + "..."
     return subject
@@ -112,7 +113,8 @@ class Digest:
             lines += ["What you can do", "---------------", *(f"- {a}" for a in self.advice), ""]
         lines += [
             "--",
-            f"ops-autopilot, stack {self.stack_name}, automation {self.automation}, region {self.region}, {when}.",
+            f"ops-autopilot, stack {self.stack_name}, automation {self.automation}, "
+            f"region {self.region}, {when}.",
         ]
         text = "\n".join(lines)
         encoded = text.encode("utf-8")

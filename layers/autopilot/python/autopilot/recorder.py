@@ -54,6 +54,6 @@ class CallRecorder:
         return [c.params for c in self.calls if c.service == service and c.operation == operation]
 
     def mutating(self) -> list[Call]:
-        """Calls that change something (anything not Describe/List/Get)."""
-        readonly = ("Describe", "List", "Get", "Receive", "Lookup")
+        """Calls that change something or send something (anything but reads)."""
+        readonly = ("Describe", "List", "Get", "Receive", "Lookup", "Scan", "Query", "BatchGet", "Search")
         return [c for c in self.calls if not c.operation.startswith(readonly)]

@@ -1,0 +1,171 @@
+"""Configuration, events, AWS helpers, the call recorder, console links, tags."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autopilot import aws, console, tags
+from autopilot.config import CommonConfig, ConfigError, env_bool, env_int
+from autopilot.events import BadEvent, describe, parse_scheduled, require
+from autopilot.recorder import CallRecorder
+from autopilot.runtime import Deadline
+
+GOOD = {
+    "STACK_NAME": "ops",
+    "AWS_REGION": "eu-west-1",
+    "TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:t",
+    "DRY_RUN": "false",
+}
+
+
+@pytest.mark.unit
+def test_common_config_from_env() -> None:
+    config = CommonConfig.from_env(GOOD)
+    assert config == CommonConfig("ops", "eu-west-1", "arn:aws:sns:eu-west-1:123456789012:t", False)
+    with pytest.raises(AttributeError):
+        config.dry_run = True  # type: ignore[misc]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"STACK_NAME": ""}, "STACK_NAME is required"),
+        ({"TOPIC_ARN": "my-topic"}, "TOPIC_ARN='my-topic' is not an SNS topic ARN"),
+        ({"DRY_RUN": "maybe"}, "DRY_RUN='maybe' must be true or false"),
+        ({"AWS_REGION": "moon"}, "AWS_REGION='moon' is not a region"),
+    ],
+)
+def test_bad_configuration_names_the_variable(change: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        CommonConfig.from_env({**GOOD, **change})
+
+
+@pytest.mark.unit
+def test_env_int_and_bool_bounds() -> None:
+    assert env_int("N", {"N": "5"}, minimum=1, maximum=10) == 5
+    with pytest.raises(ConfigError, match="N=11 is above the maximum 10"):
+        env_int("N", {"N": "11"}, maximum=10)
+    with pytest.raises(ConfigError, match="not a whole number"):
+        env_int("N", {"N": "five"})
+    assert env_int("N", {}, default=3) == 3
+    assert env_bool("B", {"B": "TRUE"}) is True and env_bool("B", {}, default=False) is False
+
+
+@pytest.mark.unit
+def test_scheduled_event_parsing(load_event) -> None:  # type: ignore[no-untyped-def]
+    run = parse_scheduled(load_event("website_health_check/eventbridge.scheduled"))
+    assert run.time == datetime(2026, 11, 23, 10, 5, tzinfo=UTC) and run.region == "eu-west-1"
+    with pytest.raises(BadEvent, match="expected a scheduled event"):
+        parse_scheduled(load_event("website_health_check/eventbridge.not_a_schedule"))
+    with pytest.raises(BadEvent, match="event is list"):
+        parse_scheduled([])
+    with pytest.raises(BadEvent, match="not an ISO 8601 time"):
+        parse_scheduled({**load_event("website_health_check/eventbridge.scheduled"), "time": "yesterday"})
+
+
+@pytest.mark.unit
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+    )
+)
+def test_any_json_value_is_either_parsed_or_a_bad_event(event: object) -> None:
+    with contextlib.suppress(BadEvent):
+        parse_scheduled(event)
+    assert isinstance(describe(event), dict)
+
+
+@pytest.mark.unit
+def test_require_checks_types() -> None:
+    assert require({"a": 1}, "a", int) == 1
+    with pytest.raises(BadEvent, match=r"detail\.a is str, expected int"):
+        require({"a": "x"}, "a", int, "detail")
+
+
+@pytest.mark.unit
+def test_chunked() -> None:
+    assert list(aws.chunked(range(5), 2)) == [[0, 1], [2, 3], [4]]
+    assert list(aws.chunked([], 3)) == []
+    with pytest.raises(ValueError):
+        list(aws.chunked([1], 0))
+
+
+@pytest.mark.integration
+def test_recorder_counts_calls_by_operation_and_paginate_walks_pages() -> None:
+    boto3.client("dynamodb").create_table(
+        TableName="t",
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(7):
+        boto3.client("dynamodb").put_item(TableName="t", Item={"k": {"S": str(n)}})
+    ids = boto3.client("ec2").run_instances(ImageId="ami-12345678", MinCount=2, MaxCount=2)["Instances"]
+    with CallRecorder() as calls:
+        items = list(aws.paginate(aws.client("dynamodb"), "scan", "Items", TableName="t", Limit=3))
+        aws.client("ec2").create_tags(
+            Resources=[i["InstanceId"] for i in ids], Tags=[{"Key": "a", "Value": "b"}]
+        )
+    assert len(items) == 7
+    assert calls.by_operation() == {"dynamodb.Scan": 3, "ec2.CreateTags": 1}
+    assert calls.of("ec2", "CreateTags")[0]["Tags"] == [{"Key": "a", "Value": "b"}]
+    assert [c.operation for c in calls.mutating()] == ["CreateTags"]
+    assert aws.call_hooks == []  # the recorder removed itself
+
+
+@pytest.mark.unit
+def test_error_codes_and_transience() -> None:
+    throttled = ClientError(
+        {"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}}, "DescribeInstances"
+    )
+    missing = ClientError(
+        {"Error": {"Code": "InvalidInstanceID.NotFound", "Message": "gone"}}, "StopInstances"
+    )
+    assert aws.error_code(throttled) == "RequestLimitExceeded" and aws.is_transient(throttled)
+    assert not aws.is_transient(missing) and aws.error_code(ValueError()) == "ValueError"
+    assert aws.BOTO_CONFIG.retries == {"mode": "standard", "total_max_attempts": 8}
+
+
+@pytest.mark.unit
+def test_console_links_follow_region_and_partition() -> None:
+    assert console.ec2_instance("eu-west-1", "i-1") == (
+        "https://eu-west-1.console.aws.amazon.com/ec2/home?region=eu-west-1#InstanceDetails:instanceId=i-1"
+    )
+    assert console.ec2_volume("cn-north-1", "vol-1").startswith(
+        "https://console.amazonaws.cn/ec2/home?region=cn-north-1"
+    )
+    assert console.partition("us-gov-west-1") == "aws-us-gov"
+
+
+@pytest.mark.unit
+@given(st.text(max_size=600))
+def test_clean_tag_values_are_always_valid(value: str) -> None:
+    cleaned = tags.clean_value(value)
+    assert len(cleaned) <= 256 and "\n" not in cleaned
+    assert all(ch.isalnum() or ch in " _+-=.:/@" for ch in cleaned)
+
+
+@pytest.mark.unit
+def test_tag_dicts() -> None:
+    assert tags.as_dict([{"Key": "Name", "Value": "web"}]) == {"Name": "web"}
+    assert tags.as_list({"Owner": "ann"}) == [{"Key": "Owner", "Value": "ann"}]
+
+
+@pytest.mark.unit
+def test_deadline_keeps_a_reserve() -> None:
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 30_000
+
+    deadline = Deadline.from_context(Context(), reserve=20)
+    assert 9 < deadline.remaining() <= 10 and not deadline.expired()
+    assert Deadline(remaining_at_start=5, reserve=10).expired()
