@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' -f1)
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv test demo check lint format typecheck validate build new-automation lock clean
+.PHONY: help venv test demo check lint format typecheck validate build new-automation docs lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ check: lint typecheck test ## The full gate CI runs: lint, types, tests (with te
 new-automation: $(STAMP) ## Scaffold a new automation: make new-automation NAME=snake_name
 	@test -n "$(NAME)" || { echo "usage: make new-automation NAME=snake_name"; exit 2; }
 	@$(BIN)/python tools/new_automation.py $(NAME)
+
+docs: $(STAMP) ## Regenerate the README's parameter table from template.yaml
+	@$(BIN)/python tools/params_table.py
 
 lock: ## Re-pin requirements-dev.txt from requirements-dev.in
 	@rm -rf /tmp/ops-autopilot-lock && $(PYTHON) -m venv /tmp/ops-autopilot-lock

@@ -34,7 +34,7 @@ AUTOMATION = "website_health_check"
 PERMISSIONS = frozenset(
     {"ssm:GetParameter", "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem", "sns:Publish"}
 )
-MAX_WORKERS = 32
+MAX_WORKERS = 64  # checks wait on the network; 64 threads fit in 256 MB
 
 logger = Logger()
 metrics = Metrics()
