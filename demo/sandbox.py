@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import requests
 
 from autopilot import aws
 
@@ -49,6 +50,8 @@ class LambdaContext:
 class Sandbox:
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
+        # Every scenario starts from an empty account (moto server's reset API).
+        requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
         self.function_output: list[str] = []
         self.region = REGION
         self.stack_name = STACK

@@ -87,6 +87,10 @@ def wire_template(name: str, root: Path) -> None:
     Description: How often {name} runs (EventBridge rate or cron expression).
 """,
     )
+    marker = '"${FailedEventsAlarm.Arn}", '
+    if marker not in text:
+        fail("template.yaml: cannot find the dashboard's alarm list")
+    text = text.replace(marker, marker + f'"${{{c}FailedAlarm.Arn}}", ', 1)
     section = (SKELETON / "template-section.yaml").read_text()
     text = _insert_before(text, "\nOutputs:\n", Template(section).substitute(name=name, Camel=c))
     path.write_text(text)
@@ -103,6 +107,24 @@ def wire_samconfig(name: str, root: Path) -> None:
     path.write_text(text)
 
 
+def wire_readme(name: str, root: Path) -> None:
+    """A row in the README's automation table, and the parameter table regenerated."""
+    path = root / "README.md"
+    lines = path.read_text().splitlines()
+    header = next((i for i, line in enumerate(lines) if line.startswith("| automation | runs |")), None)
+    if header is None:
+        fail("README.md: cannot find the automation table")
+    end = header
+    while end + 1 < len(lines) and lines[end + 1].startswith("|"):
+        end += 1
+    lines.insert(end + 1, f"| {name} | daily | (scaffolded) describe it | [docs/{name}.md](docs/{name}.md) |")
+    text = "\n".join(lines) + "\n"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from params_table import render
+
+    path.write_text(render(text))
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         fail("usage: new_automation.py snake_name")
@@ -112,13 +134,16 @@ def main(argv: list[str]) -> int:
     ruff = Path(sys.executable).with_name("ruff")
     if ruff.exists():  # keep generated code in the house style
         python_files = [str(ROOT / p) for p in created if p.suffix == ".py"]
+        subprocess.run([str(ruff), "check", "--quiet", "--fix", "--select", "I", *python_files], check=False)
         subprocess.run([str(ruff), "format", "--quiet", *python_files], check=False)
     wire_template(name, ROOT)
     wire_samconfig(name, ROOT)
+    wire_readme(name, ROOT)
     print(f"Created {name}:")
     for path in created:
         print(f"  {path}")
-    print("  template.yaml: automation lists, parameter, ParameterGroup, section; samconfig.toml: default")
+    print("  template.yaml: automation lists, parameter, ParameterGroup, section; samconfig.toml: default;")
+    print("  README.md: a row in the automation table, the parameter table regenerated")
     print(f"\nNext: put your logic in functions/{name}/decide.py, keep PERMISSIONS and the")
     print("template's Policies in step, then `make test`.")
     return 0

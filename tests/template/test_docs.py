@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from template_tools import ROOT, automation_folders
 
 pytestmark = pytest.mark.unit

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from template_tools import ROOT, automation_folders, camel
 
 pytestmark = pytest.mark.slow

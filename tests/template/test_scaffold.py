@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from template_tools import ROOT
 
 pytestmark = pytest.mark.slow

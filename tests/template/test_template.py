@@ -10,6 +10,7 @@ import tomllib
 from typing import Any
 
 import pytest
+
 from template_tools import (
     ROOT,
     TEMPLATE,
@@ -106,6 +107,12 @@ def test_every_alarm_reaches_the_topic_on_alarm_and_ok() -> None:
             assert {"Ref": "AlarmTopic"} in props["OKActions"], name
 
 
+@pytest.mark.parametrize("name", AUTOMATIONS)
+def test_the_dashboard_shows_every_automations_failed_alarm(name: str) -> None:
+    body = str(raw_template()["Resources"]["Dashboard"]["Properties"]["DashboardBody"])
+    assert f"${{{camel(name)}FailedAlarm.Arn}}" in body
+
+
 def test_failed_events_queue_has_an_alarm() -> None:
     props = expanded_template()["Resources"]["FailedEventsAlarm"]["Properties"]
     assert props["Dimensions"][0]["Value"] == {"Fn::GetAtt": ["FailedEventsQueue", "QueueName"]}
@@ -140,7 +147,7 @@ def test_no_role_allows_every_action_or_mutates_everything_unconditionally() -> 
 def test_each_function_is_granted_exactly_the_actions_it_calls(name: str) -> None:
     declared = set(importlib.import_module(f"{name}.app").PERMISSIONS)
     role = _roles()[f"{camel(name)}FunctionRole"]
-    granted = {a for s in policy_statements(role) for a in as_list(s["Action"])}
+    granted = {a for s in policy_statements(role) if s["Effect"] == "Allow" for a in as_list(s["Action"])}
     assert granted - IMPLICIT_ACTIONS == declared, (
         f"granted but not called: {sorted(granted - IMPLICIT_ACTIONS - declared)}; "
         f"called but not granted: {sorted(declared - granted)}"

@@ -8,9 +8,9 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import REGION, FakeContext
 
 from autopilot.recorder import CallRecorder
+from conftest import REGION, FakeContext
 from website_health_check import app, store
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,136 @@
+"""idle_stopper in the sandbox: a fleet of busy, idle, Auto Scaling, Spot, opted-out,
+stop-protected and StopAfter instances with a day of CPU and network metrics written into the
+sandbox's CloudWatch; a dry run, the real run, and a retry that does nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
+
+from demo.sandbox import ROOT, Sandbox, step
+from idle_stopper.decision import Policy
+
+TITLE = "stop forgotten instances: idle 23 of the last 24 hours, or past their StopAfter tag"
+EVENT = "idle_stopper/eventbridge.scheduled"
+ENV = {
+    "LOOKBACK_HOURS": "24",
+    "PERIODS_REQUIRED": "23",
+    "CPU_PERCENT": "10",
+    "NETWORK_MB": "5",
+    "MAX_STOPS_PER_RUN": "10",
+    "OWNER_TAG_KEY": "Owner",
+}
+POLICY = Policy(lookback_periods=24, periods_required=23, cpu_percent=10.0, network_mb=5.0)
+
+# name: (owner, extra tags, hours since start, cpu % per hour, busy hours, spot, stop-protected)
+FLEET: dict[str, tuple[str, dict[str, str], int, float, tuple[int, ...], bool, bool]] = {
+    "ci-runner": ("build-team", {}, 72, 65.0, (), False, False),
+    "alice-dev": ("alice@example.com", {}, 96, 1.2, (), False, False),
+    "bob-test": ("bob@example.com", {}, 50, 0.8, (14,), False, False),
+    "web-asg-1": ("platform", {"aws:autoscaling:groupName": "web"}, 96, 0.5, (), False, False),
+    "batch-spot": ("data-team", {}, 96, 0.5, (), True, False),
+    "reporting-db": ("finance", {"AutoStop": "never"}, 300, 0.5, (), False, False),
+    "prod-bastion": ("platform", {}, 400, 0.3, (), False, True),
+    "workshop-vm": ("carol@example.com", {"StopAfter": "8h"}, 9, 45.0, (), False, False),
+    "spike-box": ("dave@example.com", {"StopAfter": "2 days"}, 30, 20.0, (), False, False),
+}
+
+
+def _launch(sb: Sandbox, now: datetime) -> dict[str, str]:
+    ec2 = sb.client("ec2")
+    backend: Any = ec2_backends[DEFAULT_ACCOUNT_ID][sb.region]
+    ids = {}
+    for name, (owner, tags, hours, _, _, spot, protected) in FLEET.items():
+        kwargs: dict[str, Any] = {
+            "ImageId": "ami-12c6146b",
+            "MinCount": 1,
+            "MaxCount": 1,
+            "InstanceType": "t3.medium",
+            "TagSpecifications": [
+                {
+                    "ResourceType": "instance",
+                    "Tags": [
+                        {"Key": k, "Value": v} for k, v in {"Name": name, "Owner": owner, **tags}.items()
+                    ],
+                }
+            ],
+        }
+        if spot:
+            kwargs["InstanceMarketOptions"] = {"MarketType": "spot"}
+        if protected:
+            kwargs["DisableApiStop"] = True
+        instance_id = ec2.run_instances(**kwargs)["Instances"][0]["InstanceId"]
+        # The sandbox starts instances on the real clock: backdate the start to build a history.
+        backend.get_instance(instance_id).launch_time = (now - timedelta(hours=hours)).replace(tzinfo=None)
+        ids[name] = instance_id
+    return ids
+
+
+def _metrics(sb: Sandbox, ids: dict[str, str], now: datetime) -> None:
+    cloudwatch = sb.client("cloudwatch")
+    for name, (_, _, hours, cpu, busy, _, _) in FLEET.items():
+        dims = [{"Name": "InstanceId", "Value": ids[name]}]
+        data = []
+        for index, start in enumerate(POLICY.period_starts(now)):
+            if start < now - timedelta(hours=hours):
+                continue  # no metrics before the instance started
+            stamp = start + timedelta(minutes=5)
+            value = 85.0 if index in busy else cpu
+            net = 40e6 if cpu > 10 else 300e3
+            data += [
+                {"MetricName": "CPUUtilization", "Dimensions": dims, "Timestamp": stamp, "Value": value,
+                 "Unit": "Percent"},
+                {"MetricName": "NetworkIn", "Dimensions": dims, "Timestamp": stamp,
+                 "Value": net / 2, "Unit": "Bytes"},
+                {"MetricName": "NetworkOut", "Dimensions": dims, "Timestamp": stamp,
+                 "Value": net / 2, "Unit": "Bytes"},
+            ]  # fmt: skip
+        cloudwatch.put_metric_data(Namespace="AWS/EC2", MetricData=data)
+
+
+def _table(sb: Sandbox, ids: dict[str, str]) -> None:
+    reservations = sb.client("ec2").describe_instances(InstanceIds=list(ids.values()))["Reservations"]
+    found = {i["InstanceId"]: i for r in reservations for i in r["Instances"]}
+    for name, instance_id in ids.items():
+        instance = found[instance_id]
+        tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+        why = tags.get("StoppedReason", "")
+        print(f"  {name:<13} {instance_id}  {instance['State']['Name']:<8} {why[:70]}")
+
+
+def run(sb: Sandbox) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    event = json.loads((ROOT / "events" / f"{EVENT}.json").read_text())
+    event["time"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    step("A fleet of 9 running instances, with a day of hourly CPU and network metrics")
+    ids = _launch(sb, now)
+    _metrics(sb, ids, now)
+    for name, (_owner, tags, hours, cpu, busy, spot, protected) in FLEET.items():
+        extra = ", ".join(
+            [
+                *(f"{k}={v}" for k, v in tags.items()),
+                *(["Spot"] if spot else []),
+                *(["stop-protected"] if protected else []),
+            ]
+        )
+        burst = ", one busy hour" if busy else ""
+        print(f"  {name:<13} started {hours:>3}h ago, CPU ~{cpu:g}%{burst}{', ' + extra if extra else ''}")
+
+    step("Dry run (DryRun=true, the deploy default): the same decisions, nothing stopped")
+    print(f"  handler returned: {sb.invoke('idle_stopper', event, {**sb.base_env(dry_run=True), **ENV})}")
+    sb.print_mails()
+
+    step("Real run")
+    print(f"  handler returned: {sb.invoke('idle_stopper', event, {**sb.base_env(), **ENV})}")
+    _table(sb, ids)
+    sb.print_mails()
+
+    step("The same event again (a retry): nothing is running that should not be, nothing happens")
+    result = sb.invoke("idle_stopper", event, {**sb.base_env(), **ENV})
+    print(f"  handler returned: Checked={result['Checked']} Changed={result['Changed']}")
+    sb.print_mails()

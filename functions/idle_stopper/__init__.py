@@ -1,0 +1,1 @@
+"""idle_stopper: stops running instances that are idle, or past their StopAfter lifetime."""

@@ -1,0 +1,216 @@
+"""The thin AWS layer of idle_stopper: gather the facts, carry out the plan. No decisions here.
+
+Calls per run, for R running instances of which C need metrics and S are stopped:
+- DescribeInstances: ceil(R / 1000) pages (server-side filter instance-state-name=running);
+- GetMetricData: ceil(3·C / 500) (3 queries per instance: peak CPU, NetworkIn, NetworkOut);
+- DescribeInstanceAttribute (disableApiStop): one per stop candidate looked at, in priority
+  order, until the cap is filled (at most cap + the stop-protected candidates met on the way);
+- StopInstances: ceil(S / 1000), i.e. 1 (the cap is at most 100);
+- CreateTags: one per distinct tag set; StoppedBy and StoppedAt are the same for the whole run,
+  StoppedReason carries each instance's own numbers, so in practice one call per stopped
+  instance (at most the cap), never more.
+A batch refused as a whole (one stop-protected or vanished instance fails the call) is retried
+one instance at a time, so one bad instance costs a few calls and never blocks the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+from autopilot import aws
+from autopilot.runtime import Deadline
+from autopilot.tags import as_dict, as_list
+from idle_stopper.decision import Instance, Period, Policy
+
+logger = Logger(child=True)
+
+DESCRIBE_PAGE_SIZE = 1000
+METRIC_QUERIES_PER_CALL = 500  # GetMetricData's maximum
+STOP_BATCH = 1000
+TAG_BATCH = 1000  # CreateTags' maximum number of resource ids
+# (query id prefix, metric name, statistic): the k = 3 series the idle rule needs per instance.
+METRICS: tuple[tuple[str, str, str], ...] = (
+    ("c", "CPUUtilization", "Maximum"),
+    ("i", "NetworkIn", "Sum"),
+    ("o", "NetworkOut", "Sum"),
+)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A per-instance AWS error: reported in the mail and counted in Failed."""
+
+    instance_id: str
+    action: str
+    code: str
+    message: str
+
+
+def to_instance(raw: Mapping[str, Any]) -> Instance:
+    launch = raw["LaunchTime"]
+    if isinstance(launch, str):
+        launch = datetime.fromisoformat(launch.replace("Z", "+00:00"))
+    return Instance(
+        instance_id=str(raw["InstanceId"]),
+        launch_time=launch if launch.tzinfo else launch.replace(tzinfo=UTC),
+        state=str(raw.get("State", {}).get("Name", "unknown")),
+        lifecycle=raw.get("InstanceLifecycle"),
+        root_device_type=raw.get("RootDeviceType"),
+        instance_type=str(raw.get("InstanceType", "")),
+        tags=as_dict(raw.get("Tags")),
+    )
+
+
+def running_instances() -> list[Instance]:
+    """Every running instance of the region: one paginated DescribeInstances, filtered server-side."""
+    ec2 = aws.client("ec2")
+    found = aws.paginate(
+        ec2,
+        "describe_instances",
+        "Reservations[].Instances[]",
+        Filters=[{"Name": "instance-state-name", "Values": ["running"]}],
+        PaginationConfig={"PageSize": DESCRIBE_PAGE_SIZE},
+    )
+    return [to_instance(raw) for raw in found]
+
+
+def metric_queries(instance_ids: Sequence[str], policy: Policy) -> list[dict[str, Any]]:
+    """k = 3 MetricStat queries per instance; ids are q<index><kind>, unique across the run."""
+    period = int(policy.period.total_seconds())
+    return [
+        {
+            "Id": f"{prefix}{index}",
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": "AWS/EC2",
+                    "MetricName": name,
+                    "Dimensions": [{"Name": "InstanceId", "Value": instance_id}],
+                },
+                "Period": period,
+                "Stat": stat,
+            },
+            "ReturnData": True,
+        }
+        for index, instance_id in enumerate(instance_ids)
+        for prefix, name, stat in METRICS
+    ]
+
+
+def fetch_metrics(
+    instance_ids: Sequence[str], policy: Policy, now: datetime, deadline: Deadline
+) -> dict[str, list[Period]]:
+    """The window's periods for each instance, GetMetricData batched at 500 queries per call.
+
+    If the invocation runs out of time, the remaining instances get no periods: too little
+    data, so they are not stopped this run (the safe side)."""
+    cloudwatch = aws.client("cloudwatch")
+    start, end = policy.window(now)
+    values: dict[str, dict[datetime, float]] = {}
+    queries = metric_queries(instance_ids, policy)
+    for batch in aws.chunked(queries, METRIC_QUERIES_PER_CALL):
+        if deadline.expired():
+            logger.warning("out of time while fetching metrics; the rest are not judged this run")
+            break
+        results = aws.paginate(
+            cloudwatch,
+            "get_metric_data",
+            "MetricDataResults[]",
+            MetricDataQueries=batch,
+            StartTime=start,
+            EndTime=end,
+            ScanBy="TimestampAscending",
+        )
+        for result in results:
+            series = values.setdefault(result["Id"], {})
+            for stamp, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
+                series[stamp.astimezone(UTC)] = float(value)
+    return {
+        instance_id: _periods(values, index, policy.period_starts(now))
+        for index, instance_id in enumerate(instance_ids)
+    }
+
+
+def _periods(
+    values: Mapping[str, Mapping[datetime, float]], index: int, starts: Iterable[datetime]
+) -> list[Period]:
+    cpu, net_in, net_out = (values.get(f"{prefix}{index}", {}) for prefix, _, _ in METRICS)
+    return [Period(start, cpu.get(start), net_in.get(start), net_out.get(start)) for start in starts]
+
+
+def is_stop_protected(instance_id: str, failures: list[Failure]) -> bool:
+    """DisableApiStop of one instance. If it cannot be read, the instance counts as protected
+    (not stopped) and the error is reported."""
+    try:
+        response = aws.client("ec2").describe_instance_attribute(
+            InstanceId=instance_id, Attribute="disableApiStop"
+        )
+    except ClientError as err:
+        failures.append(Failure(instance_id, "check stop protection", aws.error_code(err), str(err)))
+        logger.warning(
+            "could not read stop protection", extra={"instance_id": instance_id, "code": aws.error_code(err)}
+        )
+        return True
+    return bool(response.get("DisableApiStop", {}).get("Value", False))
+
+
+def stop_instances(instance_ids: Sequence[str]) -> tuple[list[str], list[Failure]]:
+    """Stop in batches; a refused batch is retried one by one to find the refusing instance."""
+    stopped: list[str] = []
+    failures: list[Failure] = []
+    for batch in aws.chunked(instance_ids, STOP_BATCH):
+        try:
+            stopped += _stop(batch)
+        except ClientError as err:
+            if len(batch) == 1:
+                failures.append(_failure(batch[0], "stop", err))
+                continue
+            logger.warning("stop batch refused; retrying one by one", extra={"code": aws.error_code(err)})
+            for instance_id in batch:
+                try:
+                    stopped += _stop([instance_id])
+                except ClientError as single:
+                    failures.append(_failure(instance_id, "stop", single))
+    return stopped, failures
+
+
+def _stop(instance_ids: list[str]) -> list[str]:
+    response = aws.client("ec2").stop_instances(InstanceIds=instance_ids)
+    return [str(item["InstanceId"]) for item in response.get("StoppingInstances", [])]
+
+
+def tag_instances(tags_by_id: Mapping[str, Mapping[str, str]]) -> list[Failure]:
+    """CreateTags once per distinct tag set (up to 1,000 ids each); a refused group is retried
+    one by one so that one vanished instance does not leave the others untagged."""
+    groups: dict[tuple[tuple[str, str], ...], list[str]] = {}
+    for instance_id, tags in tags_by_id.items():
+        groups.setdefault(tuple(sorted(tags.items())), []).append(instance_id)
+    failures: list[Failure] = []
+    ec2 = aws.client("ec2")
+    for key, ids in groups.items():
+        tag_list = as_list(dict(key))
+        for batch in aws.chunked(ids, TAG_BATCH):
+            try:
+                ec2.create_tags(Resources=batch, Tags=tag_list)
+            except ClientError as err:
+                if len(batch) == 1:
+                    failures.append(_failure(batch[0], "tag", err))
+                    continue
+                for instance_id in batch:
+                    try:
+                        ec2.create_tags(Resources=[instance_id], Tags=tag_list)
+                    except ClientError as single:
+                        failures.append(_failure(instance_id, "tag", single))
+    return failures
+
+
+def _failure(instance_id: str, action: str, err: ClientError) -> Failure:
+    code = aws.error_code(err)
+    message = str(err.response.get("Error", {}).get("Message", err))
+    logger.warning(f"could not {action} instance", extra={"instance_id": instance_id, "code": code})
+    return Failure(instance_id, action, code, message)

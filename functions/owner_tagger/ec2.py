@@ -1,0 +1,126 @@
+"""The thin AWS layer: read instances and owner tags, write the owner tag. No decisions here.
+
+Batching: DescribeInstances and DescribeTags take at most 200 values per filter, CreateTags at
+most 1,000 resource ids per call (one tag set per call, so one batch per owner value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from botocore.exceptions import ClientError
+
+from autopilot import aws
+from autopilot.tags import as_dict
+
+FILTER_VALUES_MAX: Final = 200
+CREATE_TAGS_MAX: Final = 1000
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """What DescribeInstances says about one instance, reduced to what the decision needs."""
+
+    id: str
+    state: str
+    root_device_type: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    volume_ids: tuple[str, ...] = ()
+    network_interface_ids: tuple[str, ...] = ()
+
+    @property
+    def gone(self) -> bool:
+        return self.state in {"shutting-down", "terminated"}
+
+    @property
+    def volumes_pending(self) -> bool:
+        """An EBS-backed instance whose root volume is not attached (yet)."""
+        return self.root_device_type == "ebs" and not self.volume_ids and not self.gone
+
+
+@dataclass(frozen=True)
+class TagFailure:
+    resource_id: str
+    code: str
+    message: str
+
+
+def _view(instance: Mapping[str, Any]) -> InstanceView:
+    return InstanceView(
+        id=str(instance["InstanceId"]),
+        state=str(instance.get("State", {}).get("Name", "unknown")),
+        root_device_type=str(instance.get("RootDeviceType", "ebs")),
+        tags=as_dict(instance.get("Tags")),
+        volume_ids=tuple(
+            str(m["Ebs"]["VolumeId"])
+            for m in instance.get("BlockDeviceMappings", [])
+            if isinstance(m.get("Ebs"), Mapping) and m["Ebs"].get("VolumeId")
+        ),
+        network_interface_ids=tuple(
+            str(n["NetworkInterfaceId"])
+            for n in instance.get("NetworkInterfaces", [])
+            if n.get("NetworkInterfaceId")
+        ),
+    )
+
+
+def describe_instances(ids: Iterable[str]) -> dict[str, InstanceView]:
+    """Instances by id. A filter (not InstanceIds) so that an id that no longer exists is just
+    absent from the answer instead of failing the whole call."""
+    ec2 = aws.client("ec2")
+    found: dict[str, InstanceView] = {}
+    for batch in aws.chunked(ids, FILTER_VALUES_MAX):
+        filters = [{"Name": "instance-id", "Values": batch}]
+        pages = aws.paginate(ec2, "describe_instances", "Reservations[].Instances[]", Filters=filters)
+        for instance in pages:
+            view = _view(instance)
+            found[view.id] = view
+    return found
+
+
+def owner_tags(ids: Iterable[str], key: str) -> dict[str, str]:
+    """Resource id -> value of its ``key`` tag, for those of ``ids`` that have one."""
+    ec2 = aws.client("ec2")
+    found: dict[str, str] = {}
+    for batch in aws.chunked(ids, FILTER_VALUES_MAX):
+        filters = [{"Name": "resource-id", "Values": batch}, {"Name": "key", "Values": [key]}]
+        for tag in aws.paginate(ec2, "describe_tags", "Tags[]", Filters=filters):
+            if tag.get("Key") == key:
+                found[str(tag["ResourceId"])] = str(tag.get("Value", ""))
+    return found
+
+
+def create_tags(ids: list[str], key: str, value: str) -> list[TagFailure]:
+    """Tag ``ids`` with ``key=value`` in batches of 1,000. A batch that fails for a permanent
+    reason (a resource gone, say) is retried id by id so the others still get their tag; the
+    ids that still fail are returned. Transient errors (after the client's own retries) raise,
+    so the invocation is retried as a whole, which is harmless."""
+    failures: list[TagFailure] = []
+    for batch in aws.chunked(ids, CREATE_TAGS_MAX):
+        error = _create_tags(batch, key, value)
+        if error is None:
+            continue
+        if len(batch) == 1:
+            failures.append(TagFailure(batch[0], aws.error_code(error), _message(error)))
+            continue
+        for resource_id in batch:
+            single = _create_tags([resource_id], key, value)
+            if single is not None:
+                failures.append(TagFailure(resource_id, aws.error_code(single), _message(single)))
+    return failures
+
+
+def _create_tags(batch: list[str], key: str, value: str) -> ClientError | None:
+    try:
+        aws.client("ec2").create_tags(Resources=batch, Tags=[{"Key": key, "Value": value}])
+    except ClientError as err:
+        if aws.is_transient(err):
+            raise
+        return err
+    return None
+
+
+def _message(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Message", ""))[:300]

@@ -1,0 +1,1 @@
+"""patch_sweeper: weekly AWS-RunPatchBaseline sweeps through SSM, one digest per sweep."""

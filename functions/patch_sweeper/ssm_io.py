@@ -1,0 +1,184 @@
+"""The thin AWS layer: gather the fleet, send the patch commands, read their results.
+
+Every call goes through ``autopilot.aws.client`` (shared retry config, call recorder), pages
+with paginators and batches at the API maximum. Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autopilot import aws
+from autopilot.tags import as_dict
+from patch_sweeper.results import Invocation, PatchState, PluginResult, tail
+from patch_sweeper.targeting import MAX_INSTANCES_PER_COMMAND, Instance, ManagedNode
+from patch_sweeper.triggers import DOCUMENT
+
+DESCRIBE_INSTANCES_PAGE = 1000  # DescribeInstances MaxResults maximum
+INSTANCE_INFORMATION_PAGE = 50  # DescribeInstanceInformation MaxResults maximum
+INVOCATIONS_PAGE = 50  # ListCommandInvocations MaxResults maximum
+PATCH_STATES_IDS = 50  # DescribeInstancePatchStates InstanceIds maximum
+FILTER_VALUES = 200  # values per EC2 filter
+COMMAND_TIMEOUT_SECONDS = 14400  # how long an instance may wait for its turn (MaxConcurrency waves)
+
+
+def running_instances() -> list[Instance]:
+    ec2 = aws.client("ec2")
+    found = aws.paginate(
+        ec2,
+        "describe_instances",
+        "Reservations[].Instances[]",
+        Filters=[{"Name": "instance-state-name", "Values": ["running"]}],
+        PaginationConfig={"PageSize": DESCRIBE_INSTANCES_PAGE},
+    )
+    return [_instance(raw) for raw in found]
+
+
+def instances_by_id(instance_ids: Iterable[str]) -> dict[str, Instance]:
+    """Name and tags of specific instances (any state), for the digest; unknown ids are absent."""
+    ec2 = aws.client("ec2")
+    result: dict[str, Instance] = {}
+    for batch in aws.chunked(sorted(set(instance_ids)), FILTER_VALUES):
+        for raw in aws.paginate(
+            ec2,
+            "describe_instances",
+            "Reservations[].Instances[]",
+            Filters=[{"Name": "instance-id", "Values": batch}],
+        ):
+            instance = _instance(raw)
+            result[instance.id] = instance
+    return result
+
+
+def _instance(raw: dict[str, Any]) -> Instance:
+    return Instance(
+        id=raw["InstanceId"],
+        state=raw.get("State", {}).get("Name", ""),
+        tags=as_dict(raw.get("Tags")),
+        platform=raw.get("PlatformDetails", raw.get("Platform", "Linux/UNIX")),
+    )
+
+
+def managed_nodes() -> list[ManagedNode]:
+    """Every EC2 instance SSM knows, with its ping status (any status, so we can say why not)."""
+    ssm = aws.client("ssm")
+    found = aws.paginate(
+        ssm,
+        "describe_instance_information",
+        "InstanceInformationList[]",
+        Filters=[{"Key": "ResourceType", "Values": ["EC2Instance"]}],
+        PaginationConfig={"PageSize": INSTANCE_INFORMATION_PAGE},
+    )
+    return [
+        ManagedNode(
+            instance_id=raw["InstanceId"],
+            ping_status=raw.get("PingStatus", ""),
+            agent_version=raw.get("AgentVersion", ""),
+            platform=raw.get("PlatformName", ""),
+            last_ping=_iso(raw.get("LastPingDateTime")),
+        )
+        for raw in found
+    ]
+
+
+def _iso(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.strftime("%Y-%m-%d %H:%M UTC") if hasattr(value, "strftime") else str(value)
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    instance_ids: Sequence[str]
+    operation: str
+    reboot_option: str
+    snapshot_id: str
+    comment: str
+    max_concurrency: str
+    max_errors: str
+    log_group: str
+
+
+def send_patch_command(request: CommandRequest) -> str:
+    """One SendCommand for at most 50 instances; returns the command id. ClientError propagates."""
+    if not 1 <= len(request.instance_ids) <= MAX_INSTANCES_PER_COMMAND:
+        raise ValueError(f"a command takes 1..{MAX_INSTANCES_PER_COMMAND} instances")
+    response = aws.client("ssm").send_command(
+        InstanceIds=list(request.instance_ids),
+        DocumentName=DOCUMENT,
+        Comment=request.comment[:100],
+        Parameters={
+            "Operation": [request.operation],
+            "RebootOption": [request.reboot_option],
+            "SnapshotId": [request.snapshot_id],
+        },
+        TimeoutSeconds=COMMAND_TIMEOUT_SECONDS,
+        MaxConcurrency=request.max_concurrency,
+        MaxErrors=request.max_errors,
+        CloudWatchOutputConfig={
+            "CloudWatchLogGroupName": request.log_group,
+            "CloudWatchOutputEnabled": True,
+        },
+    )
+    return str(response["Command"]["CommandId"])
+
+
+def invocations(command_id: str) -> Iterator[Invocation]:
+    ssm = aws.client("ssm")
+    for raw in aws.paginate(
+        ssm,
+        "list_command_invocations",
+        "CommandInvocations[]",
+        CommandId=command_id,
+        Details=True,
+        PaginationConfig={"PageSize": INVOCATIONS_PAGE},
+    ):
+        yield Invocation(
+            command_id=command_id,
+            instance_id=raw["InstanceId"],
+            status=raw.get("Status", ""),
+            status_details=raw.get("StatusDetails", ""),
+            plugins=tuple(
+                PluginResult(
+                    name=p.get("Name", ""),
+                    status=p.get("Status", ""),
+                    status_details=p.get("StatusDetails", ""),
+                    response_code=int(p.get("ResponseCode", 0)),
+                )
+                for p in raw.get("CommandPlugins", [])
+            ),
+        )
+
+
+def output_tail(command_id: str, instance_id: str, plugin: str | None) -> str:
+    """The end of a step's output (GetCommandInvocation keeps up to 24,000 characters)."""
+    kwargs: dict[str, Any] = {"CommandId": command_id, "InstanceId": instance_id}
+    if plugin:
+        kwargs["PluginName"] = plugin
+    response = aws.client("ssm").get_command_invocation(**kwargs)
+    return tail(response.get("StandardOutputContent", ""), response.get("StandardErrorContent", ""))
+
+
+def patch_states(instance_ids: Sequence[str]) -> list[PatchState]:
+    ssm = aws.client("ssm")
+    states: list[PatchState] = []
+    for batch in aws.chunked(dict.fromkeys(instance_ids), PATCH_STATES_IDS):
+        for raw in aws.paginate(
+            ssm, "describe_instance_patch_states", "InstancePatchStates[]", InstanceIds=batch
+        ):
+            states.append(
+                PatchState(
+                    instance_id=raw["InstanceId"],
+                    installed=int(raw.get("InstalledCount", 0)),
+                    installed_pending_reboot=int(raw.get("InstalledPendingRebootCount", 0)),
+                    missing=int(raw.get("MissingCount", 0)),
+                    failed=int(raw.get("FailedCount", 0)),
+                    not_applicable=int(raw.get("NotApplicableCount", 0)),
+                    critical_non_compliant=int(raw.get("CriticalNonCompliantCount", 0)),
+                    security_non_compliant=int(raw.get("SecurityNonCompliantCount", 0)),
+                    operation=raw.get("Operation", ""),
+                )
+            )
+    return states

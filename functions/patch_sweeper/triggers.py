@@ -1,0 +1,79 @@
+"""The two events this function reacts to, parsed by a lookup table keyed by (source, detail-type).
+
+- the weekly schedule (``aws.events`` / ``aws.scheduler``, "Scheduled Event"): start a sweep;
+- SSM's "EC2 Command Status-change Notification" for AWS-RunPatchBaseline: one of the
+  sweep's commands reached a final status; collect the results when it was the last one.
+
+Anything else raises :class:`BadEvent`; the handler logs it once and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from autopilot.events import BadEvent, ScheduledRun, parse_scheduled, parse_time, require
+
+DOCUMENT = "AWS-RunPatchBaseline"
+# Command-level statuses after which nothing changes any more (CommandStatus enum minus
+# Pending, InProgress and Cancelling). The EventBridge rule only forwards these.
+FINAL_STATUSES = frozenset({"Success", "Failed", "TimedOut", "Cancelled"})
+COMMAND_DETAIL_TYPE = "EC2 Command Status-change Notification"
+_COMMAND_ID = re.compile(r"^[0-9a-fA-F-]{36}$")
+
+
+@dataclass(frozen=True)
+class CommandFinished:
+    """One of the suite's (possibly) patch commands reached a final status."""
+
+    command_id: str
+    status: str
+    document: str
+    time: datetime
+    instance_ids: tuple[str, ...]
+
+
+Trigger = ScheduledRun | CommandFinished
+
+
+def parse_command_finished(event: Any) -> CommandFinished:
+    detail = require(event, "detail", dict)
+    command_id = require(detail, "command-id", str, "event.detail")
+    if not _COMMAND_ID.match(command_id):
+        raise BadEvent(f"event.detail.command-id={command_id[:60]!r} is not a command id")
+    document = require(detail, "document-name", str, "event.detail")
+    if document != DOCUMENT:
+        raise BadEvent(f"command {command_id} ran {document!r}, not {DOCUMENT}")
+    status = require(detail, "status", str, "event.detail")
+    if status not in FINAL_STATUSES:
+        raise BadEvent(f"command {command_id} status {status!r} is not final")
+    resources = event.get("resources") or []
+    if not isinstance(resources, list):
+        raise BadEvent("event.resources is not a list")
+    instances = tuple(str(r).rsplit("/", 1)[-1] for r in resources if ":instance/" in str(r))
+    return CommandFinished(
+        command_id=command_id,
+        status=status,
+        document=document,
+        time=parse_time(require(event, "time", str)),
+        instance_ids=instances,
+    )
+
+
+PARSERS: dict[tuple[str, str], Callable[[Any], Trigger]] = {
+    ("aws.events", "Scheduled Event"): parse_scheduled,
+    ("aws.scheduler", "Scheduled Event"): parse_scheduled,
+    ("aws.ssm", COMMAND_DETAIL_TYPE): parse_command_finished,
+}
+
+
+def parse_trigger(event: Any) -> Trigger:
+    source = require(event, "source", str)
+    detail_type = require(event, "detail-type", str)
+    parser = PARSERS.get((source, detail_type))
+    if parser is None:
+        raise BadEvent(f"not a trigger of patch_sweeper: source={source!r} detail-type={detail_type!r}")
+    return parser(event)

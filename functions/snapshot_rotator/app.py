@@ -1,0 +1,56 @@
+"""snapshot_rotator: snapshot opted-in EBS volumes on schedule, delete its own expired snapshots."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from autopilot.events import BadEvent, describe, parse_scheduled
+from autopilot.runtime import Deadline
+from snapshot_rotator.config import RotatorConfig
+from snapshot_rotator.report import add_metrics, send
+from snapshot_rotator.rotate import execute
+
+logger = Logger()
+metrics = Metrics()
+
+# Exactly the IAM actions this function calls (the template test checks the policy grants these).
+PERMISSIONS = frozenset(
+    {
+        "ec2:DescribeImages",
+        "ec2:DescribeSnapshots",
+        "ec2:DescribeInstances",
+        "ec2:DescribeVolumes",
+        "ec2:CreateSnapshot",
+        "ec2:CreateSnapshots",
+        "ec2:CreateTags",  # only as part of CreateSnapshot(s) TagSpecifications (ec2:CreateAction)
+        "ec2:DeleteSnapshot",
+        "sns:Publish",
+    }
+)
+
+
+def clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, object]:
+    config = RotatorConfig.from_env()
+    try:
+        run = parse_scheduled(event)
+    except BadEvent as err:
+        logger.error("ignored malformed event", extra={"reason": str(err), "event": describe(event)})
+        metrics.add_metric("MalformedEvents", MetricUnit.Count, 1)
+        return {"status": "ignored", "reason": str(err)}
+    logger.info("scheduled run", extra={"run_id": run.id, "scheduled": run.time.isoformat()})
+    report = execute(config, clock(), Deadline.from_context(context))
+    add_metrics(metrics, report)
+    message_id = send(config, report)
+    summary = report.summary()
+    logger.info("run finished", extra={**summary, "mail": message_id})
+    return {**summary, "mail": message_id}

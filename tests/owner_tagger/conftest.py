@@ -1,0 +1,103 @@
+"""owner_tagger test helpers: launch instances in moto and point sample events at them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture
+def ec2() -> Any:
+    """A plain boto3 client for arranging and checking state (not seen by the call recorder)."""
+    return boto3.client("ec2", region_name=REGION)
+
+
+@pytest.fixture
+def owner_env(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("OWNER_TAG_KEY", "Owner")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "owner_tagger")
+    return {**stack_env, "OWNER_TAG_KEY": "Owner"}
+
+
+@pytest.fixture
+def launch(ec2: Any) -> Callable[..., list[dict[str, Any]]]:
+    """launch(count, **run_instances kwargs) -> the Instances moto returned."""
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+    def run(count: int = 1, **kwargs: Any) -> list[dict[str, Any]]:
+        response = ec2.run_instances(
+            ImageId=image, MinCount=count, MaxCount=count, InstanceType="t3.micro", **kwargs
+        )
+        return list(response["Instances"])
+
+    return run
+
+
+def retarget(event: dict[str, Any], instances: list[dict[str, Any]]) -> dict[str, Any]:
+    """A copy of a RunInstances sample event whose instancesSet names ``instances`` (as moto
+    returned them: real ids, ENIs and launch tags), built from the sample's first item."""
+    event = copy.deepcopy(event)
+    response = event["detail"]["responseElements"]
+    template = response["instancesSet"]["items"][0]
+    items = []
+    for instance in instances:
+        item = copy.deepcopy(template)
+        item["instanceId"] = instance["InstanceId"]
+        eni_item = item["networkInterfaceSet"]["items"][0]
+        item["networkInterfaceSet"]["items"] = [
+            {**eni_item, "networkInterfaceId": n["NetworkInterfaceId"]} for n in instance["NetworkInterfaces"]
+        ]
+        tags = instance.get("Tags", [])
+        if tags:
+            item["tagSet"] = {"items": [{"key": t["Key"], "value": t["Value"]} for t in tags]}
+        else:
+            item.pop("tagSet", None)
+        items.append(item)
+    response["instancesSet"]["items"] = items
+    return event
+
+
+def set_resource_id(event: dict[str, Any], field: str, value: str) -> dict[str, Any]:
+    """A copy of a single-resource sample event (CreateVolume, ...) naming ``value``."""
+    event = copy.deepcopy(event)
+    event["detail"]["responseElements"][field] = value
+    return event
+
+
+def tags_of(ec2: Any, resource_id: str) -> dict[str, str]:
+    found = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [resource_id]}])["Tags"]
+    return {t["Key"]: t["Value"] for t in found}
+
+
+def attachments(ec2: Any, instance_id: str) -> tuple[list[str], list[str]]:
+    """(volume ids, ENI ids) of an instance."""
+    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    volumes = [m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]]
+    enis = [n["NetworkInterfaceId"] for n in instance["NetworkInterfaces"]]
+    return volumes, enis
+
+
+def create_tags_resources(params: dict[str, Any]) -> list[str]:
+    """The resource ids of one recorded CreateTags call."""
+    return list(params["Resources"])
+
+
+class Helpers:
+    """The helpers above, as one fixture (test modules cannot import a conftest by name)."""
+
+    retarget = staticmethod(retarget)
+    set_resource_id = staticmethod(set_resource_id)
+    tags_of = staticmethod(tags_of)
+    attachments = staticmethod(attachments)
+    create_tags_resources = staticmethod(create_tags_resources)
+
+
+@pytest.fixture
+def helpers() -> type[Helpers]:
+    return Helpers

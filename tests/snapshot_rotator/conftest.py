@@ -1,0 +1,167 @@
+"""A small EC2 fleet in moto for snapshot_rotator's integration tests and benchmark.
+
+moto stamps every snapshot with the real clock and makes it ``completed`` at once; the fleet
+backdates snapshots and sets their state in moto's backend so that a test can build any
+history and run the rotator at any injected ``now``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
+
+from autopilot import aws
+from autopilot.config import CommonConfig
+from autopilot.runtime import Deadline
+from snapshot_rotator.config import RotatorConfig
+from snapshot_rotator.retention import RetentionPolicy
+from snapshot_rotator.rotate import RunReport, execute
+
+REGION = "eu-west-1"
+STACK = "ops-autopilot-test"
+NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+AMI_ID = "ami-12c6146b"  # one of moto's bundled images
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self.ec2 = boto3.client("ec2", region_name=REGION)
+
+    @property
+    def backend(self) -> Any:
+        return ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+    def volume(self, tags: dict[str, str] | None = None) -> str:
+        spec = [{"ResourceType": "volume", "Tags": [{"Key": k, "Value": v} for k, v in (tags or {}).items()]}]
+        kwargs: dict[str, Any] = {"AvailabilityZone": f"{REGION}a", "Size": 8}
+        if tags:
+            kwargs["TagSpecifications"] = spec
+        return str(self.ec2.create_volume(**kwargs)["VolumeId"])
+
+    def instance(self, tags: dict[str, str], data_volumes: int = 1) -> tuple[str, list[str]]:
+        """An instance with a root volume and ``data_volumes`` more; returns (id, [root, data...])."""
+        inst = self.ec2.run_instances(
+            ImageId=AMI_ID,
+            MinCount=1,
+            MaxCount=1,
+            Placement={"AvailabilityZone": f"{REGION}a"},
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )["Instances"][0]
+        instance_id = str(inst["InstanceId"])
+        for n in range(data_volumes):
+            vol = self.volume({"Name": f"{instance_id}-data{n}"})
+            self.ec2.attach_volume(VolumeId=vol, InstanceId=instance_id, Device=f"/dev/sd{chr(ord('f') + n)}")
+        mappings = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0][
+            "BlockDeviceMappings"
+        ]
+        return instance_id, [m["Ebs"]["VolumeId"] for m in mappings]
+
+    def snapshot(
+        self, volume_id: str, when: datetime, *, managed: bool = True, state: str = "completed", **tags: str
+    ) -> str:
+        all_tags = ({"ManagedBy": STACK} if managed else {}) | tags
+        kwargs: dict[str, Any] = {"VolumeId": volume_id, "Description": "history"}
+        if all_tags:
+            kwargs["TagSpecifications"] = [
+                {"ResourceType": "snapshot", "Tags": [{"Key": k, "Value": v} for k, v in all_tags.items()]}
+            ]
+        snap_id = str(self.ec2.create_snapshot(**kwargs)["SnapshotId"])
+        self.set(snap_id, when, state)
+        return snap_id
+
+    def set(self, snap_id: str, when: datetime | None = None, state: str | None = None) -> None:
+        snap = self.backend.snapshots[snap_id]
+        if when is not None:
+            snap.start_time = when
+        if state is not None:
+            snap.status = state
+
+    def behind_ami(self, snap_id: str) -> str:
+        """Register an AMI whose block device mapping uses ``snap_id`` (moto cannot register one
+        from a given snapshot, so its own auto-created snapshot is swapped for ours)."""
+        image_id = str(self.ec2.register_image(Name=f"image-of-{snap_id}")["ImageId"])
+        image = self.backend.amis[image_id]
+        self.backend.snapshots.pop(image.ebs_snapshot.id, None)
+        image.ebs_snapshot = self.backend.snapshots[snap_id]
+        image.ebs_snapshot.from_ami = image_id
+        return image_id
+
+    def snapshots(self, volume_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every snapshot of the account (optionally of one volume), by id, tags as a dict."""
+        found = {}
+        for s in self.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]:
+            if volume_id is None or s["VolumeId"] == volume_id:
+                found[s["SnapshotId"]] = {**s, "Tags": {t["Key"]: t["Value"] for t in s.get("Tags", [])}}
+        return found
+
+    def backdate_new(self, before: set[str], when: datetime) -> set[str]:
+        """Give the snapshots created since ``before`` the simulated creation time."""
+        new = set(self.backend.snapshots) - before
+        for snap_id in new:
+            self.set(snap_id, when)
+        return new
+
+
+class ApiParams:
+    """The API-level parameters of every EC2 call of the rotator's client (the shared
+    CallRecorder sees the serialized wire request instead)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+        aws.client("ec2").meta.events.register("provide-client-params.ec2", self._hook)
+
+    def _hook(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.seen.append((model.name, copy.deepcopy(params)))
+
+    def of(self, operation: str) -> list[dict[str, Any]]:
+        return [p for name, p in self.seen if name == operation]
+
+
+@pytest.fixture
+def api() -> ApiParams:
+    return ApiParams()
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    return Fleet()
+
+
+def make_config(
+    topic_arn: str, *, dry_run: bool = False, summary_mail: bool = True, keep_newest: int = 3, **policy: int
+) -> RotatorConfig:
+    return RotatorConfig(
+        common=CommonConfig(stack_name=STACK, region=REGION, topic_arn=topic_arn, dry_run=dry_run),
+        policy=RetentionPolicy(keep_newest=keep_newest, **policy),
+        retry_window=timedelta(hours=12),
+        summary_mail=summary_mail,
+    )
+
+
+@pytest.fixture
+def config_for(topic_arn: str) -> Callable[..., RotatorConfig]:
+    """config_for(dry_run=..., summary_mail=..., keep_newest=..., keep_days=...)"""
+
+    def build(**kwargs: Any) -> RotatorConfig:
+        return make_config(topic_arn, **kwargs)
+
+    return build
+
+
+@pytest.fixture
+def rotate(topic_arn: str) -> Callable[..., RunReport]:
+    """rotate(now=..., seconds=300, **config) runs one rotation with an injected clock."""
+
+    def run(now: datetime = NOW, seconds: float = 300.0, **kwargs: Any) -> RunReport:
+        return execute(make_config(topic_arn, **kwargs), now, Deadline(remaining_at_start=seconds))
+
+    return run

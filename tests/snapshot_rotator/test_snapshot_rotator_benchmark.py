@@ -1,0 +1,96 @@
+"""Benchmark (slow): API calls of one run over 1,000 opted-in volumes with 10 snapshots each.
+
+moto answers DescribeSnapshots in a single page whatever MaxResults says, so this module
+makes moto's handler honour MaxResults/NextToken (as EC2 does, at most 1,000 per page); the
+page count the rotator needs is then measured, not assumed. moto also looks up each
+resource's tags by scanning every tag of the account (quadratic: minutes for 10,000
+snapshots), so the lookup is replaced by a dict access with the same result. Run with
+``pytest -m slow -s`` to see the table.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.core import TaggedEC2Resource
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+from autopilot.recorder import CallRecorder
+
+pytestmark = pytest.mark.slow
+
+REGION = "eu-west-1"
+STACK = "ops-autopilot-test"
+NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+VOLUMES = 1000
+PER_VOLUME = 10
+KEEP = 7
+
+
+def _paged_describe_snapshots(self: Any) -> Any:
+    """moto's DescribeSnapshots, answering in pages of MaxResults (at most 1,000) like EC2."""
+    result = _original(self)
+    snapshots = result.result["Snapshots"]
+    size = min(int(self._get_param("MaxResults") or 1000), 1000)
+    start = int(self._get_param("NextToken") or 0)
+    page: dict[str, Any] = {"Snapshots": snapshots[start : start + size]}
+    if start + size < len(snapshots):
+        page["NextToken"] = str(start + size)
+    return type(result)(page)
+
+
+_original = ElasticBlockStore.describe_snapshots
+
+
+def _indexed_get_tags(self: Any) -> list[dict[str, str]]:
+    """moto's TaggedEC2Resource.get_tags, by dict lookup instead of a scan of every tag."""
+    tags = self.ec2_backend.tags.get(self.id, {}) if self.id else {}
+    kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "") if self.id else ""
+    return [{"resource_id": self.id, "key": k, "value": v, "resource_type": kind} for k, v in tags.items()]
+
+
+@pytest.fixture
+def paged_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ElasticBlockStore, "describe_snapshots", _paged_describe_snapshots)
+    monkeypatch.setattr(TaggedEC2Resource, "get_tags", _indexed_get_tags)
+
+
+def _seed() -> None:
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+    for n in range(VOLUMES):
+        volume = backend.create_volume(size=8, zone_name=f"{REGION}a")
+        volume.add_tags({"Backup": "true", "Name": f"data-{n}", "Owner": f"team-{n % 7}"})
+        for day in range(1, PER_VOLUME + 1):
+            snap = backend.create_snapshot(volume.id, "history")
+            snap.add_tags({"ManagedBy": STACK, "Name": f"data-{n} backup"})
+            snap.start_time = NOW - timedelta(days=day)
+
+
+def test_benchmark_1000_volumes_10_snapshots_each(
+    paged_moto: None, rotate: Any, calls: CallRecorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _seed()
+    calls.calls.clear()
+    report = rotate(now=NOW, seconds=900, keep_newest=KEEP, summary_mail=False)
+    counts = calls.by_operation()
+    with capsys.disabled():
+        sys.stdout.write(f"\nAPI calls for {VOLUMES} volumes x {PER_VOLUME} snapshots:\n")
+        for operation, count in sorted(counts.items()):
+            sys.stdout.write(f"  {operation:<28} {count:>6}\n")
+    existing = VOLUMES * PER_VOLUME
+    assert counts["ec2.DescribeSnapshots"] == math.ceil(existing / 1000) == 10
+    assert counts["ec2.DescribeImages"] == 1
+    assert counts["ec2.DescribeInstances"] == 1
+    assert counts["ec2.DescribeVolumes"] == 1  # moto: one page; EC2: ceil(1000 / 500) = 2
+    assert counts["ec2.CreateSnapshot"] == VOLUMES  # the API has no batch form for volumes
+    assert counts["ec2.DeleteSnapshot"] == VOLUMES * (PER_VOLUME - KEEP)  # one call per snapshot
+    assert counts["sns.Publish"] == 0  # nothing failed, summaries off: no mail
+    assert report.snapshots_created == VOLUMES and len(report.deleted) == VOLUMES * (PER_VOLUME - KEEP)
+    assert report.failed == 0 and report.left == 0
