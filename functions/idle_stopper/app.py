@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from autopilot.events import BadEvent, ScheduledRun, describe, parse_scheduled
+from autopilot.events import BadEvent, ScheduledRun, parse_scheduled, reject
 from autopilot.runtime import Deadline
 from idle_stopper import service
 from idle_stopper.config import IdleStopperConfig
@@ -41,9 +41,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     try:
         run = parse_scheduled(event)
     except BadEvent as err:
-        logger.error("ignored malformed event", extra={"reason": str(err), "event": describe(event)})
-        metrics.add_metric(name="MalformedEvents", unit=MetricUnit.Count, value=1)
-        return {"status": "ignored", "reason": str(err)}
+        return reject(err, event, logger, metrics)
     outcome = execute(config, run, Deadline.from_context(context))
     return {"status": "done", "dry_run": outcome.dry_run, **outcome.metrics()}
 

@@ -69,15 +69,7 @@ def to_instance(raw: Mapping[str, Any]) -> Instance:
 
 def running_instances() -> list[Instance]:
     """Every running instance of the region: one paginated DescribeInstances, filtered server-side."""
-    ec2 = aws.client("ec2")
-    found = aws.paginate(
-        ec2,
-        "describe_instances",
-        "Reservations[].Instances[]",
-        Filters=[{"Name": "instance-state-name", "Values": ["running"]}],
-        PaginationConfig={"PageSize": DESCRIBE_PAGE_SIZE},
-    )
-    return [to_instance(raw) for raw in found]
+    return [to_instance(raw) for raw in aws.running_instances(DESCRIBE_PAGE_SIZE)]
 
 
 def metric_queries(instance_ids: Sequence[str], policy: Policy) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from autopilot.events import BadEvent, describe
+from autopilot.events import BadEvent, reject
 from autopilot.runtime import Deadline
 from owner_tagger.config import OwnerTaggerConfig
 from owner_tagger.service import Outcome, digest, execute
@@ -32,9 +32,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         creation = parse_creation_event(event)
     except BadEvent as err:
-        logger.error("ignored malformed event", extra={"reason": str(err), "event": describe(event)})
-        metrics.add_metric(name="MalformedEvents", unit=MetricUnit.Count, value=1)
-        return {"status": "ignored", "reason": str(err)}
+        return reject(err, event, logger, metrics)
     outcome = execute(config, creation, Deadline.from_context(context))
     _record(outcome)
     mail = digest(config, outcome)

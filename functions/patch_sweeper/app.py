@@ -13,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from autopilot.events import BadEvent, ScheduledRun, describe
+from autopilot.events import BadEvent, ScheduledRun, reject
 from autopilot.runtime import Deadline
 from patch_sweeper.config import PatchSweeperConfig
 from patch_sweeper.service import Outcome, command_finished, start_sweep
@@ -62,9 +62,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         trigger = parse_trigger(event)
     except BadEvent as err:
-        logger.error("ignored malformed event", extra={"reason": str(err), "event": describe(event)})
-        metrics.add_metric(name="MalformedEvents", unit=MetricUnit.Count, value=1)
-        return {"status": "ignored", "reason": str(err)}
+        return reject(err, event, logger, metrics)
     outcome = HANDLERS[type(trigger)](config, trigger, context)
     for name in METRIC_NAMES:
         if name in outcome.metrics:

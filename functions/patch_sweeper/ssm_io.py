@@ -25,15 +25,7 @@ COMMAND_TIMEOUT_SECONDS = 14400  # how long an instance may wait for its turn (M
 
 
 def running_instances() -> list[Instance]:
-    ec2 = aws.client("ec2")
-    found = aws.paginate(
-        ec2,
-        "describe_instances",
-        "Reservations[].Instances[]",
-        Filters=[{"Name": "instance-state-name", "Values": ["running"]}],
-        PaginationConfig={"PageSize": DESCRIBE_INSTANCES_PAGE},
-    )
-    return [_instance(raw) for raw in found]
+    return [_instance(raw) for raw in aws.running_instances(DESCRIBE_INSTANCES_PAGE)]
 
 
 def instances_by_id(instance_ids: Iterable[str]) -> dict[str, Instance]:

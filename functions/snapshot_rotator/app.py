@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
 
-from autopilot.events import BadEvent, describe, parse_scheduled
+from autopilot.events import BadEvent, parse_scheduled, reject
 from autopilot.runtime import Deadline
 from snapshot_rotator.config import RotatorConfig
 from snapshot_rotator.report import add_metrics, send
@@ -44,9 +43,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, object]:
     try:
         run = parse_scheduled(event)
     except BadEvent as err:
-        logger.error("ignored malformed event", extra={"reason": str(err), "event": describe(event)})
-        metrics.add_metric("MalformedEvents", MetricUnit.Count, 1)
-        return {"status": "ignored", "reason": str(err)}
+        return reject(err, event, logger, metrics)
     logger.info("scheduled run", extra={"run_id": run.id, "scheduled": run.time.isoformat()})
     report = execute(config, clock(), Deadline.from_context(context))
     add_metrics(metrics, report)

@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from autopilot import aws, console
 from autopilot.config import CommonConfig, env_int, env_str
-from autopilot.events import BadEvent, describe, parse_scheduled
+from autopilot.events import BadEvent, parse_scheduled, reject
 from autopilot.notify import Digest, Item, plural
 from autopilot.runtime import Deadline
 from website_health_check import store
@@ -66,9 +66,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     try:
         run = parse_scheduled(event)
     except BadEvent as err:
-        logger.error("ignored malformed event", extra={"reason": str(err), "event": describe(event)})
-        metrics.add_metric(name="MalformedEvents", unit=MetricUnit.Count, value=1)
-        return {"status": "ignored", "reason": str(err)}
+        return reject(err, event, logger, metrics)
     logger.info("health check run", extra={"run_id": run.id, "scheduled": run.time.isoformat()})
     return execute(config, Deadline.from_context(context, reserve=10.0))
 

@@ -464,7 +464,8 @@ def test_100_instances_two_commands_one_digest_after_the_last(
     assert waiting["status"] == "waiting" and waiting["still_running"] == 1
     assert mailbox() == []
 
-    for cid, batch in ((first, ids[:50]), (second, ids[50:])):
+    # The digest reads the commands' results in command-id order (the sweep record keeps no order).
+    for cid, batch in sorted(((first, ids[:50]), (second, ids[50:]))):
         ssm.add_response(
             "list_command_invocations",
             {"CommandInvocations": [invocation(cid, i, "Success") for i in batch]},

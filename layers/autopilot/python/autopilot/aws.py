@@ -86,6 +86,18 @@ def paginate(aws_client: Any, operation: str, result_key: str, **kwargs: Any) ->
     yield from paginator.paginate(**kwargs).search(result_key)
 
 
+def running_instances(page_size: int = 1000) -> Iterator[dict[str, Any]]:
+    """Every running EC2 instance of the region (raw DescribeInstances items), filtered
+    server-side, ``page_size`` per page (the API's maximum is 1000)."""
+    yield from paginate(
+        client("ec2"),
+        "describe_instances",
+        "Reservations[].Instances[]",
+        Filters=[{"Name": "instance-state-name", "Values": ["running"]}],
+        PaginationConfig={"PageSize": page_size},
+    )
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ClientError, or the exception's class name."""
     if isinstance(exc, ClientError):

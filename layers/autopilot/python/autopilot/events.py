@@ -83,3 +83,12 @@ def describe(event: Any) -> dict[str, Any]:
             if isinstance(detail.get(key), str):
                 summary[f"detail.{key}"] = detail[key][:200]
     return summary
+
+
+def reject(err: BadEvent, event: Any, logger: Any, metrics: Any) -> dict[str, Any]:
+    """The one way a handler turns down an event: one error log line naming the reason and
+    a safe summary of the event, a MalformedEvents metric, and a normal return (so the event
+    is not retried). Nothing has been changed at this point."""
+    logger.error("ignored malformed event", extra={"reason": str(err), "event": describe(event)})
+    metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
+    return {"status": "ignored", "reason": str(err)}
