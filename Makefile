@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' -f1)
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv test demo check lint format typecheck validate build new-automation docs lock clean
+.PHONY: help venv test demo bench check lint format typecheck validate build new-automation docs lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test: $(STAMP) ## Run every test: unit, moto integration, template checks, sam v
 
 demo: $(STAMP) ## Run every automation locally against a moto sandbox and print the mails
 	@PYTHONPATH=layers/autopilot/python:functions:. $(BIN)/python -m demo $(DEMO_ARGS)
+
+bench: $(STAMP) ## Benchmarks: API calls per resource, scaling, cold start, cost (writes docs/benchmarks.md)
+	@PYTHONPATH=layers/autopilot/python:functions:. $(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	@$(BIN)/ruff check .
