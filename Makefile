@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' -f1)
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv test demo bench check lint format typecheck validate build new-automation docs lock clean
+.PHONY: help venv test demo bench check lint format typecheck scan validate build new-automation docs lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -49,13 +49,16 @@ format: $(STAMP) ## Format the code with ruff
 typecheck: $(STAMP) ## mypy (strict) over the layer and the functions
 	@$(BIN)/mypy
 
+scan: $(STAMP) ## checkov on the transformed template (its own pinned .venv-scan; checkov's pins clash with SAM's)
+	@$(BIN)/python tools/security_scan.py
+
 validate: $(STAMP) ## sam validate --lint
 	@$(BIN)/sam validate --lint
 
 build: $(STAMP) ## sam build (no Docker; the layer is built for arm64 by pip)
 	@$(BIN)/sam build
 
-check: lint typecheck test ## The full gate CI runs: lint, types, tests (with template checks)
+check: lint typecheck test scan ## The full gate CI runs: lint, types, tests (with template checks), checkov
 
 new-automation: $(STAMP) ## Scaffold a new automation: make new-automation NAME=snake_name
 	@test -n "$(NAME)" || { echo "usage: make new-automation NAME=snake_name"; exit 2; }
@@ -71,4 +74,4 @@ lock: ## Re-pin requirements-dev.txt from requirements-dev.in
 	  /tmp/ops-autopilot-lock/bin/pip freeze; } > requirements-dev.txt
 
 clean: ## Remove the virtualenv and build output
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-scan .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -15,6 +15,7 @@ from moto import mock_aws
 
 from autopilot import aws
 from autopilot.recorder import CallRecorder
+from reliability import observed
 
 # Powertools reads these when a handler module is imported (at collection, before fixtures).
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "OpsAutopilot")
@@ -24,6 +25,72 @@ ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 REGION = "eu-west-1"
 STACK = "ops-autopilot-test"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _observe_iam_actions() -> Iterator[None]:
+    """Records, for the whole session, the IAM actions each automation's code calls
+    (tests/reliability/observed.py; checked by tests/reliability/test_iam_observed.py)."""
+    # Wraps the layer's own before-call hook rather than joining aws.call_hooks, which tests
+    # expect to hold only their own recorders. Clients are made per test, after this.
+    original = aws._before_call
+
+    def before_call(model: Any, params: dict[str, Any], **kwargs: Any) -> None:
+        observed.hook(model.service_model.service_name, model.name, params)
+        original(model, params, **kwargs)
+
+    aws._before_call = before_call  # type: ignore[assignment]
+    yield
+    aws._before_call = original  # type: ignore[assignment]
+
+
+IAM_CHECK = "test_iam_observed.py"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The observed-IAM check runs last, after every test had the chance to make its calls,
+    and only judges automations whose whole test folder runs unfiltered in this session."""
+    last = [item for item in items if IAM_CHECK in item.nodeid]
+    rest = [item for item in items if IAM_CHECK not in item.nodeid]
+    items[:] = rest + last
+    filtered = bool(config.getoption("keyword") or config.getoption("markexpr"))
+    files = {Path(str(item.path)) for item in items}
+    complete = {folder.name for folder in {f.parent for f in files} if set(folder.glob("test_*.py")) <= files}
+    config.stash[COMPLETE_KEY] = set() if filtered else complete
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        items[0].config.stash[DESELECTED_KEY] = True
+
+
+COMPLETE_KEY = pytest.StashKey[set[str]]()
+DESELECTED_KEY = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="session")
+def complete_suites(pytestconfig: pytest.Config) -> set[str]:
+    """Test folders (tests/<name>/) that ran in full in this session."""
+    if pytestconfig.stash.get(DESELECTED_KEY, False):
+        return set()
+    return pytestconfig.stash.get(COMPLETE_KEY, set())
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    lines = terminalreporter.config.stash.get(REPORT_KEY, [])
+    if lines:
+        terminalreporter.section("reliability and IAM figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+REPORT_KEY = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture(scope="session")
+def reliability_report(pytestconfig: pytest.Config) -> list[str]:
+    """Lines printed at the end of the run (faults survived, bad inputs tried, IAM actions)."""
+    return pytestconfig.stash.setdefault(REPORT_KEY, [])
 
 
 @pytest.fixture(autouse=True)

@@ -33,6 +33,7 @@ logger = Logger(child=True)
 DESCRIBE_PAGE_SIZE = 1000
 METRIC_QUERIES_PER_CALL = 500  # GetMetricData's maximum
 STOP_BATCH = 1000
+ALREADY_STOPPING = frozenset({"stopping", "stopped"})
 TAG_BATCH = 1000  # CreateTags' maximum number of resource ids
 # (query id prefix, metric name, statistic): the k = 3 series the idle rule needs per instance.
 METRICS: tuple[tuple[str, str, str], ...] = (
@@ -165,15 +166,22 @@ def stop_instances(instance_ids: Sequence[str]) -> tuple[list[str], list[Failure
             logger.warning("stop batch refused; retrying one by one", extra={"code": aws.error_code(err)})
             for instance_id in batch:
                 try:
-                    stopped += _stop([instance_id])
+                    # the refused batch may have stopped some already: they are still ours
+                    stopped += _stop([instance_id], only_if_running=False)
                 except ClientError as single:
                     failures.append(_failure(instance_id, "stop", single))
     return stopped, failures
 
 
-def _stop(instance_ids: list[str]) -> list[str]:
+def _stop(instance_ids: list[str], only_if_running: bool = True) -> list[str]:
+    """The instances this call stopped. One that was already stopping or stopped (a duplicate
+    run, delivered at the same time, got there first) is not claimed, tagged or mailed twice."""
     response = aws.client("ec2").stop_instances(InstanceIds=instance_ids)
-    return [str(item["InstanceId"]) for item in response.get("StoppingInstances", [])]
+    return [
+        str(item["InstanceId"])
+        for item in response.get("StoppingInstances", [])
+        if not only_if_running or item.get("PreviousState", {}).get("Name") not in ALREADY_STOPPING
+    ]
 
 
 def tag_instances(tags_by_id: Mapping[str, Mapping[str, str]]) -> list[Failure]:

@@ -96,7 +96,7 @@ def build_digest(config: RotatorConfig, report: RunReport) -> tuple[Digest, str,
         lines = [f"- snapshot of {_job_title(j)}" for j in report.jobs_left]
         lines += [f"- delete {d.snapshot.id} of volume {d.snapshot.volume_id}" for d in report.deletes_left]
         digest.section(
-            "Left for the next run (time or the snapshot limit ran out)",
+            "Left for the next run (time ran out, or EC2 kept throttling)",
             text=[f"{plural(report.left, 'action')} not started:", *lines[:50]],
         )
     if created:
@@ -141,8 +141,8 @@ def build_digest(config: RotatorConfig, report: RunReport) -> tuple[Digest, str,
         digest.advice.insert(
             0,
             "A failed or skipped volume is tried again on the next run; "
-            "ConcurrentSnapshotLimitExceeded means too many snapshots were in progress in the account: "
-            "it clears once they complete.",
+            "ConcurrentSnapshotLimitExceeded means that volume already has its maximum of pending "
+            "snapshots (5, or 1 for st1/sc1): it clears once they complete.",
         )
 
     if report.create_failures:

@@ -22,10 +22,10 @@ from snapshot_rotator.selection import CreateJob, plan_creation, recent_snapshot
 
 logger = Logger(child=True)
 
-# Per-volume rate limit (one snapshot per volume every few seconds): that volume fails, the
-# others go on. Every other transient code (account-wide snapshot limit, throttling that
-# outlived botocore's retries) stops starting new work for this run.
-PER_VOLUME_LIMIT = "SnapshotCreationPerVolumeRateExceeded"
+# Limits of one volume: its pending-snapshot limit (5 for gp2/gp3/io1/io2/magnetic, 1 for
+# st1/sc1) and its snapshot rate. That volume fails, the others go on. Every other transient
+# code (throttling that outlived botocore's retries) stops starting new work for this run.
+PER_VOLUME_LIMITS = frozenset({"ConcurrentSnapshotLimitExceeded", "SnapshotCreationPerVolumeRateExceeded"})
 
 # DeleteSnapshot errors that mean "this snapshot is not ours to delete right now".
 IN_USE = "InvalidSnapshot.InUse"
@@ -119,9 +119,9 @@ def _create_all(jobs: list[CreateJob], report: RunReport, deadline: Deadline) ->
                 "snapshot failed",
                 extra={"resource": job.resource_id, "volumes": job.volume_ids, "code": error_code(err)},
             )
-            if is_transient(err) and error_code(err) != PER_VOLUME_LIMIT:
-                # Concurrent-snapshot limit or throttling that outlived botocore's retries:
-                # more calls now would fail the same way. The rest waits for the next run.
+            if is_transient(err) and error_code(err) not in PER_VOLUME_LIMITS:
+                # Throttling that outlived botocore's retries: more calls now would fail the
+                # same way. The rest waits for the next run.
                 report.jobs_left = jobs[index + 1 :]
                 return
             continue

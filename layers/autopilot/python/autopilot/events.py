@@ -69,6 +69,18 @@ def parse_scheduled(event: Any) -> ScheduledRun:
     )
 
 
+def require_own_account(event: Any, context: Any) -> None:
+    """BadEvent if the event names an account other than the function's own (the account in
+    the context's function ARN). EventBridge only delivers this account's events here; any
+    other is misrouted or forged, and acting on it would act on the wrong account's ids."""
+    arn = getattr(context, "invoked_function_arn", None)
+    parts = arn.split(":") if isinstance(arn, str) else []
+    own = parts[4] if len(parts) > 4 else ""
+    account = event.get("account") if isinstance(event, Mapping) else None
+    if own and isinstance(account, str) and account != own:
+        raise BadEvent(f"event of account {account[:20]!r}; this function runs in account {own}")
+
+
 def describe(event: Any) -> dict[str, Any]:
     """A short, safe summary of an event for a log line (never the whole payload)."""
     if not isinstance(event, Mapping):

@@ -1,0 +1,63 @@
+"""Which IAM actions each automation really uses, observed across the whole test session.
+
+Every AWS call made through ``autopilot.aws.client`` passes ``autopilot.aws.call_hooks``; the
+session hook (tests/conftest.py) attributes it to the automation **whose code is on the call
+stack** (the innermost frame whose module is ``<automation>`` or ``<automation>.*``), so shared
+layer code (``autopilot.notify``, ``autopilot.aws.running_instances``) counts for the automation
+that called it, and set-up calls made by tests or the demo count for nobody. The environment
+(POWERTOOLS_SERVICE_NAME) is not used: tests set it for whole modules, including their set-up.
+
+Boto operation names map to IAM actions as ``<service>:<Operation>``, plus the actions AWS
+authorizes implicitly: tag-on-create (``TagSpecifications``) also needs ``ec2:CreateTags``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+AUTOMATIONS = frozenset(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
+
+# botocore service name -> IAM service prefix, where they differ.
+IAM_PREFIX: dict[str, str] = {"monitoring": "cloudwatch"}
+# (service, operation) that also need another action when the request carries tags.
+TAG_ON_CREATE = {("ec2", "CreateSnapshot"), ("ec2", "CreateSnapshots"), ("ec2", "RunInstances")}
+
+_lock = threading.Lock()
+observed: dict[str, set[str]] = defaultdict(set)
+unattributed: set[str] = set()
+calls_seen: dict[str, int] = defaultdict(int)
+
+
+def automation_on_stack() -> str | None:
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        top = module.split(".", 1)[0]
+        if top in AUTOMATIONS:
+            return top
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def iam_actions(service: str, operation: str, params: dict[str, Any]) -> set[str]:
+    prefix = IAM_PREFIX.get(service, service)
+    actions = {f"{prefix}:{operation}"}
+    if (service, operation) in TAG_ON_CREATE and params.get("TagSpecifications"):
+        actions.add(f"{prefix}:CreateTags")
+    return actions
+
+
+def hook(service: str, operation: str, params: dict[str, Any]) -> None:
+    owner = automation_on_stack()
+    actions = iam_actions(service, operation, params)
+    with _lock:
+        if owner is None:
+            unattributed.update(actions)
+            return
+        observed[owner].update(actions)
+        calls_seen[owner] += 1
