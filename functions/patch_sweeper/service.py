@@ -131,14 +131,15 @@ def start_sweep(config: PatchSweeperConfig, run: ScheduledRun, deadline: Deadlin
 
 
 def command_finished(config: PatchSweeperConfig, event: CommandFinished) -> Outcome:
-    sweep_id = state.sweep_of_command(config.state_table, event.command_id)
-    if sweep_id is None:
-        logger.info("not a command of this stack's sweeps; ignored", extra={"command_id": event.command_id})
-        return Outcome("not-ours")
-    record = state.command_finished(config.state_table, sweep_id, event.command_id)
-    if record is None:
-        logger.warning("sweep record expired; result ignored", extra={"sweep_id": sweep_id})
-        return Outcome("expired", sweep_id)
+    sweep_id = event.sweep_id
+    record = state.command_finished(config.state_table, sweep_id, event.command_id) if sweep_id else None
+    if sweep_id is None or record is None or event.command_id not in record.sent.values():
+        # No SnapshotId, no such sweep here (another stack's, or expired), or not one of its commands.
+        logger.info(
+            "not a command of this stack's sweeps; ignored",
+            extra={"command_id": event.command_id, "sweep_id": sweep_id},
+        )
+        return Outcome("not-ours", sweep_id)
     logger.info(
         "patch command final",
         extra={"command_id": event.command_id, "status": event.status, "still_running": len(record.pending)},

@@ -6,11 +6,11 @@ a string set) and "send the digest" must be claimed exactly once (a conditional 
 parameters only offer read-modify-write. Items expire by TTL after :data:`KEEP_DAYS`.
 
 Items:
-- ``sweep#<id>``: batches (instance ids), sent (batch index -> command id), send_errors
+One item per sweep, ``sweep#<id>``: batches (instance ids), sent (batch index -> command id), send_errors
   (batch index -> error code), pending (command ids not final yet), phase (sending|sent),
   not_patchable, counts, started_at, digest_sent_at.
-- ``command#<command id>``: the sweep it belongs to (how a status event finds its sweep;
-  a command without this item is not ours and is ignored).
+A command's status event finds its sweep through the command's SnapshotId parameter (the
+sweep id); a command that is not in that sweep's ``sent`` map is not ours and is ignored.
 """
 
 from __future__ import annotations
@@ -99,16 +99,7 @@ def load_sweep(table: str, sweep_id: str) -> SweepRecord | None:
 
 
 def record_sent(table: str, sweep_id: str, batch: int, command_id: str) -> None:
-    client = aws.client("dynamodb")
-    client.put_item(
-        TableName=table,
-        Item={
-            "pk": {"S": f"command#{command_id}"},
-            "sweep_id": {"S": sweep_id},
-            "expires_at": {"N": str(_expires())},
-        },
-    )
-    client.update_item(
+    aws.client("dynamodb").update_item(
         TableName=table,
         Key={"pk": {"S": f"sweep#{sweep_id}"}},
         UpdateExpression="SET sent.#b = :c ADD pending :cs",
@@ -137,14 +128,6 @@ def mark_sent(table: str, sweep_id: str) -> SweepRecord:
         ReturnValues="ALL_NEW",
     )
     return _record(sweep_id, response["Attributes"])
-
-
-def sweep_of_command(table: str, command_id: str) -> str | None:
-    response = aws.client("dynamodb").get_item(
-        TableName=table, Key={"pk": {"S": f"command#{command_id}"}}, ConsistentRead=True
-    )
-    item = response.get("Item")
-    return str(item["sweep_id"]["S"]) if item else None
 
 
 def command_finished(table: str, sweep_id: str, command_id: str) -> SweepRecord | None:

@@ -34,6 +34,9 @@ class CommandFinished:
     document: str
     time: datetime
     instance_ids: tuple[str, ...]
+    # The sweep that sent it: every sweep passes its id as AWS-RunPatchBaseline's SnapshotId
+    # parameter, and the status event carries the command's parameters. None = not a sweep's.
+    sweep_id: str | None = None
 
 
 Trigger = ScheduledRun | CommandFinished
@@ -54,7 +57,13 @@ def parse_command_finished(event: Any) -> CommandFinished:
     if not isinstance(resources, list):
         raise BadEvent("event.resources is not a list")
     instances = tuple(str(r).rsplit("/", 1)[-1] for r in resources if ":instance/" in str(r))
+    parameters = detail.get("parameters")
+    snapshot = parameters.get("SnapshotId") if isinstance(parameters, dict) else None
+    sweep_id = (
+        snapshot[0] if isinstance(snapshot, list) and snapshot and isinstance(snapshot[0], str) else None
+    )
     return CommandFinished(
+        sweep_id=sweep_id if sweep_id and _COMMAND_ID.match(sweep_id) else None,
         command_id=command_id,
         status=status,
         document=document,

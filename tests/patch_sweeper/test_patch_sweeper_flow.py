@@ -146,9 +146,13 @@ def sweep_id(load_event: Loader, env: dict[str, str]) -> str:
 
 
 def status_event(load_event: Loader, command_id: str, status: str = "Success") -> dict[str, Any]:
+    """The status event of one of the weekly sweep's commands (SSM echoes the command's
+    parameters, so SnapshotId carries the sweep id)."""
     event = copy.deepcopy(load_event("patch_sweeper/ssm.command_status.success"))
     event["detail"]["command-id"] = command_id
     event["detail"]["status"] = status
+    run = parse_scheduled(load_event("patch_sweeper/eventbridge.weekly_schedule"))
+    event["detail"]["parameters"]["SnapshotId"] = [sweep_id_for(PatchSweeperConfig.from_env(), run)]
     return event
 
 
@@ -210,7 +214,7 @@ def test_120_targets_make_exactly_3_send_commands(
         "ec2.DescribeInstances": 1,
         "ssm.DescribeInstanceInformation": 3,
         "ssm.SendCommand": 3,
-        "dynamodb.PutItem": 4,  # the sweep record + one per command
+        "dynamodb.PutItem": 1,  # the sweep record (a status event finds it by SnapshotId)
         "dynamodb.UpdateItem": 4,  # one per command + "all sent"
     }
 
@@ -503,8 +507,7 @@ def test_100_instances_two_commands_one_digest_after_the_last(
         "ssm.SendCommand": 2,
         "ssm.ListCommandInvocations": 2,
         "ssm.DescribeInstancePatchStates": 2,
-        "dynamodb.PutItem": 3,
-        "dynamodb.GetItem": 2,
+        "dynamodb.PutItem": 1,
         "dynamodb.UpdateItem": 6,  # 2 sent + all sent + 2 finished + 1 digest claim
         "sns.Publish": 1,
     }

@@ -258,6 +258,7 @@ def patch_sweeper(ctx: Ctx, count: int = 3) -> Scenario:
     )
     ids = sorted(launch(count, {"Name": "web", "Owner": "ops@example.com"}))
     commands: dict[str, list[str]] = {}  # SSM, faked: command id -> instance ids
+    parameters: dict[str, dict[str, list[str]]] = {}  # command id -> its Parameters
     lock = threading.Lock()
 
     def describe_information(_: dict[str, Any]) -> dict[str, Any]:
@@ -277,6 +278,7 @@ def patch_sweeper(ctx: Ctx, count: int = 3) -> Scenario:
         command_id = str(uuid.uuid4())
         with lock:
             commands[command_id] = list(params["InstanceIds"])
+            parameters[command_id] = params["Parameters"]
         return {
             "Command": {"CommandId": command_id, "DocumentName": "AWS-RunPatchBaseline", "Status": "Pending"}
         }
@@ -328,6 +330,7 @@ def patch_sweeper(ctx: Ctx, count: int = 3) -> Scenario:
             status = copy.deepcopy(status_template)
             status["detail"]["command-id"] = command_id
             status["detail"]["status"] = "Success"
+            status["detail"]["parameters"] = parameters[command_id]  # SSM echoes them (SnapshotId)
             result = {"schedule": result, "final": app.lambda_handler(status, FakeContext())}
         return result
 
