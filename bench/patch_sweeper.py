@@ -186,8 +186,14 @@ def run(count: int) -> Run:
             started = start_sweep(config, scheduled, Deadline(remaining_at_start=900))
             outcome = started
             for command_id, instance_ids in simulated.sent.items():
+                # SSM's status event echoes the command's parameters: SnapshotId = the sweep id.
                 event = CommandFinished(
-                    command_id, "Success", "AWS-RunPatchBaseline", now, tuple(instance_ids)
+                    command_id,
+                    "Success",
+                    "AWS-RunPatchBaseline",
+                    now,
+                    tuple(instance_ids),
+                    sweep_id=started.sweep_id,
                 )
                 outcome = command_finished(config, event)
         record = calls.of("dynamodb", "PutItem")[0]
