@@ -14,7 +14,6 @@ Minimum for N instances per event:
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -23,6 +22,7 @@ import boto3
 from autopilot.config import CommonConfig
 from autopilot.runtime import Deadline
 from bench.common import REGION, ROOT, STACK, Run, measured, pages, sandbox
+from demo.cloudtrail import run_instances_event
 from owner_tagger.config import OwnerTaggerConfig
 from owner_tagger.service import execute
 from owner_tagger.trail import parse_creation_event
@@ -32,20 +32,7 @@ SAMPLE = ROOT / "events" / "owner_tagger" / "cloudtrail.run_instances.sso_user.j
 
 def _event_for(instances: list[Any]) -> dict[str, Any]:
     """The sample event, its instancesSet replaced by the moto instances (ids and ENIs)."""
-    event: dict[str, Any] = json.loads(SAMPLE.read_text())
-    response = event["detail"]["responseElements"]
-    template = response["instancesSet"]["items"][0]
-    items = []
-    for instance in instances:
-        item = copy.deepcopy(template)
-        item["instanceId"] = instance["InstanceId"]
-        eni = item["networkInterfaceSet"]["items"][0]
-        item["networkInterfaceSet"]["items"] = [
-            {**eni, "networkInterfaceId": n["NetworkInterfaceId"]} for n in instance["NetworkInterfaces"]
-        ]
-        items.append(item)
-    response["instancesSet"]["items"] = items
-    return event
+    return run_instances_event(json.loads(SAMPLE.read_text()), instances)
 
 
 def minimum(instances: int) -> dict[str, int]:

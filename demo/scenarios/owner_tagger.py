@@ -5,11 +5,11 @@ call, and an identity that names nobody (the only case that mails)."""
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 from autopilot.recorder import CallRecorder
+from demo.cloudtrail import run_instances_event
 from demo.sandbox import ROOT, Sandbox, step
 
 TITLE = "tag new instances, their volumes and network interfaces with who launched them"
@@ -19,26 +19,6 @@ ENV = {"OWNER_TAG_KEY": "Owner"}
 def _event(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((ROOT / "events" / "owner_tagger" / f"{name}.json").read_text())
     return data
-
-
-def _pointed_at(event: dict[str, Any], instances: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sample event with the sandbox's instance ids, ENIs and launch tags in instancesSet."""
-    event = copy.deepcopy(event)
-    response = event["detail"]["responseElements"]
-    template = response["instancesSet"]["items"][0]
-    items = []
-    for instance in instances:
-        item = copy.deepcopy(template)
-        item["instanceId"] = instance["InstanceId"]
-        eni = item["networkInterfaceSet"]["items"][0]
-        item["networkInterfaceSet"]["items"] = [
-            {**eni, "networkInterfaceId": n["NetworkInterfaceId"]} for n in instance["NetworkInterfaces"]
-        ]
-        if instance.get("Tags"):
-            item["tagSet"] = {"items": [{"key": t["Key"], "value": t["Value"]} for t in instance["Tags"]]}
-        items.append(item)
-    response["instancesSet"]["items"] = items
-    return event
 
 
 def _launch(sb: Sandbox, count: int, name: str, extra: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -85,7 +65,7 @@ def _print_tags(sb: Sandbox, instances: list[dict[str, Any]]) -> None:
 def run(sb: Sandbox) -> None:
     step("jane.doe@example.com launches an instance from the console (IAM Identity Center SSO) - dry run")
     sso = _launch(sb, 1, "jane-web")
-    sso_event = _pointed_at(_event("cloudtrail.run_instances.sso_user"), sso)
+    sso_event = run_instances_event(_event("cloudtrail.run_instances.sso_user"), sso)
     _invoke(sb, sso_event, dry_run=True)
     _print_tags(sb, sso)
     sb.print_mails()
@@ -96,17 +76,17 @@ def run(sb: Sandbox) -> None:
 
     step("IAM user bob launches two instances in one RunInstances call")
     bob = _launch(sb, 2, "bob-batch")
-    _invoke(sb, _pointed_at(_event("cloudtrail.run_instances.iam_user"), bob))
+    _invoke(sb, run_instances_event(_event("cloudtrail.run_instances.iam_user"), bob))
     _print_tags(sb, bob)
 
     step("Auto Scaling launches an instance for group web-asg (service-linked role, launch template)")
     asg = _launch(sb, 1, "web-asg", {"aws:autoscaling:groupName": "web-asg"})
-    _invoke(sb, _pointed_at(_event("cloudtrail.run_instances.autoscaling"), asg))
+    _invoke(sb, run_instances_event(_event("cloudtrail.run_instances.autoscaling"), asg))
     _print_tags(sb, asg)
 
     step("launched with Owner=team-data already set (TagSpecifications): kept, copied to volume and ENI")
     preset = _launch(sb, 1, "build-box", {"Owner": "team-data"})
-    _invoke(sb, _pointed_at(_event("cloudtrail.run_instances.tagged_at_launch"), preset))
+    _invoke(sb, run_instances_event(_event("cloudtrail.run_instances.tagged_at_launch"), preset))
     _print_tags(sb, preset)
 
     step("EventBridge delivers jane's event a second time: nothing is written")
@@ -117,7 +97,7 @@ def run(sb: Sandbox) -> None:
 
     step("a launch whose identity names nobody (userIdentity type Unknown): left untagged, one mail")
     unknown = _launch(sb, 1, "mystery")
-    event = _pointed_at(_event("cloudtrail.run_instances.iam_user"), unknown)
+    event = run_instances_event(_event("cloudtrail.run_instances.iam_user"), unknown)
     event["detail"]["userIdentity"] = {
         "type": "Unknown",
         "principalId": "AIDAEXAMPLEUNKNOWN",

@@ -9,6 +9,8 @@ from typing import Any
 import boto3
 import pytest
 
+from demo.cloudtrail import run_instances_event
+
 REGION = "eu-west-1"
 
 
@@ -40,27 +42,8 @@ def launch(ec2: Any) -> Callable[..., list[dict[str, Any]]]:
 
 
 def retarget(event: dict[str, Any], instances: list[dict[str, Any]]) -> dict[str, Any]:
-    """A copy of a RunInstances sample event whose instancesSet names ``instances`` (as moto
-    returned them: real ids, ENIs and launch tags), built from the sample's first item."""
-    event = copy.deepcopy(event)
-    response = event["detail"]["responseElements"]
-    template = response["instancesSet"]["items"][0]
-    items = []
-    for instance in instances:
-        item = copy.deepcopy(template)
-        item["instanceId"] = instance["InstanceId"]
-        eni_item = item["networkInterfaceSet"]["items"][0]
-        item["networkInterfaceSet"]["items"] = [
-            {**eni_item, "networkInterfaceId": n["NetworkInterfaceId"]} for n in instance["NetworkInterfaces"]
-        ]
-        tags = instance.get("Tags", [])
-        if tags:
-            item["tagSet"] = {"items": [{"key": t["Key"], "value": t["Value"]} for t in tags]}
-        else:
-            item.pop("tagSet", None)
-        items.append(item)
-    response["instancesSet"]["items"] = items
-    return event
+    """The RunInstances sample pointed at moto's instances (ids, ENIs, launch tags)."""
+    return run_instances_event(event, instances)
 
 
 def set_resource_id(event: dict[str, Any], field: str, value: str) -> dict[str, Any]:

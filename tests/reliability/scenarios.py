@@ -27,6 +27,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
 from conftest import EVENTS, REGION, STACK, FakeContext
+from demo.cloudtrail import run_instances_event
 
 AMI = "ami-12c6146b"
 NAMES = ("idle_stopper", "owner_tagger", "patch_sweeper", "snapshot_rotator", "website_health_check")
@@ -140,20 +141,7 @@ def owner_tagger(ctx: Ctx) -> Scenario:
     ctx.env(POWERTOOLS_SERVICE_NAME="owner_tagger", OWNER_TAG_KEY="Owner")
     ids = launch(3)
     instances = [i for r in ec2().describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
-    created = copy.deepcopy(event("owner_tagger/cloudtrail.run_instances.iam_user"))
-    response = created["detail"]["responseElements"]
-    template = response["instancesSet"]["items"][0]
-    items = []
-    for instance in instances:
-        item = copy.deepcopy(template)
-        item["instanceId"] = instance["InstanceId"]
-        eni = item["networkInterfaceSet"]["items"][0]
-        item["networkInterfaceSet"]["items"] = [
-            {**eni, "networkInterfaceId": n["NetworkInterfaceId"]} for n in instance["NetworkInterfaces"]
-        ]
-        item.pop("tagSet", None)
-        items.append(item)
-    response["instancesSet"]["items"] = items
+    created = run_instances_event(event("owner_tagger/cloudtrail.run_instances.iam_user"), instances)
     targets = [i["InstanceId"] for i in instances]
     targets += [m["Ebs"]["VolumeId"] for i in instances for m in i["BlockDeviceMappings"]]
     targets += [n["NetworkInterfaceId"] for i in instances for n in i["NetworkInterfaces"]]
