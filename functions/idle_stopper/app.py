@@ -11,7 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from autopilot.events import BadEvent, ScheduledRun, parse_scheduled, reject, require_own_account
+from autopilot.events import BadEvent, ScheduledRun, accept, parse_scheduled, reject
 from autopilot.runtime import Deadline
 from idle_stopper import service
 from idle_stopper.config import IdleStopperConfig
@@ -39,8 +39,7 @@ metrics = Metrics()
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     config = IdleStopperConfig.from_env()
     try:
-        require_own_account(event, context)
-        run = parse_scheduled(event)
+        run = accept(event, context, parse_scheduled)
     except BadEvent as err:
         return reject(err, event, logger, metrics)
     outcome = execute(config, run, Deadline.from_context(context))

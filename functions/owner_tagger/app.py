@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from autopilot.events import BadEvent, reject, require_own_account
+from autopilot.events import BadEvent, accept, reject
 from autopilot.runtime import Deadline
 from owner_tagger.config import OwnerTaggerConfig
 from owner_tagger.service import Outcome, digest, execute
@@ -30,8 +30,7 @@ metrics = Metrics()
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = OwnerTaggerConfig.from_env()
     try:
-        require_own_account(event, context)
-        creation = parse_creation_event(event)
+        creation = accept(event, context, parse_creation_event)
     except BadEvent as err:
         return reject(err, event, logger, metrics)
     outcome = execute(config, creation, Deadline.from_context(context))

@@ -13,7 +13,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from autopilot.events import BadEvent, ScheduledRun, reject, require_own_account
+from autopilot.events import BadEvent, ScheduledRun, accept, reject
 from autopilot.runtime import Deadline
 from patch_sweeper.config import PatchSweeperConfig
 from patch_sweeper.service import Outcome, command_finished, start_sweep
@@ -60,8 +60,7 @@ HANDLERS: dict[type, Callable[[PatchSweeperConfig, Any, Any], Outcome]] = {
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     config = PatchSweeperConfig.from_env()
     try:
-        require_own_account(event, context)
-        trigger = parse_trigger(event)
+        trigger = accept(event, context, parse_trigger)
     except BadEvent as err:
         return reject(err, event, logger, metrics)
     outcome = HANDLERS[type(trigger)](config, trigger, context)

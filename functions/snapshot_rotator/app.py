@@ -7,7 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 
-from autopilot.events import BadEvent, parse_scheduled, reject, require_own_account
+from autopilot.events import BadEvent, accept, parse_scheduled, reject
 from autopilot.runtime import Deadline
 from snapshot_rotator.config import RotatorConfig
 from snapshot_rotator.report import add_metrics, send
@@ -41,8 +41,7 @@ def clock() -> datetime:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, object]:
     config = RotatorConfig.from_env()
     try:
-        require_own_account(event, context)
-        run = parse_scheduled(event)
+        run = accept(event, context, parse_scheduled)
     except BadEvent as err:
         return reject(err, event, logger, metrics)
     logger.info("scheduled run", extra={"run_id": run.id, "scheduled": run.time.isoformat()})

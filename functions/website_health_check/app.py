@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from autopilot import aws, console
 from autopilot.config import CommonConfig, env_int, env_str
-from autopilot.events import BadEvent, parse_scheduled, reject, require_own_account
+from autopilot.events import BadEvent, accept, parse_scheduled, reject
 from autopilot.notify import Digest, Item, plural
 from autopilot.runtime import Deadline
 from website_health_check import store
@@ -64,8 +64,7 @@ class Config:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     config = Config.from_env()
     try:
-        require_own_account(event, context)
-        run = parse_scheduled(event)
+        run = accept(event, context, parse_scheduled)
     except BadEvent as err:
         return reject(err, event, logger, metrics)
     logger.info("health check run", extra={"run_id": run.id, "scheduled": run.time.isoformat()})

@@ -41,10 +41,6 @@ def ssm_command(region: str, command_id: str) -> str:
     return f"{_base(region, 'systems-manager')}#/run-command/{command_id}"
 
 
-def cloudwatch_alarm(region: str, alarm_name: str) -> str:
-    return f"{_base(region, 'cloudwatch')}#alarmsV2:alarm/{quote(alarm_name, safe='')}"
-
-
 def log_group(region: str, name: str) -> str:
     encoded = quote(quote(name, safe=""), safe="").replace("%", "$")
     return f"{_base(region, 'cloudwatch')}#logsV2:log-groups/log-group/{encoded}"

@@ -7,10 +7,12 @@ logs once before returning without changing anything (a returned event is not re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class BadEvent(ValueError):
@@ -79,6 +81,13 @@ def require_own_account(event: Any, context: Any) -> None:
     account = event.get("account") if isinstance(event, Mapping) else None
     if own and isinstance(account, str) and account != own:
         raise BadEvent(f"event of account {account[:20]!r}; this function runs in account {own}")
+
+
+def accept(event: Any, context: Any, parser: Callable[[Any], T]) -> T:
+    """The one way a handler reads its event: reject another account's event, then parse it
+    with the automation's own parser. Raises BadEvent; nothing has been changed yet."""
+    require_own_account(event, context)
+    return parser(event)
 
 
 def describe(event: Any) -> dict[str, Any]:
