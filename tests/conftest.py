@@ -169,10 +169,35 @@ def mailbox(topic_arn: str) -> Callable[[], list[dict[str, Any]]]:
 @pytest.fixture
 def stack_env(monkeypatch: pytest.MonkeyPatch, topic_arn: str) -> dict[str, str]:
     """The environment every function gets from template Globals (DRY_RUN=false here)."""
-    env = {"STACK_NAME": STACK, "TOPIC_ARN": topic_arn, "DRY_RUN": "false"}
+    env = {
+        "STACK_NAME": STACK,
+        "TOPIC_ARN": topic_arn,
+        "DRY_RUN": "false",
+        "OWNER_TAG_KEY": "Owner",
+        "OUTBOX_TABLE": create_outbox_table(),
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+OUTBOX_TABLE = "ops-autopilot-test-outbox"
+
+
+def create_outbox_table(name: str = OUTBOX_TABLE) -> str:
+    """The stack's outbox table (template.yaml OutboxTable), in moto."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    if name not in client.list_tables()["TableNames"]:
+        client.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    return name
 
 
 class FakeContext:

@@ -131,7 +131,7 @@ def run(sb: Sandbox) -> None:
     print(f"  result: {sb.invoke('snapshot_rotator', EVENT, env)}")
     sb.print_mails()
 
-    step("The real run (DryRun=false, SnapshotSummaryMail=true):")
+    step("The real run (DryRun=false, SnapshotRotatorSummaryMail=true):")
     env.update({"DRY_RUN": "false", "SUMMARY_MAIL": "true"})
     backend: Any = ec2_backends[DEFAULT_ACCOUNT_ID][sb.region]
     before = set(backend.snapshots)

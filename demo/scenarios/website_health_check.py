@@ -23,14 +23,14 @@ def run(sb: Sandbox) -> None:
         Value=json.dumps([{"url": u, "expect_text": "Welcome"} for u in (shop_url, blog_url)]),
     )
     table = sb.client("dynamodb").create_table(
-        TableName=f"{sb.stack_name}-HealthCheckStateTable",
+        TableName=f"{sb.stack_name}-WebsiteHealthCheckStateTable",
         AttributeDefinitions=[{"AttributeName": "url", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "url", "KeyType": "HASH"}],
         BillingMode="PAY_PER_REQUEST",
     )["TableDescription"]["TableName"]
     env = {**sb.base_env(), "SITES_PARAMETER": parameter, "STATE_TABLE": table, "FAILURES_BEFORE_DOWN": "2"}
     print(f"Sites: {shop_url} (healthy), {blog_url} (answers 503).")
-    print("A site is reported DOWN after 2 failed checks in a row (HealthCheckFailuresBeforeAlarm=2).")
+    print("A site is reported DOWN after 2 failed checks in a row (WebsiteHealthCheckFailuresBeforeAlarm=2).")
     try:
         for n in (1, 2, 3):
             step(f"Scheduled run {n}")

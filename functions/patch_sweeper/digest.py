@@ -185,7 +185,7 @@ def results_digest(
     if outcome.pending_reboot and reboot_option == "NoReboot":
         advice.append(
             "Reboot the instances pending reboot in your next maintenance window, or set "
-            "PatchRebootOption=RebootIfNeeded to let the sweep reboot them."
+            "PatchSweeperRebootOption=RebootIfNeeded to let the sweep reboot them."
         )
     if not_patchable_count:
         advice.append(

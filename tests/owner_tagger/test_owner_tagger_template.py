@@ -70,9 +70,9 @@ def test_unscoped_statements_are_read_only() -> None:
 
 def test_trail_is_optional_and_secured() -> None:
     template = expanded_template()
-    assert template["Parameters"]["CreateCloudTrail"]["Default"] == "false"
+    assert template["Parameters"]["OwnerTaggerCreateCloudTrail"]["Default"] == "false"
     assert template["Conditions"]["OwnerTaggerCreatesTrail"] == {
-        "Fn::Equals": [{"Ref": "CreateCloudTrail"}, "true"]
+        "Fn::Equals": [{"Ref": "OwnerTaggerCreateCloudTrail"}, "true"]
     }
     resources = template["Resources"]
     for name in ("OwnerTaggerTrailBucket", "OwnerTaggerTrailBucketPolicy", "OwnerTaggerTrail"):
@@ -84,7 +84,7 @@ def test_trail_is_optional_and_secured() -> None:
         and len(bucket["PublicAccessBlockConfiguration"]) == 4
     )
     assert bucket["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == {
-        "Ref": "CloudTrailLogRetentionDays"
+        "Ref": "OwnerTaggerTrailLogRetentionDays"
     }
     statements = resources["OwnerTaggerTrailBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     deny = [s for s in statements if s["Effect"] == "Deny"]

@@ -75,7 +75,7 @@ def test_send_command_is_scoped_to_the_patch_document_and_instances(template: di
 
 def test_triggers_have_retry_and_dead_letter_queue(template: dict[str, Any]) -> None:
     events = _function(template)["Events"]
-    assert events["Schedule"]["Properties"]["Schedule"] == {"Ref": "PatchSchedule"}
+    assert events["Schedule"]["Properties"]["Schedule"] == {"Ref": "PatchSweeperSchedule"}
     pattern = events["CommandFinished"]["Properties"]["Pattern"]
     assert pattern["detail-type"] == ["EC2 Command Status-change Notification"]
     assert pattern["detail"]["document-name"] == ["AWS-RunPatchBaseline"]
@@ -92,10 +92,10 @@ def test_defaults_are_valid_config_and_match_samconfig(template: dict[str, Any])
         "AWS_REGION": "eu-west-1",
         "TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:t",
         "DRY_RUN": "true",
-        "PATCH_OPERATION": params["PatchOperation"]["Default"],
-        "PATCH_REBOOT_OPTION": params["PatchRebootOption"]["Default"],
-        "PATCH_MAX_CONCURRENCY": params["PatchMaxConcurrency"]["Default"],
-        "PATCH_MAX_ERRORS": params["PatchMaxErrors"]["Default"],
+        "PATCH_OPERATION": params["PatchSweeperOperation"]["Default"],
+        "PATCH_REBOOT_OPTION": params["PatchSweeperRebootOption"]["Default"],
+        "PATCH_MAX_CONCURRENCY": params["PatchSweeperMaxConcurrency"]["Default"],
+        "PATCH_MAX_ERRORS": params["PatchSweeperMaxErrors"]["Default"],
         "OUTPUT_LOG_GROUP": "/ops/patch-sweeper/commands",
         "STATE_TABLE": "t",
     }
@@ -109,11 +109,11 @@ def test_defaults_are_valid_config_and_match_samconfig(template: dict[str, Any])
         key, _, value = override.partition("=")
         pairs[key] = value.strip('"')
     for name in (
-        "PatchSchedule",
-        "PatchOperation",
-        "PatchRebootOption",
-        "PatchMaxConcurrency",
-        "PatchMaxErrors",
+        "PatchSweeperSchedule",
+        "PatchSweeperOperation",
+        "PatchSweeperRebootOption",
+        "PatchSweeperMaxConcurrency",
+        "PatchSweeperMaxErrors",
     ):
         assert pairs[name] == str(params[name]["Default"])
     groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]

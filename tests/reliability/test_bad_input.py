@@ -16,22 +16,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autopilot.events import BadEvent, parse_scheduled, require_own_account
+from autopilot.events import BadEvent, require_own_account
 from autopilot.recorder import CallRecorder
 from conftest import EVENTS, REGION, FakeContext
-from owner_tagger.trail import parse_creation_event
-from patch_sweeper.triggers import parse_trigger
+from reliability.scenarios import NAMES, module
 
 pytestmark = pytest.mark.integration
 
-NAMES = ("idle_stopper", "owner_tagger", "patch_sweeper", "snapshot_rotator", "website_health_check")
-PARSERS: dict[str, Callable[[Any], Any]] = {
-    "idle_stopper": parse_scheduled,
-    "snapshot_rotator": parse_scheduled,
-    "website_health_check": parse_scheduled,
-    "owner_tagger": parse_creation_event,
-    "patch_sweeper": parse_trigger,
-}
+
+def parser(name: str) -> Callable[[Any], Any]:
+    """The automation's own event parser, as its handler uses it (app.AUTOMATION.parse)."""
+    app = __import__(f"{name}.app", fromlist=["AUTOMATION"])
+    parse: Callable[[Any], Any] = app.AUTOMATION.parse
+    return parse
+
+
 TRIED: Counter[str] = Counter()
 HUGE = "x" * 1_000_000
 OTHER_ACCOUNT = "999988887777"
@@ -42,10 +41,7 @@ def samples(name: str) -> list[dict[str, Any]]:
 
 
 def valid_sample(name: str) -> dict[str, Any]:
-    preferred = {
-        "owner_tagger": "cloudtrail.run_instances.iam_user",
-        "patch_sweeper": "eventbridge.weekly_schedule",
-    }.get(name, "eventbridge.scheduled")
+    preferred = module(name).VALID_SAMPLE
     data: dict[str, Any] = json.loads((EVENTS / name / f"{preferred}.json").read_text())
     return data
 
@@ -54,7 +50,7 @@ def accepted(name: str, event: Any) -> bool:
     """Would the handler act on this event (a well-formed one of this account)?"""
     try:
         require_own_account(event, FakeContext())
-        PARSERS[name](event)
+        parser(name)(event)
     except BadEvent:
         return False
     return True
@@ -63,16 +59,7 @@ def accepted(name: str, event: Any) -> bool:
 @pytest.fixture
 def handler(name: str, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The automation's handler with its environment, and a record of its log lines."""
-    env = {
-        "idle_stopper": {"LOOKBACK_HOURS": "24", "PERIODS_REQUIRED": "23", "CPU_PERCENT": "10",
-                         "NETWORK_MB": "5", "MAX_STOPS_PER_RUN": "10", "OWNER_TAG_KEY": "Owner"},
-        "owner_tagger": {"OWNER_TAG_KEY": "Owner"},
-        "patch_sweeper": {"PATCH_OPERATION": "Install", "PATCH_REBOOT_OPTION": "NoReboot",
-                          "PATCH_MAX_CONCURRENCY": "10%", "PATCH_MAX_ERRORS": "5%",
-                          "OUTPUT_LOG_GROUP": "/x/commands", "STATE_TABLE": "state"},
-        "snapshot_rotator": {},
-        "website_health_check": {"SITES_PARAMETER": "/x/sites", "STATE_TABLE": "state"},
-    }[name]  # fmt: skip
+    env: dict[str, str] = module(name).BAD_INPUT_ENV
     for key, value in {**env, "POWERTOOLS_SERVICE_NAME": name}.items():
         monkeypatch.setenv(key, value)
     boto3.client("dynamodb", region_name=REGION).create_table(

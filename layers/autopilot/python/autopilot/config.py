@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from autopilot.tags import valid_key
+
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 _UNSET = object()
@@ -82,12 +84,14 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 @dataclass(frozen=True)
 class CommonConfig:
-    """What every automation needs: who it is, where it runs, where mails go, dry-run."""
+    """The product-wide settings every automation honours (template Globals): who it is, where
+    it runs, where mails go, dry-run, and the owner tag key (``OwnerTagKey``)."""
 
     stack_name: str
     region: str
     topic_arn: str
     dry_run: bool
+    owner_tag_key: str = "Owner"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
@@ -100,9 +104,15 @@ class CommonConfig:
         topic_arn = env_str("TOPIC_ARN", env)
         if not topic_arn.startswith("arn:") or ":sns:" not in topic_arn:
             raise ConfigError(f"environment variable TOPIC_ARN={topic_arn!r} is not an SNS topic ARN")
+        owner_tag_key = env_str("OWNER_TAG_KEY", env)
+        if not valid_key(owner_tag_key):
+            raise ConfigError(
+                f"environment variable OWNER_TAG_KEY={owner_tag_key!r} is not a valid EC2 tag key"
+            )
         return cls(
             stack_name=stack_name,
             region=region,
             topic_arn=topic_arn,
             dry_run=env_bool("DRY_RUN", env),
+            owner_tag_key=owner_tag_key,
         )

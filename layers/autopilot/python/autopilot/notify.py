@@ -2,7 +2,8 @@
 
 An automation collects what happened into a :class:`Digest` (sections of items, each item a
 resource with the numbers that decided its fate and a console link) and calls
-:meth:`Digest.send`. An empty digest sends nothing. The subject always starts with
+:meth:`Digest.mail`, which renders it for the outbox (:mod:`autopilot.runner` sends it). An
+empty digest renders to nothing. The subject always starts with
 ``[<stack name>]``, is one ASCII line of at most 99 characters (SNS e-mail subjects must be
 shorter than 100), and says what happened. Message attributes ``automation`` and ``severity``
 let subscribers filter.
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from autopilot import aws
+from autopilot.outbox import Mail
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("info", "warning", "critical")
@@ -126,11 +128,16 @@ class Digest:
             )
         return text
 
-    def send(self, topic_arn: str, subject: str, summary: str, severity: Severity) -> str | None:
-        """Publish the digest; returns the message id, or None when there was nothing to say."""
+    def mail(
+        self, subject: str, summary: str, severity: Severity, now: datetime | None = None
+    ) -> Mail | None:
+        """The rendered mail for the outbox, or None when there is nothing to say. Sending is the
+        runner's job (autopilot.runner), after the mail is recorded."""
         if self.empty:
             return None
-        return publish(topic_arn, self.subject(subject), self.body(summary), self.automation, severity)
+        if severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}")
+        return Mail(self.subject(subject), self.body(summary, now), severity)
 
 
 def publish(topic_arn: str, subject: str, body: str, automation: str, severity: Severity) -> str:

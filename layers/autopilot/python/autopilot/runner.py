@@ -1,0 +1,314 @@
+"""The one way every automation runs. A handler is three lines (see any ``functions/*/app.py``):
+
+    AUTOMATION = Automation(name=..., parse=event.parse, config=Config.from_env,
+                            plan=run.plan, act=run.act, report=report.mail, counts=report.counts)
+
+    @logger.inject_lambda_context
+    @metrics.log_metrics
+    def lambda_handler(event, context):
+        return runner.handle(AUTOMATION, event, context, logger, metrics)
+
+:func:`handle` owns everything the automations share, in this order:
+
+1. **accept** - another account's event or a malformed one: one log line, the metrics (zeros
+   and ``MalformedEvents``), a normal return; nothing changed.
+2. **config** - the stack-wide settings (:class:`autopilot.config.CommonConfig`) and the
+   automation's own frozen config; a bad value raises, naming the variable.
+3. **claim** - Powertools Idempotency on the stack's table, keyed by the event id and leased to
+   this invocation's deadline: a duplicate delivery while the first is running does nothing, one
+   after it returns the first's result; a run that raised releases the claim for its retry.
+4. **finish earlier work** - every outbox entry of this automation whose lease has run out (a
+   run that died between two steps, or whose mail SNS refused) is taken over: its work carried
+   out again from its intent (``act`` is idempotent), its mail sent.
+5. **plan** (gather + decide, no changes) -> **record** the intent -> **act** -> **record** the
+   result and the mail (``report``, pure) -> **send** -> mark sent. A mail is marked sent only
+   after SNS accepted it; one that was not stays in the outbox and the invocation raises, so the
+   retry (or the next run) sends it.
+6. **metrics** - Checked, Changed, Skipped and Failed always (zeros included), plus the
+   automation's own; one ``decision`` log line per decision, one ``run finished`` line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+
+from autopilot import aws
+from autopilot.config import CommonConfig, env_str
+from autopilot.events import BadEvent, accept, reject
+from autopilot.notify import publish
+from autopilot.outbox import Entry, Mail, Outbox, OutboxError
+from autopilot.runtime import Deadline
+
+C = TypeVar("C")
+T = TypeVar("T")
+
+# What the runner itself calls, on the stack's table (claims and outbox) and SNS (the mail).
+# Every app.py's PERMISSIONS includes these; the template grants them on the automation's own
+# partitions only.
+PERMISSIONS = frozenset(
+    {
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+        "sns:Publish",
+    }
+)
+CLAIM_KEEPS_SECONDS = 2 * 86400  # a duplicate delivery up to two days later is still recognised
+STANDARD_METRICS = ("Checked", "Changed", "Skipped", "Failed")
+
+# The clock every automation reads "now" from (never the event's time). Tests may replace it.
+clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What one run looked at and did; every field is emitted as a metric, zeros included."""
+
+    checked: int = 0
+    changed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+    def __add__(self, other: Counts) -> Counts:
+        extra = dict(self.extra)
+        for name, value in other.extra.items():
+            extra[name] = extra.get(name, 0) + value
+        return Counts(
+            self.checked + other.checked,
+            self.changed + other.changed,
+            self.skipped + other.skipped,
+            self.failed + other.failed,
+            extra,
+        )
+
+    def as_metrics(self) -> dict[str, float]:
+        standard = (self.checked, self.changed, self.skipped, self.failed)
+        return {**dict(zip(STANDARD_METRICS, standard, strict=True)), **self.extra}
+
+
+@dataclass(frozen=True)
+class Context(Generic[C]):
+    """What ``act`` and ``report`` get: the settings, the clock's time, the time budget."""
+
+    automation: str
+    config: C
+    common: CommonConfig
+    now: datetime
+    deadline: Deadline
+    resumed: bool = False  # True when finishing the work of an earlier run from its intent
+
+    @property
+    def dry_run(self) -> bool:
+        return self.common.dry_run
+
+
+@dataclass(frozen=True)
+class Run(Context[C], Generic[C, T]):
+    """What ``plan`` gets: the context plus the parsed trigger and the run's id."""
+
+    trigger: T | None = None
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The outcome of gather + decide.
+
+    ``intent`` is everything ``act`` needs to carry the work out and ``report`` needs to tell
+    about it, as plain JSON data; it is recorded before acting. None means there is nothing to
+    do and nothing to say (nothing is recorded, no mail). ``counts`` are the gather-side numbers
+    (checked, skipped); ``decisions`` become one log line each."""
+
+    intent: Mapping[str, Any] | None = None
+    counts: Counts = field(default_factory=Counts)
+    decisions: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True)
+class Automation(Generic[C, T]):
+    """One automation, as its app.py declares it: the rooms the runner sequences."""
+
+    name: str
+    parse: Callable[[Any], T]  # event.py: raw event -> typed trigger, or BadEvent
+    config: Callable[[], C]  # config.py: Config.from_env
+    plan: Callable[[Run[C, T]], Plan]  # run.py: gather (service) + decide (decide), no changes
+    act: Callable[[Context[C], Mapping[str, Any]], dict[str, Any]]  # run.py: idempotent; no-op in dry run
+    report: Callable[[Context[C], Mapping[str, Any], Mapping[str, Any]], Mail | None]  # report.py: pure
+    counts: Callable[[Mapping[str, Any], Mapping[str, Any]], Counts]  # report.py: act-side numbers
+
+
+_stores: dict[tuple[str, str], DynamoDBPersistenceLayer] = {}
+
+
+def _claim_store(table: str, automation: str) -> DynamoDBPersistenceLayer:
+    client = aws.client("dynamodb")
+    store = _stores.get((table, automation))
+    if store is None or store.client is not client:
+        store = DynamoDBPersistenceLayer(
+            table_name=table,
+            key_attr="pk",
+            sort_key_attr="sk",
+            static_pk_value=f"claim#{automation}",
+            expiry_attr="expiration",
+            boto3_client=client,
+        )
+        _stores[(table, automation)] = store
+    return store
+
+
+def handle(
+    automation: Automation[C, T], event: Any, context: Any, logger: Any, metrics: Any
+) -> dict[str, Any]:
+    """Run one invocation of ``automation`` (see the module doc for the steps)."""
+    try:
+        trigger = accept(event, context, automation.parse)
+    except BadEvent as err:
+        _emit(metrics, Counts())
+        return reject(err, event, logger, metrics)
+    common = CommonConfig.from_env()
+    config = automation.config()
+    table = env_str("OUTBOX_TABLE")
+    deadline = Deadline.from_context(context)
+    outbox = Outbox(table, automation.name)
+    ran: list[bool] = []
+
+    idempotency = IdempotencyConfig(
+        event_key_jmespath="id", raise_on_no_idempotency_key=True, expires_after_seconds=CLAIM_KEEPS_SECONDS
+    )
+    idempotency.register_lambda_context(context)
+
+    @idempotent_function(
+        data_keyword_argument="event",
+        persistence_store=_claim_store(table, automation.name),
+        config=idempotency,
+    )
+    def claimed(event: dict[str, Any]) -> dict[str, Any]:
+        ran.append(True)
+        return _work(automation, trigger, config, common, outbox, deadline, context, logger, metrics)
+
+    try:
+        result: dict[str, Any] = claimed(event=event)
+    except IdempotencyAlreadyInProgressError:
+        logger.info(
+            "duplicate delivery: this event is being handled by another invocation",
+            extra={"id": event.get("id")},
+        )
+        _emit(metrics, Counts())
+        return {"status": "in-progress-elsewhere"}
+    if not ran:
+        logger.info("duplicate delivery: this event was handled already", extra={"id": event.get("id")})
+        _emit(metrics, Counts())
+        return {**result, "status": "duplicate"}
+    return result
+
+
+def _work(
+    automation: Automation[C, T],
+    trigger: T,
+    config: C,
+    common: CommonConfig,
+    outbox: Outbox,
+    deadline: Deadline,
+    context: Any,
+    logger: Any,
+    metrics: Any,
+) -> dict[str, Any]:
+    lease = time.time() + deadline.remaining_at_start  # this invocation cannot outlive it
+    base = Context(automation.name, config, common, clock(), deadline)
+    total = Counts()
+    held: list[Entry] = []
+
+    # Earlier runs' unfinished work first: a later plan must see what they did.
+    for entry in outbox.unfinished():
+        if not outbox.take(entry, lease):
+            continue
+        if entry.status == "acting":
+            logger.warning("finishing the work of a run that did not complete", extra={"entry": entry.sk})
+            resumed = Context(automation.name, config, common, clock(), deadline, resumed=True)
+            with _released_on_error(outbox, entry):
+                result = automation.act(resumed, entry.intent)
+                outbox.acted(entry, result, automation.report(resumed, entry.intent, result))
+            total += automation.counts(entry.intent, result)
+        if not _send(outbox, entry, common, automation.name, logger):
+            held.append(entry)
+
+    run: Run[C, T] = Run(
+        automation.name, config, common, clock(), deadline, trigger=trigger, run_id=_run_id(context)
+    )
+    plan = automation.plan(run)
+    for decision in plan.decisions:
+        logger.info("decision", extra=dict(decision))
+    total += plan.counts
+    if plan.intent is not None:
+        entry = outbox.record(run.run_id, plan.intent, lease)
+        with _released_on_error(outbox, entry):
+            result = automation.act(run, plan.intent)
+            outbox.acted(entry, result, automation.report(run, plan.intent, result))
+        total += automation.counts(plan.intent, result)
+        if not _send(outbox, entry, common, automation.name, logger):
+            held.append(entry)
+
+    _emit(metrics, total)
+    summary = {"status": "done", "dry_run": common.dry_run, **total.as_metrics(), "mails_held": len(held)}
+    logger.info("run finished", extra=summary)
+    if held:
+        raise OutboxError(
+            f"{len(held)} mail(s) not accepted by SNS; they stay in the outbox and are sent by the "
+            "retry or the next run"
+        )
+    return summary
+
+
+@contextmanager
+def _released_on_error(outbox: Outbox, entry: Entry) -> Iterator[None]:
+    """If acting fails, give the entry's lease back so the retry can finish it at once. (A run
+    that is killed cannot do this; its lease runs out at its deadline, when it is surely dead.)"""
+    try:
+        yield
+    except BaseException:
+        outbox.take(entry, 0.0)
+        raise
+
+
+def _send(outbox: Outbox, entry: Entry, common: CommonConfig, automation: str, logger: Any) -> bool:
+    """Publish the entry's mail and only then mark it sent. False (and the entry kept, lease
+    released) when SNS did not take it."""
+    mail = entry.mail
+    if mail is not None:
+        try:
+            message_id = publish(common.topic_arn, mail.subject, mail.body, automation, mail.severity)  # type: ignore[arg-type]
+        except Exception as err:  # noqa: BLE001 - any failure keeps the mail for the next attempt
+            logger.error(
+                "mail not sent; kept in the outbox for the retry or the next run",
+                extra={"subject": mail.subject, "code": aws.error_code(err), "entry": entry.sk},
+            )
+            outbox.take(entry, 0.0)
+            return False
+        logger.info("mail sent", extra={"subject": mail.subject, "message_id": message_id})
+    outbox.done(entry)
+    return True
+
+
+def _run_id(context: Any) -> str:
+    request = getattr(context, "aws_request_id", None)
+    return str(request) if isinstance(request, str) and request else "local"
+
+
+def _emit(metrics: Any, counts: Counts) -> None:
+    for name, value in counts.as_metrics().items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

@@ -1,0 +1,190 @@
+"""The shared runner and its outbox (autopilot.runner, autopilot.outbox) on a toy automation:
+claim, record before acting, resume a run killed between two steps, hold a mail SNS refused,
+standard metrics always emitted."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools import Logger, Metrics
+from botocore.exceptions import ClientError
+
+from autopilot import runner
+from autopilot.events import parse_scheduled
+from autopilot.notify import Digest, Item
+from autopilot.outbox import Mail, Outbox, OutboxError
+from autopilot.runner import Automation, Context, Counts, Plan, Run
+from conftest import REGION, STACK, FakeContext
+
+pytestmark = pytest.mark.integration
+
+logger = Logger(service="toy")
+metrics = Metrics(namespace="OpsAutopilot", service="toy")
+
+
+class Toy:
+    """Tags the volumes named in ``volumes`` with Seen=<run>, one CreateTags per volume."""
+
+    def __init__(self, volumes: list[str]) -> None:
+        self.volumes = volumes
+        self.acts: list[bool] = []  # resumed flag of every act call
+        self.fail_after: int | None = None  # raise after this many CreateTags (a "kill")
+
+    def plan(self, run: Run[None, Any]) -> Plan:
+        todo = [v for v in self.volumes if "Seen" not in _tags(v)]
+        intent = {"volumes": todo} if todo else None
+        return Plan(intent, Counts(checked=len(self.volumes), skipped=len(self.volumes) - len(todo)))
+
+    def act(self, ctx: Context[None], intent: Mapping[str, Any]) -> dict[str, Any]:
+        self.acts.append(ctx.resumed)
+        done = []
+        for n, volume in enumerate(intent["volumes"]):
+            if self.fail_after is not None and n == self.fail_after:
+                raise RuntimeError("killed")
+            boto3.client("ec2", region_name=REGION).create_tags(
+                Resources=[volume], Tags=[{"Key": "Seen", "Value": "yes"}]
+            )
+            done.append(volume)
+        return {"tagged": done}
+
+    def report(self, ctx: Context[None], intent: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
+        digest = Digest("toy", ctx.common.stack_name, ctx.common.region)
+        digest.section("Tagged", [Item(v) for v in result["tagged"]])
+        return digest.mail(f"{len(result['tagged'])} volumes tagged", "Toy run.", "info")
+
+    def counts(self, intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
+        return Counts(changed=len(result["tagged"]))
+
+    def automation(self) -> Automation[None, Any]:
+        return Automation("toy", parse_scheduled, lambda: None, self.plan, self.act, self.report, self.counts)
+
+
+def _tags(volume: str) -> dict[str, str]:
+    found = boto3.client("ec2", region_name=REGION).describe_tags(
+        Filters=[{"Name": "resource-id", "Values": [volume]}]
+    )["Tags"]
+    return {t["Key"]: t["Value"] for t in found}
+
+
+@pytest.fixture
+def toy(stack_env: dict[str, str]) -> Toy:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    volumes = [ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=1)["VolumeId"] for _ in range(3)]
+    return Toy(volumes)
+
+
+def _event(load_event: Any, n: int = 0) -> dict[str, Any]:
+    event: dict[str, Any] = load_event("idle_stopper/eventbridge.scheduled")
+    event["id"] = f"00000000-0000-0000-0000-{n:012d}"
+    return event
+
+
+def _invoke(toy: Toy, event: dict[str, Any], request: str = "r1") -> dict[str, Any]:
+    context = FakeContext()
+    context.aws_request_id = request  # type: ignore[misc]
+    return runner.handle(toy.automation(), event, context, logger, metrics)
+
+
+def _entries() -> list[Any]:
+    return list(Outbox(stack_env_table(), "toy").unfinished())
+
+
+def stack_env_table() -> str:
+    import os
+
+    return os.environ["OUTBOX_TABLE"]
+
+
+def test_a_run_records_acts_mails_and_leaves_nothing_behind(toy: Toy, load_event: Any, mailbox: Any) -> None:
+    result = _invoke(toy, _event(load_event))
+    assert result["Changed"] == 3 and result["Checked"] == 3
+    assert all(_tags(v).get("Seen") for v in toy.volumes)
+    mails = mailbox()
+    assert len(mails) == 1 and mails[0]["subject"].startswith(f"[{STACK}] 3 volumes tagged")
+    assert mails[0]["attributes"] == {"automation": "toy", "severity": "info"}
+    assert _entries() == []
+
+
+def test_the_same_event_again_does_nothing(toy: Toy, load_event: Any, mailbox: Any) -> None:
+    event = _event(load_event)
+    _invoke(toy, event)
+    again = _invoke(toy, event, request="r2")
+    assert again["status"] == "duplicate"
+    assert toy.acts == [False] and len(mailbox()) == 1
+
+
+def test_two_concurrent_deliveries_act_once(toy: Toy, load_event: Any, mailbox: Any) -> None:
+    event = _event(load_event)
+    barrier = threading.Barrier(2)
+    results: list[dict[str, Any]] = []
+
+    def deliver(request: str) -> None:
+        barrier.wait()
+        results.append(_invoke(toy, event, request))
+
+    threads = [threading.Thread(target=deliver, args=(f"r{n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(toy.acts) == 1, results
+    assert len(mailbox()) == 1
+
+
+def test_a_run_killed_between_two_steps_is_finished_and_mailed_by_the_retry(
+    toy: Toy, load_event: Any, mailbox: Any
+) -> None:
+    event = _event(load_event)
+    toy.fail_after = 1  # the first volume is tagged, then the function "dies"
+    with pytest.raises(RuntimeError, match="killed"):
+        _invoke(toy, event, request="r1")
+    assert mailbox() == []
+    assert [e.status for e in _entries()] == ["acting"]  # the intent was recorded before acting
+    toy.fail_after = None
+    _invoke(toy, event, request="r2")  # Lambda's retry of the same event
+    assert toy.acts == [False, True]  # the retry finished the recorded intent first
+    assert all(_tags(v).get("Seen") for v in toy.volumes)
+    mails = mailbox()
+    assert len(mails) == 1 and "3 volumes tagged" in mails[0]["subject"], mails
+    assert _entries() == []
+
+
+def test_a_mail_sns_refused_is_sent_by_the_next_run(
+    toy: Toy, load_event: Any, mailbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sns_down = [True]
+    real_publish = runner.publish
+
+    def publish(*args: Any, **kwargs: Any) -> str:
+        if sns_down[0]:
+            raise ClientError({"Error": {"Code": "KMSDisabledException", "Message": "no"}}, "Publish")
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "publish", publish)
+    with pytest.raises(OutboxError):
+        _invoke(toy, _event(load_event, 1))
+    assert all(_tags(v).get("Seen") for v in toy.volumes)  # the work is done ...
+    assert [e.status for e in _entries()] == ["acted"]  # ... and its mail kept
+    sns_down[0] = False
+    _invoke(toy, _event(load_event, 2), request="r2")  # the next scheduled run
+    mails = mailbox()
+    assert len(mails) == 1 and "3 volumes tagged" in mails[0]["subject"]
+    assert toy.acts == [False]  # nothing was done twice
+    assert _entries() == []
+
+
+
+def test_a_malformed_event_emits_the_standard_metrics_as_zeros(toy: Toy, load_event: Any) -> None:
+    seen: list[tuple[str, float]] = []
+
+    class Recording:
+        def add_metric(self, name: str, unit: Any, value: float) -> None:
+            seen.append((name, value))
+
+    result = runner.handle(toy.automation(), {"source": "x"}, FakeContext(), logger, Recording())
+    assert result["status"] == "ignored"
+    assert dict(seen) == {"Checked": 0, "Changed": 0, "Skipped": 0, "Failed": 0, "MalformedEvents": 1}

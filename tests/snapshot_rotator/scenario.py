@@ -1,0 +1,76 @@
+"""The reliability scenario of snapshot_rotator: a small fleet, the real handler on its real sample
+event, and a check that all of the work got done (used by tests/reliability: faults,
+idempotency, bad input). Discovered by tests/reliability/scenarios.py; every automation has one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from conftest import REGION, STACK, FakeContext
+from reliability.scenarios import Ctx, Scenario, backend, ec2, event
+
+# Environment of the bad-input tests (besides the stack's own): the least the handler needs.
+BAD_INPUT_ENV: dict[str, str] = {}
+# The sample event of a normal run (events/snapshot_rotator/...).
+VALID_SAMPLE = "eventbridge.scheduled"
+
+
+def scenario(ctx: Ctx) -> Scenario:
+    from snapshot_rotator import app
+
+    ctx.env(POWERTOOLS_SERVICE_NAME="snapshot_rotator", KEEP_NEWEST="2", SUMMARY_MAIL="true")
+    now = datetime.now(UTC)
+    volumes: list[str] = []
+    old: dict[str, list[str]] = {}
+    for n in range(3):
+        volume = ec2().create_volume(
+            AvailabilityZone=f"{REGION}a",
+            Size=8,
+            TagSpecifications=[
+                {
+                    "ResourceType": "volume",
+                    "Tags": [{"Key": "Backup", "Value": "true"}, {"Key": "Name", "Value": f"v{n}"}],
+                }
+            ],
+        )["VolumeId"]
+        volumes.append(volume)
+        old[volume] = []
+        for age in range(4):
+            snap = ec2().create_snapshot(
+                VolumeId=volume,
+                Description="history",
+                TagSpecifications=[
+                    {"ResourceType": "snapshot", "Tags": [{"Key": "ManagedBy", "Value": STACK}]}
+                ],
+            )["SnapshotId"]
+            backend().snapshots[snap].start_time = now - timedelta(days=10 + age)
+            old[volume].append(snap)  # newest first
+
+    def managed(volume: str) -> list[str]:
+        found = ec2().describe_snapshots(
+            OwnerIds=["self"],
+            Filters=[{"Name": "volume-id", "Values": [volume]}, {"Name": "tag:ManagedBy", "Values": [STACK]}],
+        )["Snapshots"]
+        return [s["SnapshotId"] for s in found]
+
+    def settle() -> None:
+        for volume in volumes:
+            for snap in set(managed(volume)) - set(old[volume]):
+                backend().snapshots[snap].status = "pending"
+
+    def verify() -> None:
+        for volume in volumes:
+            snaps = set(managed(volume))
+            assert set(old[volume][:2]) <= snaps, volume  # the two newest old ones are kept
+            assert not set(old[volume][2:]) & snaps, volume  # the two oldest are gone
+            assert len(snaps - set(old[volume])) == 1, volume  # exactly one new snapshot
+
+    return Scenario(
+        "snapshot_rotator",
+        lambda: app.lambda_handler(event("snapshot_rotator/eventbridge.scheduled"), FakeContext()),
+        verify,
+        resources=volumes,
+        mails=ctx.mailbox,
+        expected_mails=1,
+        extra={"old": old, "managed": managed, "settle": settle},
+    )
