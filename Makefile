@@ -18,7 +18,9 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): requirements-dev.txt
+# The stamp is named after the pins' checksum, so it is current exactly when the venv was built
+# from these pins: a fresh checkout (new file times) or a touch never rebuilds it, a changed pin does.
+$(STAMP):
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 or newer is needed (none found on PATH)"; exit 1; }
 	@echo "Setting up $(VENV) with $$($(PYTHON) --version) from requirements-dev.txt ..."
 	@rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import textwrap
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,12 +64,33 @@ class Sandbox:
             "Attributes"
         ]["QueueArn"]
         sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        # The stack's outbox table (template.yaml OutboxTable): claims and run records.
+        self.outbox_table = f"{STACK}-OutboxTable"
+        self.client("dynamodb").create_table(
+            TableName=self.outbox_table,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint)
 
-    def base_env(self, dry_run: bool = False) -> dict[str, str]:
-        return {"STACK_NAME": self.stack_name, "TOPIC_ARN": self.topic_arn, "DRY_RUN": str(dry_run).lower()}
+    def base_env(self, dry_run: bool = False, owner_tag_key: str = "Owner") -> dict[str, str]:
+        """The environment template Globals give every function."""
+        return {
+            "STACK_NAME": self.stack_name,
+            "TOPIC_ARN": self.topic_arn,
+            "DRY_RUN": str(dry_run).lower(),
+            "OWNER_TAG_KEY": owner_tag_key,
+            "OUTBOX_TABLE": self.outbox_table,
+        }
 
     @contextmanager
     def environment(self, variables: dict[str, str]) -> Iterator[None]:
@@ -85,9 +107,14 @@ class Sandbox:
 
     def invoke(self, automation: str, event: str | dict[str, Any], env: dict[str, str]) -> Any:
         """Run functions/<automation>/app.py:lambda_handler on an event from events/ (a path
-        relative to events/, without .json) or a dict, with the function's environment."""
+        relative to events/, without .json) or a dict, with the function's environment.
+
+        An event read from events/ gets a fresh id, as every scheduled occurrence or API call
+        has its own in EventBridge (the runner treats one id as one delivery); a dict is used
+        as given (to show a duplicate delivery, pass the same dict twice)."""
         if isinstance(event, str):
             event = json.loads((ROOT / "events" / f"{event}.json").read_text())
+            event["id"] = str(uuid.uuid4())
         output = io.StringIO()  # the function's log lines and EMF metrics, kept out of the story
         with (
             self.environment({"POWERTOOLS_SERVICE_NAME": automation, **env}),

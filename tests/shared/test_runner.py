@@ -177,7 +177,6 @@ def test_a_mail_sns_refused_is_sent_by_the_next_run(
     assert _entries() == []
 
 
-
 def test_a_malformed_event_emits_the_standard_metrics_as_zeros(toy: Toy, load_event: Any) -> None:
     seen: list[tuple[str, float]] = []
 

@@ -22,13 +22,15 @@ GOOD = {
     "AWS_REGION": "eu-west-1",
     "TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:t",
     "DRY_RUN": "false",
+    "OWNER_TAG_KEY": "Owner",
 }
 
 
 @pytest.mark.unit
 def test_common_config_from_env() -> None:
     config = CommonConfig.from_env(GOOD)
-    assert config == CommonConfig("ops", "eu-west-1", "arn:aws:sns:eu-west-1:123456789012:t", False)
+    assert config == CommonConfig("ops", "eu-west-1", "arn:aws:sns:eu-west-1:123456789012:t", False, "Owner")
+    assert CommonConfig.from_env({**GOOD, "OWNER_TAG_KEY": "CreatedBy"}).owner_tag_key == "CreatedBy"
     with pytest.raises(AttributeError):
         config.dry_run = True  # type: ignore[misc]
 
@@ -41,6 +43,9 @@ def test_common_config_from_env() -> None:
         ({"TOPIC_ARN": "my-topic"}, "TOPIC_ARN='my-topic' is not an SNS topic ARN"),
         ({"DRY_RUN": "maybe"}, "DRY_RUN='maybe' must be true or false"),
         ({"AWS_REGION": "moon"}, "AWS_REGION='moon' is not a region"),
+        ({"OWNER_TAG_KEY": ""}, "OWNER_TAG_KEY is required"),
+        ({"OWNER_TAG_KEY": "aws:owner"}, "OWNER_TAG_KEY='aws:owner' is not a valid EC2 tag key"),
+        ({"OWNER_TAG_KEY": "own/er!"}, "is not a valid EC2 tag key"),
     ],
 )
 def test_bad_configuration_names_the_variable(change: dict[str, str], message: str) -> None:
@@ -169,3 +174,27 @@ def test_deadline_keeps_a_reserve() -> None:
     deadline = Deadline.from_context(Context(), reserve=20)
     assert 9 < deadline.remaining() <= 10 and not deadline.expired()
     assert Deadline(remaining_at_start=5, reserve=10).expired()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("word", ["false", "no", "never", "off", "False", " NEVER ", "Off"])
+def test_every_opt_out_word_opts_out_of_every_opt_out_tag(word: str) -> None:
+    for key in ("AutoStop", "AutoPatch", "Backup"):
+        assert tags.opted_out({key: word}, key)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("value", [None, "", "true", "yes", "snooze-until:2027-01-01", "nope", "0"])
+def test_other_values_do_not_opt_out(value: str | None) -> None:
+    assert not tags.is_opt_out(value)
+    assert not tags.opted_out({} if value is None else {"AutoStop": value}, "AutoStop")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("key", "valid"),
+    [("Owner", True), ("CreatedBy", True), ("team:owner", True), ("a" * 128, True), ("a" * 129, False),
+     ("", False), ("aws:createdBy", False), ("AWS:x", False), (" Owner", False), ("own!er", False)],
+)  # fmt: skip
+def test_one_tag_key_rule(key: str, valid: bool) -> None:
+    assert tags.valid_key(key) is valid

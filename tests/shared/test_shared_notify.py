@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autopilot.notify import MAX_SUBJECT, Digest, Item, make_subject, plural
+from autopilot.notify import MAX_SUBJECT, Digest, Item, make_subject, plural, publish
 
 pytestmark = pytest.mark.unit
 
@@ -62,27 +62,28 @@ def test_huge_bodies_stay_under_the_sns_limit() -> None:
     assert len(digest.body("s").encode()) < 256 * 1024
 
 
-def test_empty_digest_sends_nothing(topic_arn: str, mailbox: Callable[[], list[dict[str, Any]]]) -> None:
+def test_empty_digest_renders_no_mail() -> None:
     digest = Digest("x", "ops", "eu-west-1")
     digest.section("Nothing")
-    assert digest.send(topic_arn, "subject", "summary", "info") is None
-    assert mailbox() == []
+    assert digest.mail("subject", "summary", "info") is None
 
 
-def test_send_publishes_subject_body_and_attributes(
+def test_the_mail_is_publishable_with_subject_body_and_attributes(
     topic_arn: str, mailbox: Callable[[], list[dict[str, Any]]]
 ) -> None:
     digest = Digest("snapshot_rotator", "ops", "eu-west-1")
     digest.section("Failed (1)", [Item("vol-1")])
-    assert digest.send(topic_arn, "1 backup failed", "Summary.", "critical")
-    (mail,) = mailbox()
-    assert mail["subject"] == "[ops] 1 backup failed"
-    assert mail["attributes"] == {"automation": "snapshot_rotator", "severity": "critical"}
-    assert mail["body"].startswith("Summary.")
+    mail = digest.mail("1 backup failed", "Summary.", "critical")
+    assert mail is not None and mail.subject == "[ops] 1 backup failed"
+    publish(topic_arn, mail.subject, mail.body, "snapshot_rotator", "critical")
+    (sent,) = mailbox()
+    assert sent["subject"] == "[ops] 1 backup failed"
+    assert sent["attributes"] == {"automation": "snapshot_rotator", "severity": "critical"}
+    assert sent["body"].startswith("Summary.")
 
 
-def test_unknown_severity_is_refused(topic_arn: str) -> None:
+def test_unknown_severity_is_refused() -> None:
     digest = Digest("x", "ops", "eu-west-1")
     digest.section("s", [Item("a")])
     with pytest.raises(ValueError, match="severity"):
-        digest.send(topic_arn, "s", "s", "urgent")  # type: ignore[arg-type]
+        digest.mail("s", "s", "urgent")  # type: ignore[arg-type]

@@ -207,3 +207,44 @@ def test_outputs_give_topic_dashboard_and_every_function() -> None:
     assert {"AlarmTopicArn", "DashboardUrl"} <= set(outputs)
     for name in AUTOMATIONS:
         assert f"{camel(name)}FunctionName" in outputs
+
+
+def test_the_outbox_table_is_shared_keyed_and_expires() -> None:
+    table = raw_template()["Resources"]["OutboxTable"]["Properties"]
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["pk", "sk"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    variables = raw_template()["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["OUTBOX_TABLE"] == {"Ref": "OutboxTable"}
+    assert variables["OWNER_TAG_KEY"] == {"Ref": "OwnerTagKey"}  # product-wide, for every function
+
+
+@pytest.mark.parametrize("name", AUTOMATIONS)
+def test_each_function_touches_only_its_own_claims_and_outbox(name: str) -> None:
+    role = _roles()[f"{camel(name)}FunctionRole"]
+    on_table = [
+        s for s in policy_statements(role) if s.get("Resource") == {"Fn::GetAtt": ["OutboxTable", "Arn"]}
+    ]
+    assert len(on_table) == 1, on_table
+    (statement,) = on_table
+    assert set(as_list(statement["Action"])) == {
+        f"dynamodb:{a}" for a in ("PutItem", "UpdateItem", "DeleteItem", "Query")
+    }
+    assert statement["Condition"] == {
+        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [f"claim#{name}", f"outbox#{name}"]}
+    }
+
+
+@pytest.mark.parametrize("name", AUTOMATIONS)
+def test_parameters_take_the_automations_own_name(name: str) -> None:
+    """An automation's parameters are <CamelName>*: the section a parameter belongs to is
+    visible from its name (the product-wide ones are in the Everyone group)."""
+    groups = raw_template()["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    everyone = next(g for g in groups if g["Label"]["default"] == "Everyone")["Parameters"]
+    section = re.search(
+        rf"^  # ---- {name}\n(.*?)(?=^  # ---- |^Conditions:)", TEMPLATE.read_text(), re.MULTILINE | re.DOTALL
+    )
+    assert section, f"no '# ---- {name}' parameter section"
+    own = re.findall(r"^  (\w+):\n    Type:", section.group(1), re.MULTILINE)
+    assert own, f"{name} has no parameters of its own"
+    for parameter in own:
+        assert parameter.startswith(camel(name)) and parameter not in everyone, parameter

@@ -192,7 +192,7 @@ def handle(
     )
     idempotency.register_lambda_context(context)
 
-    @idempotent_function(
+    @idempotent_function(  # type: ignore[untyped-decorator]  # Powertools' decorator is untyped
         data_keyword_argument="event",
         persistence_store=_claim_store(table, automation.name),
         config=idempotency,
@@ -229,7 +229,6 @@ def _work(
     metrics: Any,
 ) -> dict[str, Any]:
     lease = time.time() + deadline.remaining_at_start  # this invocation cannot outlive it
-    base = Context(automation.name, config, common, clock(), deadline)
     total = Counts()
     held: list[Entry] = []
 
