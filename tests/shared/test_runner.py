@@ -33,6 +33,7 @@ class Toy:
         self.volumes = volumes
         self.acts: list[bool] = []  # resumed flag of every act call
         self.fail_after: int | None = None  # raise after this many CreateTags (a "kill")
+        self.fail_resumed = False  # finishing an earlier run's intent fails, always
 
     def plan(self, run: Run[None, Any]) -> Plan:
         todo = [v for v in self.volumes if "Seen" not in _tags(v)]
@@ -41,6 +42,8 @@ class Toy:
 
     def act(self, ctx: Context[None], intent: Mapping[str, Any]) -> dict[str, Any]:
         self.acts.append(ctx.resumed)
+        if ctx.resumed and self.fail_resumed:
+            raise RuntimeError("permanently broken")
         done = []
         for n, volume in enumerate(intent["volumes"]):
             if self.fail_after is not None and n == self.fail_after:
@@ -187,3 +190,25 @@ def test_a_malformed_event_emits_the_standard_metrics_as_zeros(toy: Toy, load_ev
     result = runner.handle(toy.automation(), {"source": "x"}, FakeContext(), logger, Recording())
     assert result["status"] == "ignored"
     assert dict(seen) == {"Checked": 0, "Changed": 0, "Skipped": 0, "Failed": 0, "MalformedEvents": 1}
+
+
+def test_work_that_cannot_be_finished_blocks_new_work_then_is_given_up_with_a_mail(
+    toy: Toy, load_event: Any, mailbox: Any
+) -> None:
+    toy.fail_after = 1
+    with pytest.raises(RuntimeError, match="killed"):
+        _invoke(toy, _event(load_event, 1))
+    toy.fail_after, toy.fail_resumed = None, True
+    for n in (2, 3):  # the next runs try to finish it first, fail, and start nothing new
+        with pytest.raises(OutboxError, match="could not be finished"):
+            _invoke(toy, _event(load_event, n), request=f"r{n}")
+        assert toy.acts[-1] is True and mailbox() == []
+    _invoke(toy, _event(load_event, 4), request="r4")  # third attempt: given up, then new work
+    assert toy.acts[-2:] == [True, False]
+    mails = mailbox()
+    assert [m["attributes"]["severity"] for m in mails] == ["critical", "info"], mails
+    assert "could not finish a run, given up" in mails[0]["subject"]
+    assert "3 invocations tried" in mails[0]["body"] and toy.volumes[2] in mails[0]["body"]
+    assert "2 volumes tagged" in mails[1]["subject"]
+    assert all(_tags(v).get("Seen") for v in toy.volumes)
+    assert _entries() == []

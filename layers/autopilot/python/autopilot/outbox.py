@@ -68,6 +68,7 @@ class Entry:
     mail: Mail | None = None
     lease_until: float = 0.0
     created_at: float = field(default_factory=time.time)
+    attempts: int = 0  # how many invocations took it over to finish it
 
     @property
     def key(self) -> dict[str, Any]:
@@ -164,25 +165,48 @@ class Outbox:
                 mail=Mail.from_dict(mail) if mail else None,
                 lease_until=float(item["lease_until"]["N"]),
                 created_at=float(item.get("created_at", {}).get("N", "0")),
+                attempts=int(item.get("attempts", {}).get("N", "0")),
             )
 
     def take(self, entry: Entry, lease_until: float) -> bool:
-        """Take over an unfinished entry until ``lease_until``; False if another invocation got
-        there first (or it is finished already)."""
+        """Take over an unfinished entry until ``lease_until`` (and count the attempt); False if
+        another invocation got there first (or it is finished already)."""
         try:
-            self._client().update_item(
+            response = self._client().update_item(
                 TableName=self.table,
                 Key=entry.key,
-                UpdateExpression="SET lease_until = :mine",
+                UpdateExpression="SET lease_until = :mine ADD attempts :one",
                 ConditionExpression="attribute_exists(sk) AND lease_until = :seen",
                 ExpressionAttributeValues={
                     ":mine": {"N": f"{lease_until:.3f}"},
                     ":seen": {"N": f"{entry.lease_until:.3f}"},
+                    ":one": {"N": "1"},
                 },
+                ReturnValues="UPDATED_NEW",
             )
         except ClientError as err:
             if aws.error_code(err) == "ConditionalCheckFailedException":
                 return False
             raise
         entry.lease_until = lease_until
+        entry.attempts = int(response.get("Attributes", {}).get("attempts", {}).get("N", entry.attempts + 1))
         return True
+
+    def release(self, entry: Entry) -> None:
+        """Give the lease back at once (this invocation failed but is alive): the retry or the
+        next run may take the entry over without waiting for the lease to run out."""
+        try:
+            self._client().update_item(
+                TableName=self.table,
+                Key=entry.key,
+                UpdateExpression="SET lease_until = :zero",
+                ConditionExpression="attribute_exists(sk) AND lease_until = :seen",
+                ExpressionAttributeValues={
+                    ":zero": {"N": "0.000"},
+                    ":seen": {"N": f"{entry.lease_until:.3f}"},
+                },
+            )
+        except ClientError as err:
+            if aws.error_code(err) != "ConditionalCheckFailedException":
+                raise
+        entry.lease_until = 0.0

@@ -30,6 +30,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -48,7 +49,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 from autopilot import aws
 from autopilot.config import CommonConfig, env_str
 from autopilot.events import BadEvent, accept, reject
-from autopilot.notify import publish
+from autopilot.notify import make_subject, publish
 from autopilot.outbox import Entry, Mail, Outbox, OutboxError
 from autopilot.runtime import Deadline
 
@@ -67,6 +68,8 @@ PERMISSIONS = frozenset(
         "sns:Publish",
     }
 )
+MAX_ATTEMPTS = 3  # invocations that may try to finish an earlier run's work before it is given up
+GIVEN_UP_INTENT_CHARS = 20_000
 CLAIM_KEEPS_SECONDS = 2 * 86400  # a duplicate delivery up to two days later is still recognised
 STANDARD_METRICS = ("Checked", "Changed", "Skipped", "Failed")
 
@@ -232,19 +235,44 @@ def _work(
     total = Counts()
     held: list[Entry] = []
 
-    # Earlier runs' unfinished work first: a later plan must see what they did.
+    # Earlier runs' unfinished work first: a later plan must see what they did. While an
+    # earlier run's work cannot be finished, no new work starts (it could act on the same
+    # resources twice); after MAX_ATTEMPTS the entry is given up, with a mail, so that one
+    # permanently failing entry cannot stop the automation for good.
+    blocked = 0
     for entry in outbox.unfinished():
         if not outbox.take(entry, lease):
             continue
         if entry.status == "acting":
-            logger.warning("finishing the work of a run that did not complete", extra={"entry": entry.sk})
+            logger.warning(
+                "finishing the work of a run that did not complete",
+                extra={"entry": entry.sk, "attempt": entry.attempts},
+            )
             resumed = Context(automation.name, config, common, clock(), deadline, resumed=True)
-            with _released_on_error(outbox, entry):
+            try:
                 result = automation.act(resumed, entry.intent)
                 outbox.acted(entry, result, automation.report(resumed, entry.intent, result))
-            total += automation.counts(entry.intent, result)
+            except Exception as err:  # logged, counted, retried, then given up with a mail
+                total += Counts(failed=1)
+                if entry.attempts >= MAX_ATTEMPTS:
+                    logger.exception("giving up an earlier run's work", extra={"entry": entry.sk})
+                    entry.mail = _given_up(automation.name, common, entry, err)
+                    entry.status = "acted"
+                else:
+                    logger.exception("could not finish an earlier run's work", extra={"entry": entry.sk})
+                    outbox.release(entry)
+                    blocked += 1
+                    continue
+            else:
+                total += automation.counts(entry.intent, result)
         if not _send(outbox, entry, common, automation.name, logger):
             held.append(entry)
+    if blocked:
+        _emit(metrics, total)
+        raise OutboxError(
+            f"{blocked} earlier run(s) could not be finished; no new work starts until they are "
+            f"(or are given up after {MAX_ATTEMPTS} attempts, with a mail)"
+        )
 
     run: Run[C, T] = Run(
         automation.name, config, common, clock(), deadline, trigger=trigger, run_id=_run_id(context)
@@ -280,8 +308,30 @@ def _released_on_error(outbox: Outbox, entry: Entry) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        outbox.take(entry, 0.0)
+        outbox.release(entry)
         raise
+
+
+def _given_up(automation: str, common: CommonConfig, entry: Entry, err: BaseException) -> Mail:
+    """The operators' mail about work that could not be finished: what it was, and the error."""
+    intent = json.dumps(entry.intent, indent=1, default=str)
+    if len(intent) > GIVEN_UP_INTENT_CHARS:
+        intent = intent[:GIVEN_UP_INTENT_CHARS] + "\n... (cut; the whole intent is in the function's log)"
+    body = "\n".join(
+        [
+            f"A run of {automation} recorded what it was about to do, then could not finish it: "
+            f"{entry.attempts} invocations tried and failed. It is given up now; check the "
+            "resources below and finish or undo the work by hand.",
+            "",
+            f"Error of the last attempt: {aws.error_code(err)}: {str(err)[:500]}",
+            f"Outbox entry: {entry.sk}",
+            "",
+            "What the run was about to do (its recorded intent):",
+            intent,
+        ]
+    )
+    subject = make_subject(common.stack_name, f"{automation}: could not finish a run, given up")
+    return Mail(subject, body, "critical")
 
 
 def _send(outbox: Outbox, entry: Entry, common: CommonConfig, automation: str, logger: Any) -> bool:
@@ -296,7 +346,7 @@ def _send(outbox: Outbox, entry: Entry, common: CommonConfig, automation: str, l
                 "mail not sent; kept in the outbox for the retry or the next run",
                 extra={"subject": mail.subject, "code": aws.error_code(err), "entry": entry.sk},
             )
-            outbox.take(entry, 0.0)
+            outbox.release(entry)
             return False
         logger.info("mail sent", extra={"subject": mail.subject, "message_id": message_id})
     outbox.done(entry)
