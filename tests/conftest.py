@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from moto.dynamodb.models import DynamoDBBackend
 
 from autopilot import aws
 from autopilot.recorder import CallRecorder
@@ -93,6 +95,22 @@ def reliability_report(pytestconfig: pytest.Config) -> list[str]:
     return pytestconfig.stash.setdefault(REPORT_KEY, [])
 
 
+# DynamoDB applies each write - its condition check and the write itself - atomically. moto
+# does not: two threads can both pass the same condition (attribute_not_exists) and both
+# write. Tests that deliver events concurrently rely on DynamoDB's behaviour, so moto's item
+# writes are serialised here (one lock for all tables: coarser than DynamoDB, never finer).
+_DYNAMODB_LOCK = threading.RLock()
+_ATOMIC_DYNAMODB_WRITES = ("put_item", "update_item", "delete_item", "transact_write_items", "get_item")
+
+
+def _atomic(method: Callable[..., Any]) -> Callable[..., Any]:
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _DYNAMODB_LOCK:
+            return method(*args, **kwargs)
+
+    return locked
+
+
 @pytest.fixture(autouse=True)
 def _fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
@@ -105,6 +123,8 @@ def _fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "OpsAutopilot")
     monkeypatch.setenv("POWERTOOLS_DEV", "false")
+    for name in _ATOMIC_DYNAMODB_WRITES:
+        monkeypatch.setattr(DynamoDBBackend, name, _atomic(getattr(DynamoDBBackend, name)))
     aws.reset_clients()
     with mock_aws():
         yield

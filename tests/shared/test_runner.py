@@ -212,3 +212,28 @@ def test_work_that_cannot_be_finished_blocks_new_work_then_is_given_up_with_a_ma
     assert "2 volumes tagged" in mails[1]["subject"]
     assert all(_tags(v).get("Seen") for v in toy.volumes)
     assert _entries() == []
+
+
+def test_the_retry_of_a_run_whose_mail_sns_refused_sends_it_and_does_nothing_again(
+    toy: Toy, load_event: Any, mailbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lambda retries the same event after the OutboxError: the claim says the work is done, so
+    the retry only sends the held mail - it neither acts nor builds the same news again."""
+    sns_down = [True]
+    real_publish = runner.publish
+
+    def publish(*args: Any, **kwargs: Any) -> str:
+        if sns_down[0]:
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "down"}}, "Publish")
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "publish", publish)
+    event = _event(load_event, 7)
+    with pytest.raises(OutboxError):
+        _invoke(toy, event, request="r1")
+    sns_down[0] = False
+    again = _invoke(toy, event, request="r2")
+    assert again["status"] == "duplicate"
+    assert toy.acts == [False]
+    assert len(mailbox()) == 1
+    assert _entries() == []

@@ -214,9 +214,16 @@ def handle(
         _emit(metrics, Counts())
         return {"status": "in-progress-elsewhere"}
     if not ran:
+        # The work of this event is done (the claim says so), but its mail may still be held:
+        # a retry of a run whose mail SNS refused sends it, and plans nothing again.
         logger.info("duplicate delivery: this event was handled already", extra={"id": event.get("id")})
-        _emit(metrics, Counts())
+        total, held = _finish_earlier(automation, config, common, outbox, deadline, logger, metrics)
+        _emit(metrics, total)
+        _raise_if_held(held)
         return {**result, "status": "duplicate"}
+    # Raised only now, after the claim was marked done: the retry sends the mail and does not
+    # do the work (or send the same news) again.
+    _raise_if_held(int(result.get("mails_held", 0)))
     return result
 
 
@@ -231,14 +238,53 @@ def _work(
     logger: Any,
     metrics: Any,
 ) -> dict[str, Any]:
-    lease = time.time() + deadline.remaining_at_start  # this invocation cannot outlive it
-    total = Counts()
-    held: list[Entry] = []
+    total, held = _finish_earlier(automation, config, common, outbox, deadline, logger, metrics)
+    run: Run[C, T] = Run(
+        automation.name, config, common, clock(), deadline, trigger=trigger, run_id=_run_id(context)
+    )
+    plan = automation.plan(run)
+    for decision in plan.decisions:
+        logger.info("decision", extra=dict(decision))
+    total += plan.counts
+    if plan.intent is not None:
+        entry = outbox.record(run.run_id, plan.intent, _lease(deadline))
+        with _released_on_error(outbox, entry):
+            result = automation.act(run, plan.intent)
+            outbox.acted(entry, result, automation.report(run, plan.intent, result))
+        total += automation.counts(plan.intent, result)
+        if not _send(outbox, entry, common, automation.name, logger):
+            held += 1
 
-    # Earlier runs' unfinished work first: a later plan must see what they did. While an
-    # earlier run's work cannot be finished, no new work starts (it could act on the same
-    # resources twice); after MAX_ATTEMPTS the entry is given up, with a mail, so that one
-    # permanently failing entry cannot stop the automation for good.
+    _emit(metrics, total)
+    summary = {"status": "done", "dry_run": common.dry_run, **total.as_metrics(), "mails_held": held}
+    logger.info("run finished", extra=summary)
+    return summary
+
+
+def _lease(deadline: Deadline) -> float:
+    """Until when this invocation holds what it takes: it cannot outlive its deadline."""
+    return time.time() + deadline.remaining_at_start
+
+
+def _finish_earlier(
+    automation: Automation[C, T],
+    config: C,
+    common: CommonConfig,
+    outbox: Outbox,
+    deadline: Deadline,
+    logger: Any,
+    metrics: Any,
+) -> tuple[Counts, int]:
+    """Finish the outbox entries earlier runs left (their lease ran out): act again on an intent
+    that was still ``acting``, then send the mail. Returns the counts and how many mails SNS
+    refused again.
+
+    While an earlier run's work cannot be finished, no new work starts (it could act on the
+    same resources twice): this raises. After MAX_ATTEMPTS the entry is given up with a mail,
+    so that one permanently failing entry cannot stop the automation for good."""
+    lease = _lease(deadline)
+    total = Counts()
+    held = 0
     blocked = 0
     for entry in outbox.unfinished():
         if not outbox.take(entry, lease):
@@ -266,39 +312,22 @@ def _work(
             else:
                 total += automation.counts(entry.intent, result)
         if not _send(outbox, entry, common, automation.name, logger):
-            held.append(entry)
+            held += 1
     if blocked:
         _emit(metrics, total)
         raise OutboxError(
             f"{blocked} earlier run(s) could not be finished; no new work starts until they are "
             f"(or are given up after {MAX_ATTEMPTS} attempts, with a mail)"
         )
+    return total, held
 
-    run: Run[C, T] = Run(
-        automation.name, config, common, clock(), deadline, trigger=trigger, run_id=_run_id(context)
-    )
-    plan = automation.plan(run)
-    for decision in plan.decisions:
-        logger.info("decision", extra=dict(decision))
-    total += plan.counts
-    if plan.intent is not None:
-        entry = outbox.record(run.run_id, plan.intent, lease)
-        with _released_on_error(outbox, entry):
-            result = automation.act(run, plan.intent)
-            outbox.acted(entry, result, automation.report(run, plan.intent, result))
-        total += automation.counts(plan.intent, result)
-        if not _send(outbox, entry, common, automation.name, logger):
-            held.append(entry)
 
-    _emit(metrics, total)
-    summary = {"status": "done", "dry_run": common.dry_run, **total.as_metrics(), "mails_held": len(held)}
-    logger.info("run finished", extra=summary)
+def _raise_if_held(held: int) -> None:
     if held:
         raise OutboxError(
-            f"{len(held)} mail(s) not accepted by SNS; they stay in the outbox and are sent by the "
+            f"{held} mail(s) not accepted by SNS; they stay in the outbox and are sent by the "
             "retry or the next run"
         )
-    return summary
 
 
 @contextmanager
