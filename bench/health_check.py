@@ -4,8 +4,11 @@ a ratio to 200 ms (one site's latency), and the AWS calls of a steady-state run.
 Minimum calls per run, whatever the number of sites S (the list is one SSM parameter, the
 states one small DynamoDB table of S items, far under Scan's 1 MB page):
 - ssm.GetParameter: 1; dynamodb.Scan: 1;
-- dynamodb.PutItem: one per site whose state changed (0 in a steady state; S on the very
-  first run); sns.Publish: 1 only when some site changed (0 in a steady state).
+- the runner (autopilot.runner), every invocation: dynamodb.Query 1 (unfinished work) and the
+  claim on the event, dynamodb.PutItem 1 + dynamodb.UpdateItem 1;
+- only when some site's state changed: dynamodb.PutItem one per changed site, the outbox entry
+  (PutItem + UpdateItem + DeleteItem) and sns.Publish 1 when a transition is mailed (none of
+  these in a steady state).
 """
 
 from __future__ import annotations
@@ -14,17 +17,20 @@ import contextlib
 import io
 import json
 import multiprocessing
+import os
 import time
+import uuid
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from unittest import mock
 
 import boto3
 
-from autopilot.config import CommonConfig
 from autopilot.runtime import Deadline
-from bench.common import REGION, STACK, Run, measured, sandbox
-from website_health_check.app import Config, check_all, execute
-from website_health_check.sites import Site
+from bench.common import ACCOUNT, REGION, STACK, Run, measured, sandbox
+from website_health_check.decide import Site, classify
+from website_health_check.service import probe_all
 
 LATENCY = 0.2
 
@@ -68,7 +74,8 @@ def wall_ratio(n: int) -> dict[str, float]:
     sites = [Site(url=f"http://127.0.0.1:{port}/s{i}", name=str(i), expect_text="Welcome") for i in range(n)]
     try:
         started = time.perf_counter()
-        results = check_all(sites, Deadline(remaining_at_start=120, reserve=10), cert_warning_days=14)
+        probes = probe_all(sites, Deadline(remaining_at_start=120, reserve=10), datetime.now(UTC))
+        results = [classify(site, probe, 14) for site, probe in probes]
         wall = time.perf_counter() - started
     finally:
         process.terminate()
@@ -76,9 +83,47 @@ def wall_ratio(n: int) -> dict[str, float]:
     return {"sites": n, "wall_s": round(wall, 3), "ratio_to_one_site": round(wall / LATENCY, 2)}
 
 
+class _Context:
+    function_name = "bench"
+    memory_limit_in_mb = 256
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"
+    aws_request_id = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 120_000
+
+
+def _event() -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [],
+        "detail": {},
+    }
+
+
+def _table(name: str, keys: list[str]) -> str:
+    schema = [{"AttributeName": k, "KeyType": t} for k, t in zip(keys, ("HASH", "RANGE"), strict=False)]
+    return str(
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
+            KeySchema=schema,
+            BillingMode="PAY_PER_REQUEST",
+        )["TableDescription"]["TableName"]
+    )
+
+
 def calls_run(n: int) -> Run:
-    """The calls of a steady-state run over n healthy sites (the second run; the first one
-    writes every site's first state)."""
+    """The calls of a steady-state run over n healthy sites (the second run), through the real
+    handler and the runner."""
+    from website_health_check import app
+
     process, port = _start_sites()
     try:
         with sandbox():
@@ -88,24 +133,22 @@ def calls_run(n: int) -> Run:
             boto3.client("ssm", region_name=REGION).put_parameter(
                 Name=parameter, Type="String", Value=json.dumps(urls)
             )
-            table = boto3.client("dynamodb", region_name=REGION).create_table(
-                TableName="bench-health",
-                AttributeDefinitions=[{"AttributeName": "url", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "url", "KeyType": "HASH"}],
-                BillingMode="PAY_PER_REQUEST",
-            )["TableDescription"]["TableName"]
-            config = Config(
-                common=CommonConfig(stack_name=STACK, region=REGION, topic_arn=topic, dry_run=False),
-                sites_parameter=parameter,
-                state_table=table,
-                failures_before_down=2,
-                cert_warning_days=14,
-            )
+            env = {
+                "STACK_NAME": STACK,
+                "TOPIC_ARN": topic,
+                "DRY_RUN": "false",
+                "OWNER_TAG_KEY": "Owner",
+                "OUTBOX_TABLE": _table("bench-outbox", ["pk", "sk"]),
+                "SITES_PARAMETER": parameter,
+                "STATE_TABLE": _table("bench-health", ["url"]),
+                "FAILURES_BEFORE_DOWN": "2",
+                "CERT_WARNING_DAYS": "14",
+            }
             # Powertools prints per-site metrics (single_metric) even when metrics are disabled.
-            with contextlib.redirect_stdout(io.StringIO()):
-                execute(config, Deadline(remaining_at_start=120, reserve=10))  # first run: writes states
+            with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(io.StringIO()):
+                app.lambda_handler(_event(), _Context())  # first run
                 with measured() as (calls, elapsed):
-                    execute(config, Deadline(remaining_at_start=120, reserve=10))
+                    app.lambda_handler(_event(), _Context())
     finally:
         process.terminate()
     return Run(
@@ -113,7 +156,13 @@ def calls_run(n: int) -> Run:
         size=n,
         unit="sites (steady state)",
         calls=calls.by_operation(),
-        minimum={"ssm.GetParameter": 1, "dynamodb.Scan": 1},
+        minimum={
+            "ssm.GetParameter": 1,
+            "dynamodb.Scan": 1,
+            "dynamodb.Query": 1,
+            "dynamodb.PutItem": 1,
+            "dynamodb.UpdateItem": 1,
+        },
         seconds=elapsed[0],
     )
 

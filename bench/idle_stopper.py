@@ -16,24 +16,65 @@ Minimum for N running instances, E of them expired (E = N/100), cap C = 10 stops
   every stop is a lifetime stop with the same StopAfter, so all share StoppedBy/StoppedAt/
   StoppedReason: 1 call. (Idle stops carry each instance's own numbers in StoppedReason, so
   those need one call each, at most C per run.)
-- SNS Publish: 1 digest.
+- SNS Publish: 1 digest;
+- the runner (autopilot.runner), through which the real handler runs: dynamodb.Query 1
+  (earlier runs' unfinished work), the claim on the event (dynamodb.PutItem 1 +
+  dynamodb.UpdateItem 1) and, when there is something to stop, the outbox entry of the intent
+  (dynamodb.PutItem 1 before acting, dynamodb.UpdateItem 1 after, dynamodb.DeleteItem 1 once
+  SNS took the mail): 6 in all, whatever N.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
 
 import boto3
 from moto.ec2.models import ec2_backends
 
-from autopilot.events import ScheduledRun
-from autopilot.runtime import Deadline
-from bench.common import ACCOUNT, REGION, STACK, Run, measured, pages, sandbox
-from idle_stopper.app import execute
-from idle_stopper.config import IdleStopperConfig
+from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sandbox
 
 CAP = 10
 LAUNCH_BATCH = 500
+SAMPLE = ROOT / "events" / "idle_stopper" / "eventbridge.scheduled.json"
+RUNNER_CALLS = {
+    "dynamodb.Query": 1,
+    "dynamodb.PutItem": 2,
+    "dynamodb.UpdateItem": 2,
+    "dynamodb.DeleteItem": 1,
+}
+RUNNER_CALLS_NOTHING_TO_DO = {"dynamodb.Query": 1, "dynamodb.PutItem": 1, "dynamodb.UpdateItem": 1}
+RESULT_FIELDS = {"status", "dry_run", "mails_held"}  # the rest of the handler's result are metrics
+
+
+class _Context:
+    function_name = "bench"
+    memory_limit_in_mb = 256
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"
+    aws_request_id = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def _outbox_table() -> str:
+    return str(
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName="bench-outbox",
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )["TableDescription"]["TableName"]
+    )
 
 
 def _seed(count: int, now: datetime) -> None:
@@ -65,24 +106,31 @@ def minimum(count: int) -> dict[str, int]:
         "ec2.StopInstances": 1 if stops else 0,
         "ec2.CreateTags": 1 if stops else 0,  # one shared tag set, see above
         "sns.Publish": 1 if stops else 0,
+        **(RUNNER_CALLS if stops else RUNNER_CALLS_NOTHING_TO_DO),
     }
 
 
 def run(count: int) -> Run:
+    from idle_stopper import app
+
     now = datetime.now(UTC)
     with sandbox():
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
         _seed(count, now)
-        config = IdleStopperConfig.from_env(
-            {
-                "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,
-                "LOOKBACK_HOURS": "24", "PERIODS_REQUIRED": "23", "CPU_PERCENT": "10", "NETWORK_MB": "5",
-                "MAX_STOPS_PER_RUN": str(CAP), "OWNER_TAG_KEY": "Owner",
-            }
-        )  # fmt: skip
-        scheduled = ScheduledRun(id="bench", time=now, account=ACCOUNT, region=REGION)
-        with measured() as (calls, elapsed):
-            outcome = execute(config, scheduled, Deadline(remaining_at_start=900))
+        event: dict[str, Any] = json.loads(SAMPLE.read_text())
+        event["id"] = str(uuid.uuid4())
+        env = {
+            "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,
+            "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": _outbox_table(),
+            "LOOKBACK_HOURS": "24", "PERIODS_REQUIRED": "23", "CPU_PERCENT": "10", "NETWORK_MB": "5",
+            "MAX_STOPS_PER_RUN": str(CAP),
+        }  # fmt: skip
+        with (
+            mock.patch.dict(os.environ, env),
+            contextlib.redirect_stdout(io.StringIO()),
+            measured() as (calls, elapsed),
+        ):
+            result = app.lambda_handler(event, _Context())
     return Run(
         automation="idle_stopper",
         size=count,
@@ -90,5 +138,5 @@ def run(count: int) -> Run:
         calls=calls.by_operation(),
         minimum=minimum(count),
         seconds=elapsed[0],
-        extra={"stopped": len(outcome.stopped), "metric_names": len(outcome.metrics())},
+        extra={"stopped": result["Changed"], "metric_names": len(result.keys() - RESULT_FIELDS)},
     )

@@ -10,42 +10,45 @@ by a simulated SSM agent: every instance Online, every patch run succeeds. The c
 made by the real code and counted by the recorder; only the answers are simulated. EC2,
 DynamoDB and SNS are moto.
 
-Minimum for N targets, B = ceil(N / 50) commands (SendCommand takes at most 50 instance ids):
+Minimum for N targets, B = ceil(N / 50) commands (SendCommand takes at most 50 instance ids),
+over the 1 + B invocations of a sweep (the schedule, then one per command's final event), all
+through the real handler and the shared runner (autopilot.runner):
 - ec2.DescribeInstances: ceil(N / 1000) pages, plus 1 for the names in the digest (<= 150 ids);
 - ssm.DescribeInstanceInformation: ceil(N / 50) pages (MaxResults is at most 50);
 - ssm.SendCommand: B;
 - ssm.ListCommandInvocations: B (one page of <= 50 per command);
 - ssm.DescribeInstancePatchStates: B (at most 50 instance ids per call);
-- dynamodb.PutItem: 1 (the sweep record, conditional: a duplicate event starts nothing);
-- dynamodb.UpdateItem: B + 1 while sending (each command id durable before the next send, so
-  a retried invocation never sends twice; then "all sent"), B on completion (one per command's
-  final event, to take it off the pending set), 1 to claim the digest;
-- dynamodb.GetItem: 0: the status event names the sweep already (its parameters carry
-  SnapshotId = the sweep id), so no lookup is needed;
+- dynamodb.Query: 1 + B (the runner looks for unfinished work once per invocation);
+- dynamodb.GetItem: B (each status event's plan reads its sweep; the event's SnapshotId names it);
+- dynamodb.PutItem: 1 + B claims (one per event id) + 1 + B outbox records (intent before acting)
+  + 1 sweep record (conditional);
+- dynamodb.UpdateItem: 1 + B claims done + 1 + B outbox entries acted, and the sweep's own:
+  B + 1 while sending (each command id durable before the next send; then "all sent"), B on
+  completion (one per final event, off the pending set), 1 digest claim;
+- dynamodb.DeleteItem: 1 + B (outbox entries done, after SNS took the mail);
 - sns.Publish: 1 digest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
+import os
+import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
+from unittest import mock
 
 import boto3
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from autopilot import aws
-from autopilot.config import CommonConfig
-from autopilot.events import ScheduledRun
-from autopilot.runtime import Deadline
-from bench.common import ACCOUNT, REGION, STACK, Run, measured, pages, sandbox
-from patch_sweeper.config import PatchSweeperConfig
-from patch_sweeper.service import command_finished, start_sweep
-from patch_sweeper.triggers import CommandFinished
+from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sandbox
 
 TABLE = "bench-patch-sweeper"
+OUTBOX = "bench-outbox"
 SIMULATED = (
     "DescribeInstanceInformation",
     "SendCommand",
@@ -60,6 +63,7 @@ class SimulatedSSM:
     def __init__(self, instance_ids: list[str]) -> None:
         self.instance_ids = instance_ids
         self.sent: dict[str, list[str]] = {}  # command id -> instance ids
+        self.params: dict[str, Any] = {}  # command id -> its Parameters
         self._params: dict[str, Any] = {}
 
     def attach(self, ssm: Any) -> None:
@@ -106,6 +110,7 @@ class SimulatedSSM:
     def send_command(self, params: dict[str, Any]) -> dict[str, Any]:
         command_id = f"{len(self.sent):08d}-0000-4000-8000-000000000000"
         self.sent[command_id] = list(params["InstanceIds"])
+        self.params[command_id] = params["Parameters"]
         return {"Command": {"CommandId": command_id, "DocumentName": params["DocumentName"]}}
 
     def list_command_invocations(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +140,17 @@ class SimulatedSSM:
         return {"InstancePatchStates": states}
 
 
+def _table(name: str, keys: list[str]) -> str:
+    schema = [{"AttributeName": k, "KeyType": t} for k, t in zip(keys, ("HASH", "RANGE"), strict=False)]
+    boto3.client("dynamodb", region_name=REGION).create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
+        KeySchema=schema,
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
 def _seed(count: int) -> list[str]:
     ec2 = boto3.client("ec2", region_name=REGION)
     ids: list[str] = []
@@ -142,61 +158,74 @@ def _seed(count: int) -> list[str]:
         size = min(500, count - start)
         reply = ec2.run_instances(ImageId="ami-12c6146b", MinCount=size, MaxCount=size)
         ids += [i["InstanceId"] for i in reply["Instances"]]
-    boto3.client("dynamodb", region_name=REGION).create_table(
-        TableName=TABLE,
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
     return ids
 
 
 def minimum(count: int) -> dict[str, int]:
     commands = pages(count, 50)
+    invocations = 1 + commands
     return {
         "ec2.DescribeInstances": pages(count, 1000) + 1,
         "ssm.DescribeInstanceInformation": pages(count, 50),
         "ssm.SendCommand": commands,
         "ssm.ListCommandInvocations": commands,
         "ssm.DescribeInstancePatchStates": commands,
-        "dynamodb.PutItem": 1,
-        "dynamodb.UpdateItem": 2 * commands + 2,
+        "dynamodb.Query": invocations,
+        "dynamodb.GetItem": commands,
+        "dynamodb.PutItem": 2 * invocations + 1,
+        "dynamodb.UpdateItem": 2 * invocations + 2 * commands + 2,
+        "dynamodb.DeleteItem": invocations,
         "sns.Publish": 1,
     }
 
 
+class _Context:
+    function_name = "bench"
+    memory_limit_in_mb = 256
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"
+    aws_request_id = "bench-request"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
 def run(count: int) -> Run:
-    now = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+    from patch_sweeper import app
+
+    schedule = json.loads((ROOT / "events/patch_sweeper/eventbridge.weekly_schedule.json").read_text())
+    status = json.loads((ROOT / "events/patch_sweeper/ssm.command_status.success.json").read_text())
     with sandbox():
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
         ids = _seed(count)
         simulated = SimulatedSSM(ids)
         simulated.attach(aws.client("ssm"))
-        config = PatchSweeperConfig(
-            common=CommonConfig(stack_name=STACK, region=REGION, topic_arn=topic, dry_run=False),
-            operation="Install",
-            reboot_option="NoReboot",
-            max_concurrency="20%",
-            max_errors="10%",
-            output_log_group="/bench/patch",
-            state_table=TABLE,
-        )
-        scheduled = ScheduledRun(id="weekly-bench", time=now, account=ACCOUNT, region=REGION)
-        with measured() as (calls, elapsed):
-            started = start_sweep(config, scheduled, Deadline(remaining_at_start=900))
-            outcome = started
-            for command_id, instance_ids in simulated.sent.items():
+        env = {
+            "STACK_NAME": STACK,
+            "TOPIC_ARN": topic,
+            "DRY_RUN": "false",
+            "OWNER_TAG_KEY": "Owner",
+            "OUTBOX_TABLE": _table(OUTBOX, ["pk", "sk"]),
+            "STATE_TABLE": _table(TABLE, ["pk"]),
+            "PATCH_OPERATION": "Install",
+            "PATCH_REBOOT_OPTION": "NoReboot",
+            "PATCH_MAX_CONCURRENCY": "20%",
+            "PATCH_MAX_ERRORS": "10%",
+            "OUTPUT_LOG_GROUP": "/bench/patch",
+        }
+        with (
+            mock.patch.dict(os.environ, env),
+            contextlib.redirect_stdout(io.StringIO()),
+            measured() as (calls, elapsed),
+        ):
+            outcome = app.lambda_handler(copy.deepcopy(schedule), _Context())
+            for command_id, params in simulated.params.items():
                 # SSM's status event echoes the command's parameters: SnapshotId = the sweep id.
-                event = CommandFinished(
-                    command_id,
-                    "Success",
-                    "AWS-RunPatchBaseline",
-                    now,
-                    tuple(instance_ids),
-                    sweep_id=started.sweep_id,
-                )
-                outcome = command_finished(config, event)
-        record = calls.of("dynamodb", "PutItem")[0]
+                event = copy.deepcopy(status)
+                event["id"] = str(uuid.uuid4())  # every status event is an event of its own
+                event["detail"]["command-id"] = command_id
+                event["detail"]["parameters"] = params
+                outcome = app.lambda_handler(event, _Context())
+        record = next(p for p in calls.of("dynamodb", "PutItem") if p["TableName"] == TABLE)
     return Run(
         automation="patch_sweeper",
         size=count,
@@ -206,7 +235,7 @@ def run(count: int) -> Run:
         seconds=elapsed[0],
         notes=["SSM answers simulated: " + ", ".join(SIMULATED)],
         extra={
-            "status": outcome.status,
+            "changed": outcome["Changed"],
             "commands": len(simulated.sent),
             "sweep_record_bytes": len(json.dumps(record["Item"])),
         },

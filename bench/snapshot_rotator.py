@@ -3,35 +3,78 @@
 Each volume is tagged ``Backup=true`` and has 10 daily snapshots of this stack (ManagedBy),
 the newest 7 kept: the run creates V snapshots and deletes 3 V (the new one is pending, so it
 does not count as retained yet). Seeded in moto's backend directly (seeding through the API
-would take longer than the run).
+would take longer than the run). The real handler runs, through the shared runner, at a fixed
+clock (``autopilot.runner.clock``).
 
 Minimum for V volumes, S = 10 V existing managed snapshots, D = 3 V expired:
 - DescribeImages: 1 (no AMIs here; ceil(AMIs / 1000));
 - DescribeSnapshots: ceil(S / 1000) pages (filtered on the ManagedBy tag server-side);
-- DescribeInstances: 1 (no opted-in instance here);
-- DescribeVolumes: ceil(V / 500) pages (the API's maximum page);
+- DescribeInstances: 1 (no Backup-tagged instance here, no loose volume without an owner);
+- DescribeVolumes: ceil(V / 500) pages (the API's maximum page; filtered on the Backup tag key);
 - CreateSnapshot: V: EC2 has no batch form for single volumes (CreateSnapshots is per instance);
 - DeleteSnapshot: D: one snapshot per call, no batch form;
-- SNS Publish: 0 (nothing failed, summary mails off).
+- SNS Publish: 0 (nothing failed, summary mails off);
+- the runner: dynamodb.Query 1 (earlier runs' unfinished work), the claim on the event
+  (dynamodb.PutItem 1 + dynamodb.UpdateItem 1) and the outbox entry of the intent
+  (dynamodb.PutItem 1 before acting, dynamodb.UpdateItem 1 after, dynamodb.DeleteItem 1 once
+  done): 6 in all, whatever V.
+
+The intent must fit one outbox item (run.INTENT_BUDGET, half of it): at about 3,000 volumes
+with 3 expired snapshots each it no longer does, and the run defers deletions to the next run
+(``left`` below, and a warning mail: 1 Publish); the minimum above is for doing all of it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import os
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
 
 import boto3
 from moto.ec2.models import ec2_backends
 
-from autopilot.config import CommonConfig
-from autopilot.runtime import Deadline
-from bench.common import ACCOUNT, REGION, STACK, Run, measured, pages, sandbox
-from snapshot_rotator.config import RotatorConfig
-from snapshot_rotator.retention import RetentionPolicy
-from snapshot_rotator.rotate import execute
+from autopilot import runner
+from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sandbox
 
 PER_VOLUME = 10
 KEEP = 7
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+SAMPLE = ROOT / "events" / "snapshot_rotator" / "eventbridge.scheduled.json"
+RUNNER_CALLS = {
+    "dynamodb.Query": 1,
+    "dynamodb.PutItem": 2,
+    "dynamodb.UpdateItem": 2,
+    "dynamodb.DeleteItem": 1,
+}
+
+
+class _Context:
+    function_name = "bench"
+    memory_limit_in_mb = 256
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"
+    aws_request_id = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def _outbox_table() -> str:
+    return str(
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName="bench-outbox",
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )["TableDescription"]["TableName"]
+    )
 
 
 def _seed(volumes: int) -> None:
@@ -53,21 +96,31 @@ def minimum(volumes: int) -> dict[str, int]:
         "ec2.DescribeVolumes": pages(volumes, 500),
         "ec2.CreateSnapshot": volumes,
         "ec2.DeleteSnapshot": volumes * (PER_VOLUME - KEEP),
+        **RUNNER_CALLS,
     }
 
 
 def run(volumes: int) -> Run:
+    from snapshot_rotator import app
+
     with sandbox():
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
         _seed(volumes)
-        config = RotatorConfig(
-            common=CommonConfig(stack_name=STACK, region=REGION, topic_arn=topic, dry_run=False),
-            policy=RetentionPolicy(keep_newest=KEEP),
-            retry_window=timedelta(hours=12),
-            summary_mail=False,
-        )
-        with measured() as (calls, elapsed):
-            report = execute(config, NOW, Deadline(remaining_at_start=3600))
+        event: dict[str, Any] = json.loads(SAMPLE.read_text())
+        event["id"] = str(uuid.uuid4())
+        env = {
+            "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,
+            "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": _outbox_table(),
+            "SNAPSHOT_SCHEDULE": "rate(1 day)", "KEEP_NEWEST": str(KEEP), "KEEP_DAYS": "0",
+            "KEEP_DAILY": "0", "KEEP_WEEKLY": "0", "KEEP_MONTHLY": "0", "SUMMARY_MAIL": "false",
+        }  # fmt: skip
+        with (
+            mock.patch.dict(os.environ, env),
+            mock.patch.object(runner, "clock", lambda: NOW),
+            contextlib.redirect_stdout(io.StringIO()),
+            measured() as (calls, elapsed),
+        ):
+            result = app.lambda_handler(event, _Context())
     return Run(
         automation="snapshot_rotator",
         size=volumes,
@@ -75,5 +128,9 @@ def run(volumes: int) -> Run:
         calls=calls.by_operation(),
         minimum=minimum(volumes),
         seconds=elapsed[0],
-        extra={"created": report.snapshots_created, "deleted": len(report.deleted), "left": report.left},
+        extra={
+            "created": result["SnapshotsCreated"],
+            "deleted": result["SnapshotsDeleted"],
+            "left": result["LeftForNextRun"],
+        },
     )

@@ -1,10 +1,12 @@
 """idle_stopper in the sandbox: a fleet of busy, idle, Auto Scaling, Spot, opted-out,
 stop-protected and StopAfter instances with a day of CPU and network metrics written into the
-sandbox's CloudWatch; a dry run, the real run, and a retry that does nothing."""
+sandbox's CloudWatch; a dry run, the real run, a retry of its event that does nothing, and the
+next hour's run that finds nothing left to stop."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +14,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
 from demo.sandbox import ROOT, Sandbox, step
-from idle_stopper.decision import Policy
+from idle_stopper.decide import Policy
 
 TITLE = "stop forgotten instances: idle 23 of the last 24 hours, or past their StopAfter tag"
 EVENT = "idle_stopper/eventbridge.scheduled"
@@ -22,7 +24,6 @@ ENV = {
     "CPU_PERCENT": "10",
     "NETWORK_MB": "5",
     "MAX_STOPS_PER_RUN": "10",
-    "OWNER_TAG_KEY": "Owner",
 }
 POLICY = Policy(lookback_periods=24, periods_required=23, cpu_percent=10.0, network_mb=5.0)
 
@@ -75,7 +76,10 @@ def _metrics(sb: Sandbox, ids: dict[str, str], now: datetime) -> None:
     for name, (_, _, hours, cpu, busy, _, _) in FLEET.items():
         dims = [{"Name": "InstanceId", "Value": ids[name]}]
         data = []
-        for index, start in enumerate(POLICY.period_starts(now)):
+        # The window's hours and the one after: the handler reads the clock a moment later,
+        # and if that moment is past the hour's settle time, its window is one hour later.
+        starts = POLICY.period_starts(now)
+        for index, start in enumerate([*starts, starts[-1] + POLICY.period]):
             if start < now - timedelta(hours=hours):
                 continue  # no metrics before the instance started
             stamp = start + timedelta(minutes=5)
@@ -102,10 +106,16 @@ def _table(sb: Sandbox, ids: dict[str, str]) -> None:
         print(f"  {name:<13} {instance_id}  {instance['State']['Name']:<8} {why[:70]}")
 
 
+def _scheduled(now: datetime) -> dict[str, Any]:
+    """The sample scheduled event of one run: its own id (the runner claims a run by it)."""
+    event: dict[str, Any] = json.loads((ROOT / "events" / f"{EVENT}.json").read_text())
+    event["id"] = str(uuid.uuid4())
+    event["time"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return event
+
+
 def run(sb: Sandbox) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    event = json.loads((ROOT / "events" / f"{EVENT}.json").read_text())
-    event["time"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     step("A fleet of 9 running instances, with a day of hourly CPU and network metrics")
     ids = _launch(sb, now)
@@ -122,15 +132,22 @@ def run(sb: Sandbox) -> None:
         print(f"  {name:<13} started {hours:>3}h ago, CPU ~{cpu:g}%{burst}{', ' + extra if extra else ''}")
 
     step("Dry run (DryRun=true, the deploy default): the same decisions, nothing stopped")
-    print(f"  handler returned: {sb.invoke('idle_stopper', event, {**sb.base_env(dry_run=True), **ENV})}")
+    dry = sb.invoke("idle_stopper", _scheduled(now), {**sb.base_env(dry_run=True), **ENV})
+    print(f"  handler returned: {dry}")
     sb.print_mails()
 
     step("Real run")
+    event = _scheduled(now)
     print(f"  handler returned: {sb.invoke('idle_stopper', event, {**sb.base_env(), **ENV})}")
     _table(sb, ids)
     sb.print_mails()
 
-    step("The same event again (a retry): nothing is running that should not be, nothing happens")
+    step("The same event again (EventBridge's retry): the run is claimed already, nothing happens")
     result = sb.invoke("idle_stopper", event, {**sb.base_env(), **ENV})
+    print(f"  handler returned: status={result['status']} (the first delivery's Changed={result['Changed']})")
+    sb.print_mails()
+
+    step("The next hour's run: the stopped instances are no longer running, nothing to stop")
+    result = sb.invoke("idle_stopper", _scheduled(now), {**sb.base_env(), **ENV})
     print(f"  handler returned: Checked={result['Checked']} Changed={result['Changed']}")
     sb.print_mails()

@@ -1,11 +1,12 @@
 """owner_tagger in the sandbox: instances launched as an IAM Identity Center (SSO) user, an IAM
 user and Auto Scaling; the real CloudTrail sample events from events/owner_tagger/, pointed at
-the sandbox's instance ids, go through the real handler. Then a duplicate delivery, a failed
-call, and an identity that names nobody (the only case that mails)."""
+the sandbox's instance ids, go through the real handler (and the shared runner). Then a
+duplicate delivery, a failed call, and an identity that names nobody (the only case that mails)."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from autopilot.recorder import CallRecorder
@@ -13,11 +14,13 @@ from demo.cloudtrail import run_instances_event
 from demo.sandbox import ROOT, Sandbox, step
 
 TITLE = "tag new instances, their volumes and network interfaces with who launched them"
-ENV = {"OWNER_TAG_KEY": "Owner"}
 
 
 def _event(name: str) -> dict[str, Any]:
+    """A sample event with an id of its own (EventBridge gives every event one; the runner
+    treats one id as one delivery)."""
     data: dict[str, Any] = json.loads((ROOT / "events" / "owner_tagger" / f"{name}.json").read_text())
+    data["id"] = str(uuid.uuid4())
     return data
 
 
@@ -35,14 +38,21 @@ def _launch(sb: Sandbox, count: int, name: str, extra: dict[str, str] | None = N
 
 def _invoke(sb: Sandbox, event: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
     with CallRecorder() as calls:
-        result: dict[str, Any] = sb.invoke("owner_tagger", event, {**sb.base_env(dry_run), **ENV})
+        result: dict[str, Any] = sb.invoke("owner_tagger", event, sb.base_env(dry_run))
     ec2_calls = {k: v for k, v in sorted(calls.by_operation().items()) if k.startswith("ec2.")}
-    print(
-        f"  handler: status={result['status']} owner={result.get('owner')!r} "
-        f"tagged={len(result.get('tagged', {}))} would_tag={len(result.get('would_tag', {}))} "
-        f"kept={len(result.get('kept', {}))}"
-    )
-    print(f"  EC2 API calls: {sum(ec2_calls.values())} {ec2_calls}")
+    runner_calls = sum(v for k, v in calls.by_operation().items() if k.startswith("dynamodb."))
+    if result["status"] == "ignored":
+        print(f"  handler: status=ignored ({result['reason']})")
+    elif result["status"] == "duplicate":
+        print("  handler: status=duplicate (this event id was handled already: nothing done)")
+    else:
+        print(
+            f"  handler: status={result['status']} checked={result.get('Checked')} "
+            f"tagged={result.get('Changed')} kept={result.get('Skipped')} "
+            f"unresolved={result.get('OwnersUnresolved')} dry_run={result.get('dry_run')}"
+        )
+    runner = f" (+ {runner_calls} DynamoDB calls of the runner: claim, outbox)" if runner_calls else ""
+    print(f"  EC2 API calls: {sum(ec2_calls.values())} {ec2_calls}{runner}")
     return result
 
 
@@ -70,7 +80,8 @@ def run(sb: Sandbox) -> None:
     _print_tags(sb, sso)
     sb.print_mails()
 
-    step("the same event, for real")
+    step("the same launch, for real (dry run off)")
+    sso_event = {**sso_event, "id": str(uuid.uuid4())}
     _invoke(sb, sso_event)
     _print_tags(sb, sso)
 
@@ -89,10 +100,10 @@ def run(sb: Sandbox) -> None:
     _invoke(sb, run_instances_event(_event("cloudtrail.run_instances.tagged_at_launch"), preset))
     _print_tags(sb, preset)
 
-    step("EventBridge delivers jane's event a second time: nothing is written")
+    step("EventBridge delivers jane's event a second time (same id): the runner's claim stops it")
     _invoke(sb, sso_event)
 
-    step("a RunInstances call that failed (errorCode): skipped, no API call")
+    step("a RunInstances call that failed (errorCode): turned down, no EC2 call")
     _invoke(sb, _event("cloudtrail.run_instances.failed"))
 
     step("a launch whose identity names nobody (userIdentity type Unknown): left untagged, one mail")

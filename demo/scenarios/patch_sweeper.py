@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from demo.sandbox import ROOT, LambdaContext, Sandbox, step
 
 TITLE = "weekly SSM patch sweep: who can be patched, the commands sent, one digest per sweep"
 TABLE = "ops-autopilot-demo-patch-sweeper-state"
+OUTBOX = "ops-autopilot-demo-outbox"  # the stack's OutboxTable (the runner's claims and mails)
 LOG_GROUP = "/ops-autopilot-demo/patch-sweeper/commands"
 SIMULATED = (
     "DescribeInstanceInformation",
@@ -205,10 +207,20 @@ def seed(sb: Sandbox) -> dict[str, str]:
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "old-build-box"}]}],
     )["Instances"][0]["InstanceId"]
     ec2.stop_instances(InstanceIds=[stopped])
-    sb.client("dynamodb").create_table(
+    dynamodb = sb.client("dynamodb")
+    dynamodb.create_table(
         TableName=TABLE,
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.create_table(
+        TableName=OUTBOX,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
         BillingMode="PAY_PER_REQUEST",
     )
     sb.client("logs").create_log_group(logGroupName=LOG_GROUP)
@@ -232,6 +244,8 @@ def run(sb: Sandbox) -> None:
     sim = SimulatedSSM(sb, ids)
     env = {
         **sb.base_env(),
+        "OWNER_TAG_KEY": "Owner",  # template Globals
+        "OUTBOX_TABLE": OUTBOX,  # template Globals
         "PATCH_OPERATION": "Install",
         "PATCH_REBOOT_OPTION": "NoReboot",
         "PATCH_MAX_CONCURRENCY": "20%",
@@ -242,8 +256,9 @@ def run(sb: Sandbox) -> None:
     schedule = json.loads((ROOT / "events/patch_sweeper/eventbridge.weekly_schedule.json").read_text())
 
     step("Dry run (DRY_RUN=true): the weekly schedule fires; targets and not-patchable list, no command")
+    dry_schedule = {**schedule, "id": str(uuid.uuid4())}  # another week's event
     with CallRecorder() as calls:
-        result = invoke(sb, sim, schedule, {**env, "DRY_RUN": "true"})
+        result = invoke(sb, sim, dry_schedule, {**env, "DRY_RUN": "true"})
     print(f"   handler returned {result}")
     print_calls(calls)
     sb.print_mails()
@@ -264,7 +279,7 @@ def run(sb: Sandbox) -> None:
         )
     sb.print_mails()
 
-    step("The same scheduled event delivered again (EventBridge retries): nothing is sent twice")
+    step("The same scheduled event delivered again (same event id): the runner's claim, nothing sent twice")
     result = invoke(sb, sim, schedule, env)
     print(f"   handler returned {result}")
 
@@ -273,6 +288,7 @@ def run(sb: Sandbox) -> None:
     for command in commands:
         failed = any(sim.result(i) == "fail" for i in command["InstanceIds"])
         event = copy.deepcopy(template)
+        event["id"] = str(uuid.uuid4())  # every status event is an event of its own
         event["detail"]["command-id"] = command["CommandId"]
         event["detail"]["status"] = "Failed" if failed else "Success"
         event["detail"]["parameters"] = command["Parameters"]
@@ -285,7 +301,7 @@ def run(sb: Sandbox) -> None:
         print_calls(calls)
         sb.print_mails()
 
-    step("A duplicate of the last status event: no second digest")
+    step("A duplicate of the last status event (same event id): no second digest")
     result = invoke(sb, sim, event, env)
     print(f"   handler returned {result}")
     sb.print_mails()

@@ -1,15 +1,17 @@
 """snapshot_rotator in the sandbox: volumes with a history of old snapshots (one hand-made, one
-behind an AMI), a dry run, the real run, and a retry that does nothing."""
+behind an AMI), a dry run, the real run, a duplicate delivery and a second run that do nothing."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
-from demo.sandbox import Sandbox, step
+from demo.sandbox import ROOT, Sandbox, step
 
 TITLE = "daily EBS snapshots with newest-N + weekly/monthly retention that never loses a backup"
 EVENT = "snapshot_rotator/eventbridge.scheduled"
@@ -135,7 +137,9 @@ def run(sb: Sandbox) -> None:
     env.update({"DRY_RUN": "false", "SUMMARY_MAIL": "true"})
     backend: Any = ec2_backends[DEFAULT_ACCOUNT_ID][sb.region]
     before = set(backend.snapshots)
-    print(f"  result: {sb.invoke('snapshot_rotator', EVENT, env)}")
+    scheduled = json.loads((ROOT / "events" / f"{EVENT}.json").read_text())
+    scheduled["id"] = str(uuid.uuid4())  # this occurrence of the schedule
+    print(f"  result: {sb.invoke('snapshot_rotator', scheduled, env)}")
     sb.print_mails()
     # The sandbox completes snapshots at once; real ones stay pending for minutes to hours.
     for snap_id in set(backend.snapshots) - before:
@@ -144,6 +148,10 @@ def run(sb: Sandbox) -> None:
     step("What is left, per volume (the hand-made and the AMI snapshots are untouched):")
     _table(sb, {db: "db-data", logs: "logs", web_root: "web-1 root", scratch: "scratch (not opted in)"})
 
-    step("EventBridge retries the run while the new snapshots are still pending: nothing to do, no mail")
+    step("The same scheduled event delivered again (EventBridge retries): one event id, one run")
+    print(f"  result: {sb.invoke('snapshot_rotator', scheduled, env)}")
+    sb.print_mails()
+
+    step("Another run while the new snapshots are still pending: nothing to do this period, no mail")
     print(f"  result: {sb.invoke('snapshot_rotator', EVENT, env)}")
     sb.print_mails()

@@ -48,5 +48,7 @@ def run(sb: Sandbox) -> None:
 
 
 def report(result: dict[str, object]) -> None:
-    changes = result["transitions"] or "none"
-    print(f"  checked {result['checked']} sites, {result['down']} failing now; state changes: {changes}")
+    print(
+        f"  checked {result['Checked']} sites, {result['FailingSites']} failing now; "
+        f"state changes mailed: {result['Changed']}"
+    )

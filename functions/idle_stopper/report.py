@@ -1,25 +1,26 @@
-"""What one run tells people: the digest mail, the tags written on stopped instances, counts.
+"""What one run tells people: the digest mail, the tags written on stopped instances, the
+numbers (metrics) and the decision log lines.
 
-Pure functions of the run's outcome; :mod:`idle_stopper.app` sends and emits them.
+Pure functions of the decision, the recorded intent and the act's result; the runner
+(autopilot.runner) records and sends the mail and emits the metrics.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
 
 from autopilot import console
 from autopilot.notify import Digest, Item, Severity, plural
+from autopilot.outbox import Mail
+from autopilot.runner import Context, Counts
 from autopilot.tags import clean_value
-from idle_stopper.decision import EXCLUDED, Assessment, Outcome, Plan, Policy
-from idle_stopper.duration import format_duration
-from idle_stopper.service import Failure
+from idle_stopper.config import Config
+from idle_stopper.decide import EXCLUDED, Decision, Outcome, format_duration
 
 AUTOMATION = "idle_stopper"
-# A malformed StopAfter alone (nothing stopped, nothing failed) is mailed once a day, in the
-# run whose scheduled time falls in this UTC hour; otherwise it rides along in every mail.
-MALFORMED_REPORT_HOUR_UTC = 7
 LABELS = {
     Outcome.BUSY.value: "busy",
     Outcome.TOO_LITTLE_DATA.value: "too little metric data",
@@ -34,182 +35,233 @@ LABELS = {
     Outcome.STOP_PROTECTED.value: "stop-protected",
     Outcome.OVER_CAP.value: "over the stop limit",
     "StopFailed": "stop failed",
+    "Changed": "changed since the decision",
 }
+# Skipped<Reason> metrics, one per reason an instance is left running.
+SKIP_REASONS = (*sorted(EXCLUDED), Outcome.OVER_CAP)
 
 
-@dataclass
-class RunOutcome:
-    """What the run decided and what actually happened."""
+# ---- the numbers --------------------------------------------------------------------------
 
-    plan: Plan
-    policy: Policy
-    now: datetime
-    dry_run: bool
-    stopped: list[Assessment] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
 
-    @property
-    def malformed(self) -> list[Assessment]:
-        return [a for a in self.plan.all if a.stop_after_error]
-
-    def counts(self) -> Counter[str]:
-        """Per-outcome counts of the final state (a planned stop that failed is not a stop)."""
-        stopped_ids = {a.instance.instance_id for a in self.stopped}
-        counts: Counter[str] = Counter()
-        for a in self.plan.all:
-            if a.stops and a.instance.instance_id not in stopped_ids and not self.dry_run:
-                counts["StopFailed"] += 1
-            else:
-                counts[a.outcome.value] += 1
-        return counts
-
-    def metrics(self) -> dict[str, int]:
-        """Checked / Changed / Skipped / Failed (the dashboard's names) and the specific ones."""
-        counts = self.counts()
-        idle = sum(1 for a in self.plan.all if a.verdict is not None and a.verdict.idle)
-        skipped = {f"Skipped{o.value}": counts[o.value] for o in (*EXCLUDED, Outcome.OVER_CAP)}
-        return {
-            "Checked": len(self.plan.all),
+def plan_counts(decision: Decision, failed: int) -> Counts:
+    """The gather-side metrics: Checked, Skipped and one Skipped<Reason> per reason met, Idle,
+    MalformedStopAfter, the plan's own failures (stop protection not readable); the act-side
+    names at zero, so that every one is emitted each run (report.counts adds to them)."""
+    outcomes = Counter(a.outcome.value for a in decision.all)
+    skipped = {f"Skipped{o.value}": outcomes[o.value] for o in SKIP_REASONS}
+    idle = sum(1 for a in decision.all if a.verdict is not None and a.verdict.idle)
+    return Counts(
+        checked=len(decision.all),
+        skipped=sum(skipped.values()),
+        failed=failed,
+        extra={
             "Idle": idle,
-            "Changed": 0 if self.dry_run else len(self.stopped),
-            "WouldStop": len(self.plan.stop) if self.dry_run else 0,
-            "StoppedIdle": 0 if self.dry_run else self._stopped(Outcome.STOP_IDLE),
-            "StoppedLifetime": 0 if self.dry_run else self._stopped(Outcome.STOP_LIFETIME),
-            "Skipped": sum(skipped.values()),
             **{k: v for k, v in skipped.items() if v},
-            "MalformedStopAfter": len(self.malformed),
-            "Failed": len(self.failures),
+            "MalformedStopAfter": len(decision.malformed),
+            "WouldStop": 0,
+            "StoppedIdle": 0,
+            "StoppedLifetime": 0,
+        },
+    )
+
+
+def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
+    """The act-side metrics: Changed (stopped), Failed (stops, tags, re-checks that failed),
+    StoppedIdle / StoppedLifetime, WouldStop in dry run; and, when an interrupted run was
+    finished, the instances left alone because they changed since (SkippedChanged)."""
+    dry_run = bool(result.get("dry_run"))
+    stopped = _stopped(intent, result)
+    idle = sum(1 for e in stopped if e["outcome"] == Outcome.STOP_IDLE.value)
+    dropped = len(result.get("dropped", []))
+    extra: dict[str, float] = {
+        "WouldStop": len(stopped) if dry_run else 0,
+        "StoppedIdle": 0 if dry_run else idle,
+        "StoppedLifetime": 0 if dry_run else len(stopped) - idle,
+    }
+    if dropped:
+        extra["SkippedChanged"] = dropped
+    return Counts(
+        changed=0 if dry_run else len(stopped),
+        skipped=dropped,
+        failed=len(result.get("failures", [])),
+        extra=extra,
+    )
+
+
+def decisions(decision: Decision, dry_run: bool) -> list[dict[str, Any]]:
+    """One log line per decision that matters: a stop, a stop held back (protection, the cap),
+    a malformed StopAfter."""
+    return [
+        {
+            "instance_id": a.instance.instance_id,
+            "outcome": a.outcome.value,
+            "reason": a.reason,
+            "stop": a.stops,
+            "dry_run": dry_run,
+            "stop_after_error": a.stop_after_error,
         }
-
-    def _stopped(self, outcome: Outcome) -> int:
-        return sum(1 for a in self.stopped if a.outcome is outcome)
-
-    def should_mail(self) -> bool:
-        if self.stopped or self.failures:
-            return True
-        return bool(self.malformed) and self.now.astimezone(UTC).hour == MALFORMED_REPORT_HOUR_UTC
+        for a in decision.all
+        if a.stops or a.outcome in (Outcome.STOP_PROTECTED, Outcome.OVER_CAP) or a.stop_after_error
+    ]
 
 
-def stopped_tags(assessment: Assessment, stack_name: str, now: datetime) -> dict[str, str]:
-    """StoppedBy / StoppedReason (with the numbers) / StoppedAt for one stopped instance.
-    StoppedReason is written in the characters EC2 tag values allow (no %, commas, brackets)."""
-    verdict = assessment.verdict
-    if assessment.outcome is Outcome.STOP_IDLE and verdict is not None:
+# ---- the tags -------------------------------------------------------------------------------
+
+
+def stopped_tags(entry: Mapping[str, Any], stack_name: str, at: str) -> dict[str, str]:
+    """StoppedBy / StoppedReason (with the numbers) / StoppedAt for one stopped instance, from
+    its entry in the intent (so a resumed run writes the very same tags). StoppedAt is the
+    run's time (``at``). StoppedReason is written in the characters EC2 tag values allow (no %,
+    commas, brackets)."""
+    if entry["outcome"] == Outcome.STOP_IDLE.value:
         reason = (
-            f"idle: {verdict.idle_periods} of {verdict.periods} hours quiet - "
-            f"peak CPU {verdict.peak_cpu or 0:.1f} pct - peak network {verdict.peak_network_mb or 0:.2f} MB/h"
+            f"idle: {entry['idle_periods']} of {entry['periods']} hours quiet - "
+            f"peak CPU {entry.get('peak_cpu') or 0:.1f} pct - "
+            f"peak network {entry.get('peak_network_mb') or 0:.2f} MB/h"
         )
     else:
-        running = format_duration(now - assessment.instance.launch_time)
-        stop_after = assessment.instance.tags.get("StopAfter", "").strip()
-        reason = f"lifetime: StopAfter={stop_after} reached after {running} running"
+        running = format_duration(timedelta(seconds=int(entry.get("running_seconds", 0))))
+        reason = f"lifetime: StopAfter={entry.get('stop_after', '')} reached after {running} running"
     return {
         "StoppedBy": clean_value(f"ops-autopilot/{stack_name}"),
         "StoppedReason": clean_value(reason),
-        "StoppedAt": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "StoppedAt": at,
     }
 
 
-def subject_text(outcome: RunOutcome) -> str:
-    stopped = outcome.stopped
-    parts = []
-    idle = sum(1 for a in stopped if a.outcome is Outcome.STOP_IDLE)
-    lifetime = len(stopped) - idle
-    if idle:
-        parts.append(f"{idle} idle")
-    if lifetime:
-        parts.append(f"{lifetime} past StopAfter")
-    verb = "would be stopped" if outcome.dry_run else "stopped"
-    text = f"{plural(len(stopped), 'instance')} {verb} ({', '.join(parts)})" if stopped else ""
-    failed = len({f.instance_id for f in outcome.failures})
-    if failed:
-        text += ("; " if text else "") + f"{plural(failed, 'instance')} could not be handled"
-    if not text:
-        text = f"{plural(len(outcome.malformed), 'instance')} with a malformed StopAfter tag"
-    return text
+# ---- the mail -------------------------------------------------------------------------------
 
 
-def build_digest(
-    outcome: RunOutcome, stack_name: str, region: str, owner_tag_key: str
-) -> tuple[Digest, str, Severity]:
-    """The digest, its subject text and severity."""
-    digest = Digest(automation=AUTOMATION, stack_name=stack_name, region=region, dry_run=outcome.dry_run)
-    policy = outcome.policy
+def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
+    """The run's digest, or None when nothing happened: instances stopped (or would be, in dry
+    run), or a stop/tag/check failed (severity warning), or a stop held back because the
+    instance changed since the decision; a malformed StopAfter on its own once a day."""
+    dry_run = bool(result.get("dry_run"))
+    stopped = _stopped(intent, result)
+    failures = [*intent.get("failures", []), *result.get("failures", [])]
+    dropped = list(result.get("dropped", []))
+    if not (stopped or failures or dropped or intent.get("malformed_due")):
+        return None
+    region = ctx.common.region
+    owner_key = str(intent.get("owner_tag_key") or ctx.common.owner_tag_key)
+    facts: Mapping[str, Mapping[str, str]] = intent.get("instances", {})
+    policy = intent["policy"]
+    digest = Digest(automation=AUTOMATION, stack_name=ctx.common.stack_name, region=region, dry_run=dry_run)
 
-    def item(a: Assessment, *details: str) -> Item:
-        instance = a.instance
-        title = instance.instance_id
-        title += f" ({instance.name})" if instance.name else ""
-        title += f", owner {instance.owner(owner_tag_key) or 'unknown'}"
-        since = f"{instance.launch_time.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
-        facts = f"{instance.instance_type or 'type unknown'}, running since {since}"
-        return Item(title, [*details, facts], console.ec2_instance(region, instance.instance_id))
+    def item(instance_id: str, *details: str) -> Item:
+        known = facts.get(instance_id)
+        if known is None:
+            return Item(instance_id, list(details), console.ec2_instance(region, instance_id))
+        title = instance_id + (f" ({known['name']})" if known.get("name") else "")
+        title += f", owner {known.get('owner') or f'unknown (no {owner_key} tag)'}"
+        since = f"{known.get('type') or 'type unknown'}, running since {known['launched']} UTC"
+        return Item(title, [*details, since], console.ec2_instance(region, instance_id))
 
-    idle = [a for a in outcome.stopped if a.outcome is Outcome.STOP_IDLE]
-    lifetime = [a for a in outcome.stopped if a.outcome is Outcome.STOP_LIFETIME]
-    verb = "Would stop" if outcome.dry_run else "Stopped"
+    idle = [e for e in stopped if e["outcome"] == Outcome.STOP_IDLE.value]
+    lifetime = [e for e in stopped if e["outcome"] == Outcome.STOP_LIFETIME.value]
+    verb = "Would stop" if dry_run else "Stopped"
     if idle:
         digest.section(
-            f"{verb}: idle ({policy.describe()})",
-            [item(a, f"Why: {a.reason}") for a in idle],
+            f"{verb}: idle ({policy['rule']})", [item(e["id"], f"Why: {e['reason']}") for e in idle]
         )
     if lifetime:
         digest.section(
             f"{verb}: StopAfter lifetime reached (idle or not)",
-            [item(a, f"Why: {a.reason}") for a in lifetime],
+            [item(e["id"], f"Why: {e['reason']}") for e in lifetime],
         )
-    by_id = {a.instance.instance_id: a for a in outcome.plan.all}
-    if outcome.failures:
+    if failures:
         digest.section(
             "Could not be handled (still running unless said otherwise)",
             [
-                item(by_id[f.instance_id], f"Could not {f.action}: {f.code}: {f.message}")
-                if f.instance_id in by_id
-                else Item(f.instance_id, [f"Could not {f.action}: {f.code}: {f.message}"])
-                for f in outcome.failures
+                item(f["instance_id"], f"Could not {f['action']}: {f['code']}: {f['message']}")
+                for f in failures
             ],
         )
-    if outcome.malformed:
+    if dropped:
+        digest.section(
+            "Not stopped after all: changed since this run decided (it was interrupted and finished later)",
+            [item(d["id"], f"Left alone: {d['reason']}") for d in dropped],
+        )
+    if intent.get("malformed"):
         digest.section(
             "StopAfter tag not understood (not guessed; the instance is judged on idleness only)",
-            [item(a, f"{a.stop_after_error}") for a in outcome.malformed],
+            [item(m["id"], str(m["error"])) for m in intent["malformed"]],
         )
-    protected = [a for a in outcome.plan.others if a.outcome is Outcome.STOP_PROTECTED]
-    over_cap = [a for a in outcome.plan.others if a.outcome is Outcome.OVER_CAP]
     notes = []
+    protected: Sequence[str] = intent.get("protected", [])
     if protected:
-        ids = ", ".join(a.instance.instance_id for a in protected[:20])
         notes.append(
-            f"Stop protection on, left running although the rule matched ({len(protected)}): {ids}. "
-            "Tag them AutoStop=false to stop checking them."
+            f"Stop protection on, left running although the rule matched ({len(protected)}): "
+            f"{', '.join(protected[:20])}. Tag them AutoStop=false to stop checking them."
         )
-    if over_cap:
+    if intent.get("over_cap"):
         notes.append(
-            f"{plural(len(over_cap), 'more instance')} met the rule but this run's limit of "
-            f"{policy.max_stops} stops was reached; the next run looks at them again."
+            f"{plural(int(intent['over_cap']), 'more instance')} met the rule but this run's limit of "
+            f"{policy['max_stops']} stops was reached; the next run looks at them again."
         )
     if notes and not digest.empty:
         digest.section("Also worth knowing", text=notes)
     digest.advice = [
-        "Keep an instance running: tag it AutoStop=false (or AutoStop=never).",
+        "Keep an instance running: tag it AutoStop=false (or AutoStop=no, never or off).",
         "Give an instance a lifetime: tag it StopAfter=90m, 8h or 2d (counted from its last start).",
         "Start a stopped instance again from the console link, or: "
         "aws ec2 start-instances --instance-ids <id>. "
-        f"After a start it is not judged idle for {policy.lookback_periods} hours.",
+        f"After a start it is not judged idle for {policy['lookback_periods']} hours.",
         "The StoppedBy, StoppedReason and StoppedAt tags on each stopped instance say who, why and when.",
     ]
-    return digest, subject_text(outcome), "warning" if outcome.failures else "info"
+    severity: Severity = "warning" if failures else "info"
+    summary = summary_line(intent, result)
+    if ctx.resumed:
+        summary += " (This run was interrupted; a later invocation finished it.)"
+    return digest.mail(subject_text(intent, result), summary, severity, now=ctx.now)
 
 
-def summary_line(outcome: RunOutcome) -> str:
-    counts = outcome.counts()
-    total = len(outcome.plan.all)
-    kept = ", ".join(
+def subject_text(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+    stopped = _stopped(intent, result)
+    idle = sum(1 for e in stopped if e["outcome"] == Outcome.STOP_IDLE.value)
+    lifetime = len(stopped) - idle
+    parts = []
+    if idle:
+        parts.append(f"{idle} idle")
+    if lifetime:
+        parts.append(f"{lifetime} past StopAfter")
+    verb = "would be stopped" if result.get("dry_run") else "stopped"
+    text = f"{plural(len(stopped), 'instance')} {verb} ({', '.join(parts)})" if stopped else ""
+    failures = [*intent.get("failures", []), *result.get("failures", [])]
+    failed = len({f["instance_id"] for f in failures})
+    if failed:
+        text += ("; " if text else "") + f"{plural(failed, 'instance')} could not be handled"
+    dropped = len(result.get("dropped", []))
+    if dropped and not text:
+        text = f"{plural(dropped, 'instance')} not stopped: changed since the decision"
+    if not text:
+        text = f"{plural(len(intent.get('malformed', [])), 'instance')} with a malformed StopAfter tag"
+    return text
+
+
+def summary_line(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+    """``Looked at 9 running instances: stopped 3; left running: 2 busy, 1 stop-protected.``"""
+    stopped = _stopped(intent, result)
+    kept: Counter[str] = Counter({str(k): int(v) for k, v in intent.get("kept", {}).items()})
+    dropped = len(result.get("dropped", []))
+    if dropped:
+        kept["Changed"] += dropped
+    if not result.get("dry_run"):
+        kept["StopFailed"] += len(intent.get("stop", [])) - len(stopped) - dropped
+    left = ", ".join(
         f"{n} {LABELS.get(name, name)}"
-        for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        if n and name not in {Outcome.STOP_IDLE.value, Outcome.STOP_LIFETIME.value}
+        for name, n in sorted(kept.items(), key=lambda kv: (-kv[1], kv[0]))
+        if n
     )
-    verb = "would stop" if outcome.dry_run else "stopped"
-    return f"Looked at {plural(total, 'running instance')}: {verb} {len(outcome.stopped)}" + (
-        f"; left running: {kept}." if kept else "."
+    verb = "would stop" if result.get("dry_run") else "stopped"
+    total = int(intent.get("checked", 0))
+    return f"Looked at {plural(total, 'running instance')}: {verb} {len(stopped)}" + (
+        f"; left running: {left}." if left else "."
     )
+
+
+def _stopped(intent: Mapping[str, Any], result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The intent's stop entries of the instances the act stopped (would stop, in dry run)."""
+    done = set(result.get("stopped", []))
+    return [e for e in intent.get("stop", []) if e["id"] in done]

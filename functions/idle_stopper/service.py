@@ -1,4 +1,4 @@
-"""The thin AWS layer of idle_stopper: gather the facts, carry out the plan. No decisions here.
+"""Every AWS call of idle_stopper: gather the facts, carry out the plan. No decisions here.
 
 Calls per run, for R running instances of which C need metrics and S are stopped:
 - DescribeInstances: ceil(R / 1000) pages (server-side filter instance-state-name=running);
@@ -11,12 +11,17 @@ Calls per run, for R running instances of which C need metrics and S are stopped
   instance (at most the cap), never more.
 A batch refused as a whole (one stop-protected or vanished instance fails the call) is retried
 one instance at a time, so one bad instance costs a few calls and never blocks the others.
+
+Finishing an interrupted run's stops (rare) costs, for its S' recorded stops of which P are
+still running: 1 DescribeInstances (filtered by id), P DescribeInstanceAttribute, StopInstances
+only if P > 0, and its CreateTags as above. (The runner's own DynamoDB and SNS calls are in
+autopilot.runner.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,15 +31,15 @@ from botocore.exceptions import ClientError
 from autopilot import aws
 from autopilot.runtime import Deadline
 from autopilot.tags import as_dict, as_list
-from idle_stopper.decision import Instance, Period, Policy
+from idle_stopper.decide import ALREADY_STOPPING, Instance, Period, Policy
 
 logger = Logger(child=True)
 
 DESCRIBE_PAGE_SIZE = 1000
 METRIC_QUERIES_PER_CALL = 500  # GetMetricData's maximum
 STOP_BATCH = 1000
-ALREADY_STOPPING = frozenset({"stopping", "stopped"})
 TAG_BATCH = 1000  # CreateTags' maximum number of resource ids
+FILTER_VALUES = 1000  # ids per DescribeInstances filter (the cap keeps a stop set at most 100)
 # (query id prefix, metric name, statistic): the k = 3 series the idle rule needs per instance.
 METRICS: tuple[tuple[str, str, str], ...] = (
     ("c", "CPUUtilization", "Maximum"),
@@ -51,6 +56,9 @@ class Failure:
     action: str
     code: str
     message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
 
 
 def to_instance(raw: Mapping[str, Any]) -> Instance:
@@ -71,6 +79,22 @@ def to_instance(raw: Mapping[str, Any]) -> Instance:
 def running_instances() -> list[Instance]:
     """Every running instance of the region: one paginated DescribeInstances, filtered server-side."""
     return [to_instance(raw) for raw in aws.running_instances(DESCRIBE_PAGE_SIZE)]
+
+
+def instances(instance_ids: Sequence[str]) -> dict[str, Instance]:
+    """The instances with these ids, whatever their state, as they are now; an id that no longer
+    exists is simply absent (a filter, not InstanceIds, which would fail the whole call)."""
+    found: dict[str, Instance] = {}
+    for batch in aws.chunked(instance_ids, FILTER_VALUES):
+        for raw in aws.paginate(
+            aws.client("ec2"),
+            "describe_instances",
+            "Reservations[].Instances[]",
+            Filters=[{"Name": "instance-id", "Values": batch}],
+        ):
+            instance = to_instance(raw)
+            found[instance.instance_id] = instance
+    return found
 
 
 def metric_queries(instance_ids: Sequence[str], policy: Policy) -> list[dict[str, Any]]:
@@ -152,13 +176,19 @@ def is_stop_protected(instance_id: str, failures: list[Failure]) -> bool:
     return bool(response.get("DisableApiStop", {}).get("Value", False))
 
 
-def stop_instances(instance_ids: Sequence[str]) -> tuple[list[str], list[Failure]]:
-    """Stop in batches; a refused batch is retried one by one to find the refusing instance."""
+def stop_instances(
+    instance_ids: Sequence[str], *, already_stopping_are_ours: bool = False
+) -> tuple[list[str], list[Failure]]:
+    """Stop in batches; a refused batch is retried one by one to find the refusing instance.
+
+    The instances returned are the ones this call stopped. One that was already stopping or
+    stopped is not claimed (someone else got there first), unless ``already_stopping_are_ours``
+    (finishing an interrupted run, whose recorded stop set it is in)."""
     stopped: list[str] = []
     failures: list[Failure] = []
     for batch in aws.chunked(instance_ids, STOP_BATCH):
         try:
-            stopped += _stop(batch)
+            stopped += _stop(batch, only_if_running=not already_stopping_are_ours)
         except ClientError as err:
             if len(batch) == 1:
                 failures.append(_failure(batch[0], "stop", err))
@@ -174,8 +204,6 @@ def stop_instances(instance_ids: Sequence[str]) -> tuple[list[str], list[Failure
 
 
 def _stop(instance_ids: list[str], only_if_running: bool = True) -> list[str]:
-    """The instances this call stopped. One that was already stopping or stopped (a duplicate
-    run, delivered at the same time, got there first) is not claimed, tagged or mailed twice."""
     response = aws.client("ec2").stop_instances(InstanceIds=instance_ids)
     return [
         str(item["InstanceId"])

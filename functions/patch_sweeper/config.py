@@ -1,4 +1,8 @@
-"""The patch sweeper's configuration: one frozen dataclass built from the environment."""
+"""The patch sweeper's own settings: one frozen dataclass built from the environment.
+
+The stack-wide ones (stack name, topic, dry run, owner tag key) are the runner's
+``ctx.common``; a missing or invalid variable here raises ConfigError naming it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from autopilot.config import CommonConfig, ConfigError, env_str
+from autopilot.config import ConfigError, env_str
+from autopilot.tags import valid_key
 
 OPERATIONS = ("Scan", "Install")
 REBOOT_OPTIONS = ("NoReboot", "RebootIfNeeded")
@@ -14,35 +19,31 @@ REBOOT_OPTIONS = ("NoReboot", "RebootIfNeeded")
 _CONCURRENCY = re.compile(r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$")
 _ERRORS = re.compile(r"^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$")
 _LOG_GROUP = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
-_TAG_KEY = re.compile(r"^[^\s].{0,126}$")
 
 
 @dataclass(frozen=True)
-class PatchSweeperConfig:
-    common: CommonConfig
+class Config:
     operation: str  # Scan | Install
     reboot_option: str  # NoReboot | RebootIfNeeded
     max_concurrency: str
     max_errors: str
     output_log_group: str  # CloudWatch Logs group for the command output
-    state_table: str  # DynamoDB table with one small record per sweep
+    state_table: str  # DynamoDB table with one small record per sweep (store.py)
     opt_out_tag: str = "AutoPatch"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PatchSweeperConfig:
-        operation = _choice("PATCH_OPERATION", OPERATIONS, env)
-        reboot = _choice("PATCH_REBOOT_OPTION", REBOOT_OPTIONS, env)
-        concurrency = _matching("PATCH_MAX_CONCURRENCY", _CONCURRENCY, env)
-        errors = _matching("PATCH_MAX_ERRORS", _ERRORS, env)
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        opt_out_tag = env_str("OPT_OUT_TAG", env, default="AutoPatch")
+        if not valid_key(opt_out_tag):
+            raise ConfigError(f"environment variable OPT_OUT_TAG={opt_out_tag!r} is not a valid EC2 tag key")
         return cls(
-            common=CommonConfig.from_env(env),
-            operation=operation,
-            reboot_option=reboot,
-            max_concurrency=concurrency,
-            max_errors=errors,
+            operation=_choice("PATCH_OPERATION", OPERATIONS, env),
+            reboot_option=_choice("PATCH_REBOOT_OPTION", REBOOT_OPTIONS, env),
+            max_concurrency=_matching("PATCH_MAX_CONCURRENCY", _CONCURRENCY, env),
+            max_errors=_matching("PATCH_MAX_ERRORS", _ERRORS, env),
             output_log_group=_matching("OUTPUT_LOG_GROUP", _LOG_GROUP, env),
             state_table=env_str("STATE_TABLE", env),
-            opt_out_tag=_matching("OPT_OUT_TAG", _TAG_KEY, env, default="AutoPatch"),
+            opt_out_tag=opt_out_tag,
         )
 
 
@@ -53,10 +54,8 @@ def _choice(name: str, allowed: tuple[str, ...], env: Mapping[str, str] | None) 
     return value
 
 
-def _matching(
-    name: str, pattern: re.Pattern[str], env: Mapping[str, str] | None, *, default: str | None = None
-) -> str:
-    value = env_str(name, env) if default is None else env_str(name, env, default=default)
+def _matching(name: str, pattern: re.Pattern[str], env: Mapping[str, str] | None) -> str:
+    value = env_str(name, env)
     if not pattern.match(value):
         raise ConfigError(f"environment variable {name}={value!r} is not valid (expected {pattern.pattern})")
     return value

@@ -1,30 +1,117 @@
-"""What a run tells people: the digest mail (only when there is something to say) and metrics."""
+"""What a run tells people: the digest mail (only when there is something to say) and the
+act-side numbers. Pure: everything comes from the recorded intent and the act's result."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-
-from aws_lambda_powertools import Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from functools import cached_property
+from typing import Any
 
 from autopilot import console
 from autopilot.notify import Digest, Item, Severity, plural
-from snapshot_rotator.config import RotatorConfig
-from snapshot_rotator.retention import Decision, Reason, Snapshot
-from snapshot_rotator.rotate import RunReport
-from snapshot_rotator.selection import CreateJob
+from autopilot.outbox import Mail
+from autopilot.runner import Context, Counts
+from snapshot_rotator.config import Config
+from snapshot_rotator.decide.retention import Decision, Reason, RetentionPolicy
+from snapshot_rotator.decide.selection import OPT_IN_TAG, CreateJob
 
 AUTOMATION = "snapshot_rotator"
 
 
-def _age(snap: Snapshot, now: datetime) -> str:
+@dataclass(frozen=True)
+class Outcome:
+    """The intent and the act's result, read together."""
+
+    intent: Mapping[str, Any]
+    result: Mapping[str, Any]
+
+    @cached_property
+    def jobs(self) -> list[CreateJob]:
+        return [CreateJob.from_json(j) for j in self.intent["jobs"]]
+
+    @cached_property
+    def deletions(self) -> list[Decision]:
+        return [Decision.from_json(d) for d in self.intent["delete"]]
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.result["dry_run"])
+
+    @property
+    def now(self) -> datetime:
+        return datetime.fromisoformat(str(self.intent["now"]))
+
+    @property
+    def created(self) -> list[tuple[CreateJob, Mapping[str, Any]]]:
+        return [(self.jobs[e["job"]], e) for e in self.result["created"]]
+
+    @property
+    def snapshots_created(self) -> int:
+        """Snapshots made (in dry run: that would be made)."""
+        return sum(len(e["snapshots"]) for e in self.result["created"])
+
+    def decisions(self, key: str) -> list[Decision]:
+        """The deletions the result lists under ``key`` (indices into the intent's)."""
+        return [self.deletions[i] for i in self.result[key]]
+
+    @property
+    def create_failures(self) -> list[tuple[CreateJob, Mapping[str, Any]]]:
+        return [(self.jobs[f["job"]], f) for f in self.result["create_failures"]]
+
+    @property
+    def delete_failures(self) -> list[tuple[Decision, Mapping[str, Any]]]:
+        return [(self.deletions[f["index"]], f) for f in self.result["delete_failures"]]
+
+    @property
+    def delete_skipped(self) -> list[tuple[Decision, str]]:
+        return [(self.deletions[s["index"]], str(s["why"])) for s in self.result["delete_skipped"]]
+
+    @property
+    def deferred(self) -> Mapping[str, int]:
+        """Work the plan left for the next run so that the intent fits the outbox."""
+        return dict(self.intent.get("deferred") or {})
+
+    @property
+    def failed(self) -> int:
+        return sum(len(f["volumes"]) for f in self.result["create_failures"]) + len(
+            self.result["delete_failures"]
+        )
+
+    @property
+    def left(self) -> int:
+        return (
+            sum(len(j["volumes"]) for j in self.result["jobs_left"])
+            + len(self.result["deletes_left"])
+            + sum(self.deferred.values())
+        )
+
+
+def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
+    """Changed (created + deleted; 0 in dry run), Skipped (held and refused deletions; the
+    plan counts the AMI-used and pending ones), Failed (volumes whose snapshot failed + failed
+    deletions), and SnapshotsCreated, SnapshotsDeleted, LeftForNextRun."""
+    outcome = Outcome(intent, result)
+    created = 0 if outcome.dry_run else outcome.snapshots_created
+    deleted = 0 if outcome.dry_run else len(result["deleted"])
+    return Counts(
+        changed=created + deleted,
+        skipped=len(result["held"]) + len(result["delete_skipped"]),
+        failed=outcome.failed,
+        extra={"SnapshotsCreated": created, "SnapshotsDeleted": deleted, "LeftForNextRun": outcome.left},
+    )
+
+
+def _age(decision: Decision, now: datetime) -> str:
+    snap = decision.snapshot
     days = (now - snap.start_time).total_seconds() / 86400
     return f"started {snap.start_time:%Y-%m-%d %H:%M} UTC ({days:.0f} days old)"
 
 
-def _who(name: str, owner: str) -> str:
-    parts = [f"Name {name}" if name else "", f"Owner {owner}" if owner else ""]
+def _who(name: str, owner: str, owner_key: str) -> str:
+    parts = [f"Name {name}" if name else "", f"{owner_key} {owner}" if owner else ""]
     text = ", ".join(p for p in parts if p)
     return f" ({text})" if text else ""
 
@@ -35,23 +122,29 @@ def _job_link(region: str, job: CreateJob) -> str:
     return console.ec2_volume(region, job.resource_id)
 
 
-def _job_title(job: CreateJob) -> str:
+def _job_title(job: CreateJob, owner_key: str) -> str:
     what = "instance" if job.kind == "instance" else "volume"
-    return f"{what} {job.resource_id}{_who(job.name, job.owner)}"
+    return f"{what} {job.resource_id}{_who(job.name, job.owner, owner_key)}"
 
 
-def _snapshot_item(region: str, decision: Decision, now: datetime, why: str | None = None) -> Item:
+def _snapshot_item(
+    region: str, decision: Decision, now: datetime, owner_key: str, why: str | None = None
+) -> Item:
     snap = decision.snapshot
     return Item(
         title=f"{snap.id} of volume {snap.volume_id}"
-        + _who(snap.tags.get("Name", ""), snap.tags.get("Owner", "")),
-        details=[_age(snap, now), why or decision.reason.value],
+        + _who(snap.tags.get("Name", ""), snap.tags.get(owner_key, ""), owner_key),
+        details=[_age(decision, now), why or decision.reason.value],
         link=console.ec2_snapshot(region, snap.id),
     )
 
 
-def _policy_text(config: RotatorConfig) -> str:
-    p = config.policy
+def _error_text(failure: Mapping[str, Any]) -> str:
+    message = str(failure.get("message") or "")[:300]
+    return f"{failure['code']}: {message}" if message else str(failure["code"])
+
+
+def _policy_text(p: RetentionPolicy) -> str:
     rules = [f"the newest {p.keep_newest} completed"]
     if p.keep_days:
         rules.append(f"everything younger than {p.keep_days} days")
@@ -60,132 +153,184 @@ def _policy_text(config: RotatorConfig) -> str:
     return "Retention per volume: " + ", ".join(rules) + "."
 
 
-def build_digest(config: RotatorConfig, report: RunReport) -> tuple[Digest, str, str, Severity] | None:
-    """The mail for this run (digest, subject, summary, severity), or None when there is nothing to say."""
-    common = config.common
-    region = common.region
-    created = report.snapshots_created
-    deleted = len(report.deleted)
-    failures = report.create_failures or report.delete_failures or report.left
-    wants_summary = (config.summary_mail or common.dry_run) and (created or deleted)
-    if not failures and not wants_summary:
+def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
+    """The mail of this run, or None when there is nothing to say: always when something failed
+    or was left for the next run; with SUMMARY_MAIL (or in dry run) also when something was
+    created or deleted."""
+    o = Outcome(intent, result)
+    troubled = bool(o.create_failures or o.delete_failures or o.left)
+    wants_summary = (ctx.config.summary_mail or o.dry_run) and (o.snapshots_created or result["deleted"])
+    if not troubled and not wants_summary:
         return None
-
-    digest = Digest(AUTOMATION, common.stack_name, region, dry_run=common.dry_run)
-    if report.create_failures:
-        digest.section(
-            "Backups that FAILED (all older snapshots of these volumes are kept)",
-            [
-                Item(
-                    title=_job_title(f.job),
-                    details=[f"volumes {', '.join(f.job.volume_ids)}", f"{f.code}: {f.message[:300]}"],
-                    link=_job_link(region, f.job),
-                )
-                for f in report.create_failures
-            ],
-        )
-    if report.delete_failures:
-        digest.section(
-            "Deletions that failed (the snapshots still exist)",
-            [
-                _snapshot_item(region, f.decision, report.now, f"{f.code}: {f.message[:300]}")
-                for f in report.delete_failures
-            ],
-        )
-    if report.left:
-        lines = [f"- snapshot of {_job_title(j)}" for j in report.jobs_left]
-        lines += [f"- delete {d.snapshot.id} of volume {d.snapshot.volume_id}" for d in report.deletes_left]
-        digest.section(
-            "Left for the next run (time ran out, or EC2 kept throttling)",
-            text=[f"{plural(report.left, 'action')} not started:", *lines[:50]],
-        )
-    if created:
-        digest.section(
-            "Snapshots created" if not common.dry_run else "Snapshots that would be created",
-            [
-                Item(
-                    title=_job_title(job),
-                    details=[
-                        ", ".join(f"{s.volume_id} -> {s.id}" for s in snaps)
-                        if snaps
-                        else f"volumes {', '.join(job.volume_ids)}",
-                    ],
-                    link=_job_link(region, job),
-                )
-                for job, snaps in report.created
-            ],
-        )
-    if deleted:
-        digest.section(
-            "Snapshots deleted" if not common.dry_run else "Snapshots that would be deleted",
-            [_snapshot_item(region, d, report.now) for d in report.deleted],
-            text=[_policy_text(config)],
-        )
-    late = {d.snapshot.id: why for d, why in report.delete_skipped}
-    skipped = report.skipped
-    if skipped:
-        digest.section(
-            "Kept although past retention, or not yet usable",
-            [_snapshot_item(region, d, report.now, late.get(d.snapshot.id)) for d in skipped],
-        )
-    digest.section("Backups kept per volume", text=_kept_lines(report))
+    digest = Digest(AUTOMATION, ctx.common.stack_name, ctx.common.region, dry_run=o.dry_run)
+    _trouble(digest, o, ctx.common.owner_tag_key)
+    _work(digest, o, ctx.config.policy, ctx.common.owner_tag_key)
     digest.advice = [
-        "Opt a volume in with the tag Backup=true on the volume, or on its instance for all its volumes "
-        "(snapshotted together, crash-consistent); remove the tag to stop new backups.",
-        f"Only snapshots tagged ManagedBy={common.stack_name} are ever deleted; the newest "
-        f"{config.policy.keep_newest} completed ones of each volume are always kept.",
+        f"Opt a volume in with the tag {OPT_IN_TAG}=true on the volume, or on its instance for all its "
+        f"volumes (snapshotted together, crash-consistent); {OPT_IN_TAG}=false on a volume leaves it out; "
+        "remove the tag to stop new backups.",
+        f"Only snapshots tagged ManagedBy={ctx.common.stack_name} are ever deleted; the newest "
+        f"{ctx.config.policy.keep_newest} completed ones of each volume are always kept.",
         "Restore: EC2 console > Snapshots > select the snapshot > Actions > Create volume from snapshot, "
         "then attach it to an instance in the same Availability Zone.",
     ]
-    if report.create_failures or report.left:
+    if o.create_failures or o.left:
         digest.advice.insert(
             0,
             "A failed or skipped volume is tried again on the next run; "
             "ConcurrentSnapshotLimitExceeded means that volume already has its maximum of pending "
             "snapshots (5, or 1 for st1/sc1): it clears once they complete.",
         )
+    subject, severity = _headline(o, troubled)
+    return digest.mail(subject, _summary(o), severity, now=ctx.now)
 
-    if report.create_failures:
-        volumes = sum(len(f.job.volume_ids) for f in report.create_failures)
-        subject = f"Backup FAILED for {plural(volumes, 'volume')} ({created} created, {deleted} deleted)"
-        severity: Severity = "critical"
-    elif failures:
-        subject = (
-            f"Backups incomplete: {report.failed} failed, {report.left} left "
-            f"({created} created, {deleted} deleted)"
+
+def _headline(o: Outcome, troubled: bool) -> tuple[str, Severity]:
+    created, deleted = o.snapshots_created, len(o.result["deleted"])
+    if o.create_failures:
+        volumes = sum(len(f["volumes"]) for _, f in o.create_failures)
+        return (
+            f"Backup FAILED for {plural(volumes, 'volume')} ({created} created, {deleted} deleted)",
+            "critical",
         )
-        severity = "warning"
-    elif digest.dry_run:
-        subject = f"{plural(created, 'snapshot')} would be created, {deleted} deleted"
-        severity = "info"
-    else:
-        subject = f"{plural(created, 'snapshot')} created, {deleted} deleted"
-        severity = "info"
-    summary = (
-        f"Backup run at {report.now:%Y-%m-%d %H:%M} UTC: "
-        f"{plural(report.volumes_checked, 'opted-in volume')} checked, "
-        f"{plural(created, 'snapshot')} {'would be ' if digest.dry_run else ''}created, "
-        f"{len(report.already_done)} already done this period, "
-        f"{deleted} {'would be ' if digest.dry_run else ''}deleted past retention, {report.failed} failed."
+    if troubled:
+        return (
+            f"Backups incomplete: {o.failed} failed, {o.left} left ({created} created, {deleted} deleted)",
+            "warning",
+        )
+    if o.dry_run:
+        return f"{plural(created, 'snapshot')} would be created, {deleted} deleted", "info"
+    return f"{plural(created, 'snapshot')} created, {deleted} deleted", "info"
+
+
+def _summary(o: Outcome) -> str:
+    would = "would be " if o.dry_run else ""
+    return (
+        f"Backup run at {o.now:%Y-%m-%d %H:%M} UTC: "
+        f"{plural(int(o.intent['checked']), 'opted-in volume')} checked, "
+        f"{plural(o.snapshots_created, 'snapshot')} {would}created, "
+        f"{int(o.intent['already_done'])} already done this period, "
+        f"{len(o.result['deleted'])} {would}deleted past retention, {o.failed} failed."
     )
-    return digest, subject, summary, severity
 
 
-def _kept_lines(report: RunReport) -> list[str]:
+def _trouble(digest: Digest, o: Outcome, owner_key: str) -> None:
+    """The sections about what failed or was left undone (first in the mail)."""
+    region, now = digest.region, o.now
+    if o.create_failures:
+        digest.section(
+            "Backups that FAILED (all older snapshots of these volumes are kept)",
+            [
+                Item(
+                    title=_job_title(job, owner_key),
+                    details=[f"volumes {', '.join(f['volumes'])}", _error_text(f)],
+                    link=_job_link(region, job),
+                )
+                for job, f in o.create_failures
+            ],
+        )
+    if o.delete_failures:
+        digest.section(
+            "Deletions that failed (the snapshots still exist)",
+            [_snapshot_item(region, d, now, owner_key, _error_text(f)) for d, f in o.delete_failures],
+        )
+    if o.left:
+        lines = [f"- snapshot of {_job_title(o.jobs[j['job']], owner_key)}" for j in o.result["jobs_left"]]
+        lines += [
+            f"- delete {d.snapshot.id} of volume {d.snapshot.volume_id}" for d in o.decisions("deletes_left")
+        ]
+        if o.deferred.get("volumes"):
+            lines.append(
+                f"- snapshots of {plural(o.deferred['volumes'], 'more volume')} (this run's list was full)"
+            )
+        if o.deferred.get("deletions"):
+            lines.append(f"- {plural(o.deferred['deletions'], 'more deletion')} (this run's list was full)")
+        digest.section(
+            "Left for the next run (time ran out, or EC2 kept throttling)",
+            text=[f"{plural(o.left, 'action')} not started:", *lines[:50]],
+        )
+
+
+def _work(digest: Digest, o: Outcome, policy: RetentionPolicy, owner_key: str) -> None:
+    """The sections about what was (or would be) created, deleted and kept."""
+    region, now = digest.region, o.now
+    if o.snapshots_created:
+        digest.section(
+            "Snapshots created" if not o.dry_run else "Snapshots that would be created",
+            [
+                Item(
+                    title=_job_title(job, owner_key),
+                    details=[
+                        f"volumes {', '.join(entry['snapshots'])}"
+                        if o.dry_run
+                        else ", ".join(f"{v} -> {s}" for v, s in entry["snapshots"].items()),
+                        *(
+                            ["made by the interrupted first attempt of this run"]
+                            if entry.get("earlier")
+                            else []
+                        ),
+                    ],
+                    link=_job_link(region, job),
+                )
+                for job, entry in o.created
+            ],
+        )
+    gone = [d.snapshot.id for d in o.decisions("gone")]
+    if o.result["deleted"] or gone:
+        digest.section(
+            "Snapshots deleted" if not o.dry_run else "Snapshots that would be deleted",
+            [_snapshot_item(region, d, now, owner_key) for d in o.decisions("deleted")],
+            text=[_policy_text(policy)]
+            + (
+                [f"{plural(len(gone), 'expired snapshot')} already gone: {', '.join(gone[:20])}."]
+                if gone
+                else []
+            ),
+        )
+    skipped = [
+        *(
+            _snapshot_item(region, Decision.from_json(d), now, owner_key)
+            for d in o.intent["kept_past_retention"]
+        ),
+        *(_snapshot_item(region, d, now, owner_key, Reason.HELD.value) for d in o.decisions("held")),
+        *(_snapshot_item(region, d, now, owner_key, why) for d, why in o.delete_skipped),
+    ]
+    if skipped:
+        digest.section("Kept although past retention, or not yet usable", skipped)
+    if o.intent["opted_out"]:
+        digest.section(
+            f"Not backed up: opted out on the volume ({OPT_IN_TAG}=false, no, never or off)",
+            text=[f"- volume {v} of instance {i}" for v, i in sorted(o.intent["opted_out"].items())][:50],
+        )
+    digest.section("Backups kept per volume", text=_kept_lines(o))
+
+
+def _kept_lines(o: Outcome) -> list[str]:
     """Per volume: how many of its snapshots remain, by the reason they are kept."""
-    deleted = {d.snapshot.id for d in report.deleted}
-    reasons: dict[str, Counter[str]] = defaultdict(Counter)
-    for d in report.decisions:
-        if d.snapshot.id not in deleted:
-            reasons[d.snapshot.volume_id]["not deleted yet" if d.delete else _SHORT[d.reason]] += 1
+    reasons: dict[str, Counter[str]] = {}
+    for volume_id, kept in o.intent["kept"].items():
+        reasons[volume_id] = Counter(
+            {_NOT_YET if name == "DEFERRED" else _SHORT[Reason[name]]: n for name, n in kept.items()}
+        )
+    gone = {*o.result["deleted"], *o.result["gone"]}
+    held = set(o.result["held"])
+    for index, d in enumerate(o.deletions):
+        if index not in gone:
+            label = _SHORT[Reason.HELD] if index in held else _NOT_YET
+            reasons.setdefault(d.snapshot.volume_id, Counter())[label] += 1
+    if not o.dry_run:
+        for entry in o.result["created"]:
+            for volume_id in entry["snapshots"]:
+                reasons.setdefault(volume_id, Counter())[_SHORT[Reason.PENDING]] += 1
     lines = []
     for volume_id in sorted(reasons)[:50]:
-        counts = reasons[volume_id]
-        parts = ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
-        lines.append(f"- {volume_id}: {sum(counts.values())} kept ({parts})")
+        tally = reasons[volume_id]
+        parts = ", ".join(f"{n} {label}" for label, n in sorted(tally.items()))
+        lines.append(f"- {volume_id}: {sum(tally.values())} kept ({parts})")
     return lines
 
 
+_NOT_YET = "not deleted yet"
 _SHORT = {
     Reason.UNMANAGED: "not ours",
     Reason.PENDING: "pending",
@@ -200,23 +345,3 @@ _SHORT = {
     Reason.EXPIRED: "expired",
     Reason.FAILED_SNAPSHOT: "error state",
 }
-
-
-def send(config: RotatorConfig, report: RunReport) -> str | None:
-    mail = build_digest(config, report)
-    if mail is None:
-        return None
-    digest, subject, summary, severity = mail
-    return digest.send(config.common.topic_arn, subject, summary, severity)
-
-
-def add_metrics(metrics: Metrics, report: RunReport) -> None:
-    created = 0 if report.dry_run else report.snapshots_created
-    deleted = 0 if report.dry_run else len(report.deleted)
-    metrics.add_metric("Checked", MetricUnit.Count, report.volumes_checked)
-    metrics.add_metric("Changed", MetricUnit.Count, created + deleted)
-    metrics.add_metric("Skipped", MetricUnit.Count, len(report.skipped))
-    metrics.add_metric("Failed", MetricUnit.Count, report.failed)
-    metrics.add_metric("SnapshotsCreated", MetricUnit.Count, created)
-    metrics.add_metric("SnapshotsDeleted", MetricUnit.Count, deleted)
-    metrics.add_metric("LeftForNextRun", MetricUnit.Count, report.left)

@@ -1,20 +1,30 @@
-"""Site states in the stack's small DynamoDB table (one item per site URL).
+"""Site states in the stack's small DynamoDB table (one item per site URL), the health check's
+own memory.
 
-Written only when something changes, with optimistic locking on ``version``: when two runs
-overlap, the second write of the same change fails its condition and that run stays silent,
-so a transition is mailed once.
+Read once per run (one Scan page: a few hundred small items), written only when something
+changes, with optimistic locking on ``version``: a write succeeds only if nobody changed the
+item since the run read it. When two runs overlap, the second write of the same change fails
+its condition and that run stays silent about it, so a transition is mailed once.
+
+Each item also keeps the tokens of its last few writers (``writers``). A run that was
+killed after some of its writes is finished by a later invocation from its recorded intent
+(autopilot.runner): the write it repeats then fails its condition, and the token tells
+"this run's own earlier write" (done: still mailed) from "another run's" (left to that run).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
 from autopilot import aws
-from website_health_check.transitions import SiteState, Status
+from website_health_check.decide import SiteState, Status
 
 CONFIG_ITEM = "#site-list"  # remembers the last malformed site list we mailed about
+KEEP_WRITERS = 5  # writer tokens kept per item: far more runs than can overlap one
+Outcome = Literal["written", "already", "conflict"]
 
 
 def load(table: str) -> dict[str, dict[str, Any]]:
@@ -23,7 +33,7 @@ def load(table: str) -> dict[str, dict[str, Any]]:
     return {item["url"]["S"]: item for item in items}
 
 
-def to_state(item: dict[str, Any] | None, url: str) -> SiteState:
+def to_state(item: Mapping[str, Any] | None, url: str) -> SiteState:
     if not item:
         return SiteState(url=url)
     return SiteState(
@@ -37,37 +47,81 @@ def to_state(item: dict[str, Any] | None, url: str) -> SiteState:
     )
 
 
-def save(table: str, state: SiteState) -> bool:
-    """Write ``state`` as version+1 if nobody changed the item since we read it."""
-    item = {
-        "url": {"S": state.url},
-        "reported": {"S": state.reported.value},
-        "since": {"S": state.since},
-        "streak_status": {"S": state.streak_status.value},
-        "streak": {"N": str(state.streak)},
-        "reason": {"S": state.reason[:1000]},
-        "version": {"N": str(state.version + 1)},
+def version(item: Mapping[str, Any] | None) -> int:
+    return int(item["version"]["N"]) if item and "version" in item else 0
+
+
+def writers(item: Mapping[str, Any] | None) -> list[str]:
+    """The tokens of the item's last writers, newest first."""
+    return [w["S"] for w in (item or {}).get("writers", {}).get("L", []) if "S" in w]
+
+
+def state_record(state: SiteState, token: str, previous_writers: list[str]) -> dict[str, Any]:
+    """The item that stores ``state`` as its next version, as plain JSON (for the intent)."""
+    return {
+        "url": state.url,
+        "reported": state.reported.value,
+        "since": state.since,
+        "streak_status": state.streak_status.value,
+        "streak": state.streak,
+        "reason": state.reason[:1000],
+        "version": state.version + 1,
+        "writers": [token, *previous_writers][:KEEP_WRITERS],
     }
-    return _conditional_put(table, item, state.version)
 
 
-def save_config_error(table: str, digest: str, version: int) -> bool:
-    item = {"url": {"S": CONFIG_ITEM}, "digest": {"S": digest}, "version": {"N": str(version + 1)}}
-    return _conditional_put(table, item, version)
+def config_error_record(
+    digest: str, old_version: int, token: str, previous_writers: list[str]
+) -> dict[str, Any]:
+    """The item that remembers the malformed site list with this ``digest`` was mailed."""
+    return {
+        "url": CONFIG_ITEM,
+        "digest": digest,
+        "version": old_version + 1,
+        "writers": [token, *previous_writers][:KEEP_WRITERS],
+    }
 
 
-def delete(table: str, url: str) -> None:
-    aws.client("dynamodb").delete_item(TableName=table, Key={"url": {"S": url}})
-
-
-def _conditional_put(table: str, item: dict[str, Any], version: int) -> bool:
+def write(table: str, record: Mapping[str, Any], token: str) -> Outcome:
+    """Store ``record`` (one of the records above) if the item is still at the version before
+    it (1 call: PutItem, conditional). ``written``; ``already`` when this token's write is
+    there already (a resumed run repeating itself); ``conflict`` when another run changed the
+    item first."""
+    item: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, list):
+            item[key] = {"L": [{"S": str(v)} for v in value]}
+        elif isinstance(value, int) and not isinstance(value, bool):
+            item[key] = {"N": str(value)}
+        else:
+            item[key] = {"S": str(value)}
     try:
         aws.client("dynamodb").put_item(
             TableName=table,
             Item=item,
             ConditionExpression="attribute_not_exists(#v) OR #v = :v",
             ExpressionAttributeNames={"#v": "version"},
-            ExpressionAttributeValues={":v": {"N": str(version)}},
+            ExpressionAttributeValues={":v": {"N": str(int(record["version"]) - 1)}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    except ClientError as err:
+        if aws.error_code(err) != "ConditionalCheckFailedException":
+            raise
+        current: Mapping[str, Any] | None = err.response.get("Item")  # type: ignore[assignment]
+        return "already" if token in writers(current) else "conflict"
+    return "written"
+
+
+def forget(table: str, url: str, seen_version: int) -> bool:
+    """Delete the item if it is still the version the run read (1 call: DeleteItem,
+    conditional); False if it was changed or deleted meanwhile."""
+    try:
+        aws.client("dynamodb").delete_item(
+            TableName=table,
+            Key={"url": {"S": url}},
+            ConditionExpression="#v = :v",
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues={":v": {"N": str(seen_version)}},
         )
     except ClientError as err:
         if aws.error_code(err) == "ConditionalCheckFailedException":

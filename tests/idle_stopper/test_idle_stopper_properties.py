@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idle_stopper.decision import Instance, Period, Policy, decide
+from autopilot.tags import OPT_OUT_VALUES
+from idle_stopper.decide import Instance, Period, Policy, decide
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +28,9 @@ MANAGED_TAGS = [
     "aws:ec2spot:fleet-request-id",
     "aws:elasticmapreduce:job-flow-id",
 ]
-tag_values = st.sampled_from(["", "x", "false", "FALSE", "never", "Never ", "true", "8h", "1m", "bad", "2d"])
+tag_values = st.sampled_from(
+    ["", "x", "false", "FALSE", "never", "Never ", "no", " NO", "off", "Off", "true", "8h", "1m", "bad", "2d"]
+)
 tag_keys = st.sampled_from(["Name", "Owner", "AutoStop", "autostop", "StopAfter", "Env", *MANAGED_TAGS])
 
 
@@ -72,13 +75,13 @@ def fleets(draw: st.DrawFn, policy: Policy) -> tuple[list[Instance], dict[str, l
 
 
 def _excluded(instance: Instance) -> bool:
-    tags_lower = {k.lower(): v.strip().lower() for k, v in instance.tags.items()}
+    autostop = {v.strip().lower() for k, v in instance.tags.items() if k.lower() == "autostop"}
     return (
         instance.state != "running"
         or any(k in instance.tags for k in MANAGED_TAGS)
         or instance.lifecycle is not None
         or instance.root_device_type != "ebs"
-        or tags_lower.get("autostop") in {"false", "never"}
+        or bool(autostop & OPT_OUT_VALUES)  # any spelling of the key, any opt-out word
     )
 
 
@@ -87,7 +90,7 @@ def _excluded(instance: Instance) -> bool:
 def test_never_stops_an_excluded_or_protected_instance_and_respects_the_cap(data: st.DataObject) -> None:
     policy = data.draw(policies())
     instances, metrics, protected = data.draw(fleets(policy))
-    plan = decide(instances, metrics, policy, NOW, lambda i: i in protected)
+    plan = decide(instances, metrics, policy, NOW, protected)
     stop_ids = [a.instance.instance_id for a in plan.stop]
     assert len(stop_ids) <= policy.max_stops
     assert len(set(stop_ids)) == len(stop_ids)

@@ -4,11 +4,14 @@ idempotency, bad input). Discovered by tests/reliability/scenarios.py; every aut
 
 from __future__ import annotations
 
+from typing import Any
+
 from conftest import FakeContext
 from demo.cloudtrail import run_instances_event
 from reliability.scenarios import Ctx, Scenario, ec2, event, launch, tags_of
 
-# Environment of the bad-input tests (besides the stack's own): the least the handler needs.
+# Environment of the bad-input tests beyond the stack's own (stack_env: OWNER_TAG_KEY,
+# OUTBOX_TABLE, ...): owner_tagger needs nothing else.
 BAD_INPUT_ENV: dict[str, str] = {}
 # The sample event of a normal run (events/owner_tagger/...).
 VALID_SAMPLE = "cloudtrail.run_instances.iam_user"
@@ -17,7 +20,7 @@ VALID_SAMPLE = "cloudtrail.run_instances.iam_user"
 def scenario(ctx: Ctx) -> Scenario:
     from owner_tagger import app
 
-    ctx.env(POWERTOOLS_SERVICE_NAME="owner_tagger", OWNER_TAG_KEY="Owner")
+    ctx.env(POWERTOOLS_SERVICE_NAME="owner_tagger")
     ids = launch(3)
     instances = [i for r in ec2().describe_instances(InstanceIds=ids)["Reservations"] for i in r["Instances"]]
     created = run_instances_event(event("owner_tagger/cloudtrail.run_instances.iam_user"), instances)
@@ -30,6 +33,13 @@ def scenario(ctx: Ctx) -> Scenario:
         assert None not in owners.values(), owners
         assert len(set(owners.values())) == 1, owners
 
+    def check_concurrent(calls: Any, mails: list[dict[str, Any]]) -> None:
+        """Two deliveries of one event at once: one of them reads and tags, in one CreateTags
+        of all nine resources; the other does nothing in EC2."""
+        assert calls.count("ec2", "DescribeInstances") == 1, calls.by_operation()
+        assert calls.count("ec2", "CreateTags") == 1, calls.by_operation()
+        assert sorted(calls.of("ec2", "CreateTags")[0]["Resources"]) == sorted(targets)
+
     return Scenario(
         "owner_tagger",
         lambda: app.lambda_handler(created, FakeContext()),
@@ -38,4 +48,5 @@ def scenario(ctx: Ctx) -> Scenario:
         mails=ctx.mailbox,
         expected_mails=0,
         extra={"instances": [i["InstanceId"] for i in instances], "event": created},
+        check_concurrent=check_concurrent,
     )

@@ -1,33 +1,56 @@
-"""The handler against moto: what ends up tagged, what is kept, budgets by call count."""
+"""The handler against moto, through the shared runner: what ends up tagged, what is kept, what
+is mailed, exact call counts (the runner's DynamoDB calls included), and the failure sequences:
+a run killed between two CreateTags, a mail SNS refused."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from botocore.stub import Stubber
 
-from autopilot import aws
+from autopilot import aws, runner
+from autopilot.outbox import Outbox, OutboxError
 from autopilot.recorder import CallRecorder
-from autopilot.runtime import Deadline
-from owner_tagger import app
-from owner_tagger import ec2 as ec2_layer
-from owner_tagger.config import OwnerTaggerConfig
-from owner_tagger.service import digest, execute
-from owner_tagger.trail import parse_creation_event
+from owner_tagger import app, service
 
 pytestmark = pytest.mark.integration
 Load = Callable[[str], dict[str, Any]]
+
+# The runner's own calls per invocation: the Query for earlier runs' unfinished work and the
+# claim (Powertools Idempotency: a conditional PutItem, then an UpdateItem with the result) ...
+RUNNER = {"dynamodb.Query": 1, "dynamodb.PutItem": 1, "dynamodb.UpdateItem": 1}
+# ... and, when the plan has an intent, the outbox entry: PutItem (recorded before acting),
+# UpdateItem (acted: result and mail), DeleteItem (sent).
+RUNNER_WITH_INTENT = {
+    "dynamodb.Query": 1,
+    "dynamodb.PutItem": 2,
+    "dynamodb.UpdateItem": 2,
+    "dynamodb.DeleteItem": 1,
+}
 
 
 def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return app.lambda_handler(event, context)
 
 
+def ops(calls: CallRecorder) -> dict[str, int]:
+    return dict(calls.by_operation())
+
+
 def ec2_ops(calls: CallRecorder) -> dict[str, int]:
     return {k: v for k, v in calls.by_operation().items() if k.startswith("ec2.")}
+
+
+def outbox() -> list[Any]:
+    return list(Outbox(os.environ["OUTBOX_TABLE"], "owner_tagger").unfinished())
+
+
+def decisions(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    keys = ("resource", "type", "action", "value", "source", "dry_run")
+    return [{k: getattr(r, k, None) for k in keys} for r in caplog.records if r.getMessage() == "decision"]
 
 
 @pytest.mark.parametrize(
@@ -40,7 +63,7 @@ def ec2_ops(calls: CallRecorder) -> dict[str, int]:
         ("cloudtrail.run_instances.federated_user", "carol"),
     ],
 )
-def test_instance_volumes_and_enis_tagged_in_two_calls(
+def test_instance_volumes_and_enis_tagged_in_two_ec2_calls(
     owner_env: dict[str, str],
     load_event: Load,
     launch: Any,
@@ -60,9 +83,13 @@ def test_instance_volumes_and_enis_tagged_in_two_calls(
     assert volumes and enis
     for resource in [instance_id, *volumes, *enis]:
         assert helpers.tags_of(ec2, resource)["Owner"] == owner
-    assert ec2_ops(calls) == {"ec2.DescribeInstances": 1, "ec2.CreateTags": 1}
+    # The common case: 2 EC2 calls + the runner's 6 DynamoDB calls, no mail.
+    assert ops(calls) == {**RUNNER_WITH_INTENT, "ec2.DescribeInstances": 1, "ec2.CreateTags": 1}
     assert calls.count("sns") == 0 and mailbox() == []  # nothing needs a human
-    assert result["owner"] == owner and len(result["tagged"]) == 1 + len(volumes) + len(enis)
+    resources = 1 + len(volumes) + len(enis)
+    assert (result["Checked"], result["Changed"], result["ResourcesTagged"]) == (resources,) * 3
+    assert (result["Skipped"], result["Failed"], result["OwnersUnresolved"]) == (0, 0, 0)
+    assert outbox() == []
 
 
 def test_multi_instance_launch_is_one_create_tags(
@@ -84,7 +111,7 @@ def test_multi_instance_launch_is_one_create_tags(
         volumes, enis = helpers.attachments(ec2, instance["InstanceId"])
         expected += [instance["InstanceId"], *volumes, *enis]
     assert all(helpers.tags_of(ec2, r)["Owner"] == "maria.garcia" for r in expected)
-    assert ec2_ops(calls) == {"ec2.DescribeInstances": 1, "ec2.CreateTags": 1}
+    assert ops(calls) == {**RUNNER_WITH_INTENT, "ec2.DescribeInstances": 1, "ec2.CreateTags": 1}
     assert sorted(helpers.create_tags_resources(calls.of("ec2", "CreateTags")[0])) == sorted(expected)
 
 
@@ -96,6 +123,7 @@ def test_owner_set_at_launch_is_kept_and_copied_to_attachments(
     helpers: Any,
     calls: CallRecorder,
     lambda_context: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     tags = [{"Key": "Owner", "Value": "team-data"}, {"Key": "Name", "Value": "build-box"}]
     instances = launch(1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
@@ -106,7 +134,12 @@ def test_owner_set_at_launch_is_kept_and_copied_to_attachments(
     assert helpers.tags_of(ec2, instance_id)["Owner"] == "team-data"
     assert all(helpers.tags_of(ec2, r)["Owner"] == "team-data" for r in volumes + enis)
     assert instance_id not in helpers.create_tags_resources(calls.of("ec2", "CreateTags")[0])
-    assert result["kept"] == {instance_id: "team-data"}
+    kept = [d for d in decisions(caplog) if d["action"] == "keep"]
+    assert kept == [
+        {"resource": instance_id, "type": "instance", "action": "keep", "value": "team-data"}
+        | {"source": "existing", "dry_run": False}
+    ]
+    assert result["Skipped"] == 1 and result["Changed"] == len(volumes + enis)
     # The instance already had an owner: the attachments' tags are read, not assumed.
     assert ec2_ops(calls) == {"ec2.DescribeInstances": 1, "ec2.DescribeTags": 1, "ec2.CreateTags": 1}
 
@@ -167,15 +200,23 @@ def test_duplicate_delivery_is_harmless(
     ec2: Any,
     helpers: Any,
     lambda_context: Any,
+    mailbox: Any,
 ) -> None:
     instances = launch(2)
     event = helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.sso_user"), instances)
     run(event, lambda_context)
+    # The same event again (same id): the runner's claim attempt recognises it, and it only
+    # looks for a held mail to send (none); nothing else.
     with CallRecorder() as second:
-        result = run(event, lambda_context)
-    assert second.count("ec2", "CreateTags") == 0
-    assert ec2_ops(second) == {"ec2.DescribeInstances": 1, "ec2.DescribeTags": 1}
-    assert result["tagged"] == {} and len(result["kept"]) >= 4
+        again = run(event, lambda_context)
+    assert again["status"] == "duplicate"
+    assert ops(second) == {"dynamodb.PutItem": 1, "dynamodb.Query": 1}
+    # The same call delivered as another event (another id): read, all kept, nothing written.
+    with CallRecorder() as third:
+        other = run(helpers.fresh(event), lambda_context)
+    assert ops(third) == {**RUNNER, "ec2.DescribeInstances": 1, "ec2.DescribeTags": 1}
+    assert other["Changed"] == 0 and other["Skipped"] == other["Checked"] == 6
+    assert mailbox() == [] and outbox() == []
 
 
 def test_autoscaling_launch_reads_attachment_tags(
@@ -196,7 +237,12 @@ def test_autoscaling_launch_reads_attachment_tags(
     for resource in [instances[0]["InstanceId"], *volumes, *enis]:
         assert helpers.tags_of(ec2, resource)["Owner"] == "autoscaling.amazonaws.com"
     # A launch template may tag volumes unseen in the event: one DescribeTags to be sure.
-    assert ec2_ops(calls) == {"ec2.DescribeInstances": 1, "ec2.DescribeTags": 1, "ec2.CreateTags": 1}
+    assert ops(calls) == {
+        **RUNNER_WITH_INTENT,
+        "ec2.DescribeInstances": 1,
+        "ec2.DescribeTags": 1,
+        "ec2.CreateTags": 1,
+    }
 
 
 @pytest.mark.parametrize(
@@ -234,7 +280,7 @@ def test_other_creation_calls(
     }[field]()
     run(helpers.set_resource_id(load_event(f"owner_tagger/{sample}"), field, created), lambda_context)
     assert helpers.tags_of(ec2, created)["Owner"] == owner
-    assert ec2_ops(calls) == {"ec2.DescribeTags": 1, "ec2.CreateTags": 1}
+    assert ops(calls) == {**RUNNER_WITH_INTENT, "ec2.DescribeTags": 1, "ec2.CreateTags": 1}
 
 
 def test_create_snapshots_tags_every_snapshot(
@@ -248,7 +294,7 @@ def test_create_snapshots_tags_every_snapshot(
 ) -> None:
     volume_id = helpers.attachments(ec2, launch(1)[0]["InstanceId"])[0][0]
     snapshots = [ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"] for _ in range(2)]
-    event = load_event("owner_tagger/cloudtrail.create_snapshots.aws_service")
+    event = helpers.fresh(load_event("owner_tagger/cloudtrail.create_snapshots.aws_service"))
     items = event["detail"]["responseElements"]["CreateSnapshotsResponse"]["snapshotSet"]["item"]
     for item, snapshot_id in zip(items, snapshots, strict=True):
         item["snapshotId"] = snapshot_id
@@ -260,8 +306,9 @@ def test_create_snapshots_tags_every_snapshot(
 def test_failed_call_changes_nothing(
     owner_env: dict[str, str], load_event: Load, calls: CallRecorder, lambda_context: Any, mailbox: Any
 ) -> None:
+    """Turned down before the runner claims it: not a single AWS call."""
     result = run(load_event("owner_tagger/cloudtrail.run_instances.failed"), lambda_context)
-    assert result["status"] == "skipped"
+    assert result["status"] == "ignored" and "Client.UnauthorizedOperation" in result["reason"]
     assert calls.calls == [] and mailbox() == []
 
 
@@ -291,6 +338,8 @@ def test_dry_run_decides_but_does_not_tag(
     helpers: Any,
     calls: CallRecorder,
     lambda_context: Any,
+    mailbox: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("DRY_RUN", "true")
     instances = launch(2)
@@ -298,10 +347,14 @@ def test_dry_run_decides_but_does_not_tag(
         helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), instances),
         lambda_context,
     )
-    assert calls.mutating() == []
+    # The runner records the intent (and forgets it); EC2 gets no write at all.
+    assert ops(calls) == {**RUNNER_WITH_INTENT, "ec2.DescribeInstances": 1}
     assert all("Owner" not in helpers.tags_of(ec2, i["InstanceId"]) for i in instances)
-    assert set(result["would_tag"].values()) == {"bob"} and result["tagged"] == {}
-    assert {i["InstanceId"] for i in instances} <= set(result["would_tag"])
+    would_tag = {d["resource"]: d["value"] for d in decisions(caplog) if d["action"] == "tag"}
+    assert set(would_tag.values()) == {"bob"} and {i["InstanceId"] for i in instances} <= set(would_tag)
+    assert all(d["dry_run"] is True for d in decisions(caplog))
+    assert result["dry_run"] is True and result["Changed"] == 0 and result["Checked"] == 6
+    assert mailbox() == []  # the same mail rules as a real run: nothing needs a person
 
 
 def test_dry_run_still_mails_an_unresolved_owner(
@@ -318,7 +371,7 @@ def test_dry_run_still_mails_an_unresolved_owner(
     event = helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), launch(1))
     event["detail"]["userIdentity"] = {"type": "Unknown"}
     run(event, lambda_context)
-    assert [c.operation for c in calls.mutating()] == ["Publish"]
+    assert [c.operation for c in calls.mutating() if c.service != "dynamodb"] == ["Publish"]
     (mail,) = mailbox()
     assert mail["subject"].startswith(
         "[ops-autopilot-test] DRY RUN: Owner tag: owner unknown for 3 resources"
@@ -341,10 +394,12 @@ def test_unresolved_owner_leaves_untagged_and_mails(
     result = run(event, lambda_context)
     assert calls.count("ec2", "CreateTags") == 0
     assert "Owner" not in helpers.tags_of(ec2, instances[0]["InstanceId"])
-    assert len(result["unresolved"]) == 3
+    assert result["OwnersUnresolved"] == 3 and result["Changed"] == 0
+    assert ops(calls) == {**RUNNER_WITH_INTENT, "ec2.DescribeInstances": 1, "sns.Publish": 1}
     (mail,) = mailbox()
     assert mail["attributes"] == {"automation": "owner_tagger", "severity": "warning"}
     assert instances[0]["InstanceId"] in mail["body"] and "create-tags" in mail["body"]
+    assert "caller: Unknown x" in mail["body"]
     assert len(mail["subject"]) < 100
 
 
@@ -357,6 +412,7 @@ def test_terminated_instance_is_skipped(
     calls: CallRecorder,
     lambda_context: Any,
     mailbox: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     instances = launch(2)
     ec2.terminate_instances(InstanceIds=[instances[1]["InstanceId"]])
@@ -364,119 +420,48 @@ def test_terminated_instance_is_skipped(
         helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), instances),
         lambda_context,
     )
-    assert result["gone"] == [instances[1]["InstanceId"]]
+    gone = [d["resource"] for d in decisions(caplog) if d["action"] == "gone"]
+    assert gone == [instances[1]["InstanceId"]] and result["Skipped"] == 1
     assert helpers.tags_of(ec2, instances[0]["InstanceId"])["Owner"] == "bob"
     assert instances[1]["InstanceId"] not in helpers.create_tags_resources(calls.of("ec2", "CreateTags")[0])
     assert mailbox() == []
 
 
-def test_custom_owner_tag_key(
+def test_custom_owner_tag_key_is_written_and_mailed(
     owner_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
     load_event: Load,
     launch: Any,
     ec2: Any,
     helpers: Any,
+    calls: CallRecorder,
     lambda_context: Any,
+    mailbox: Any,
 ) -> None:
+    """OWNER_TAG_KEY (template Globals, the product-wide OwnerTagKey) is the key read, written
+    and named in the mail; an ``Owner`` tag then means nothing to owner_tagger."""
     monkeypatch.setenv("OWNER_TAG_KEY", "CreatedBy")
-    instances = launch(1)
+    instances = launch(
+        1, TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Owner", "Value": "x"}]}]
+    )
     run(
         helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), instances),
         lambda_context,
     )
-    tags = helpers.tags_of(ec2, instances[0]["InstanceId"])
+    instance_id = instances[0]["InstanceId"]
+    volumes, enis = helpers.attachments(ec2, instance_id)
+    tags = helpers.tags_of(ec2, instance_id)
     assert tags.get("CreatedBy") == "bob" and "Owner" not in tags
-
-
-def _config() -> OwnerTaggerConfig:
-    return OwnerTaggerConfig.from_env()
-
-
-def test_volumes_not_yet_attached_are_waited_for(
-    owner_env: dict[str, str], load_event: Load, calls: CallRecorder, lambda_context: Any
-) -> None:
-    """Moto attaches volumes at once, so the pending state is stubbed: first answer without the
-    root volume, the second with it. The wait is bounded and uses the injected sleep."""
-    event = parse_creation_event(load_event("owner_tagger/cloudtrail.run_instances.iam_user"))
-    instance_id = event.resource_ids[0]
-    eni = event.instances[0].network_interface_ids[0]
-    pending = {
-        "InstanceId": instance_id,
-        "State": {"Name": "pending"},
-        "RootDeviceType": "ebs",
-        "BlockDeviceMappings": [],
-        "NetworkInterfaces": [{"NetworkInterfaceId": eni}],
-    }
-    attached = {
-        **pending,
-        "State": {"Name": "running"},
-        "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeId": "vol-0123456789abcdef0"}}],
-    }
-    client = aws.client("ec2")
-    slept: list[float] = []
-    with Stubber(client) as stub:
-        for instance in (pending, attached):
-            stub.add_response("describe_instances", {"Reservations": [{"Instances": [instance]}]})
-        stub.add_response(
-            "create_tags",
-            {},
-            {
-                "Resources": [instance_id, "vol-0123456789abcdef0", eni],
-                "Tags": [{"Key": "Owner", "Value": "bob"}],
-            },
-        )
-        outcome = execute(_config(), event, Deadline.from_context(lambda_context), sleep=slept.append)
-        stub.assert_no_pending_responses()
-    assert slept == [2.0]
-    assert outcome.volumes_missing == [] and outcome.failures == []
-
-
-def test_volumes_never_attached_are_reported(
-    owner_env: dict[str, str], load_event: Load, lambda_context: Any
-) -> None:
-    event = parse_creation_event(load_event("owner_tagger/cloudtrail.run_instances.iam_user"))
-    instance_id = event.resource_ids[0]
-    pending = {
-        "InstanceId": instance_id,
-        "State": {"Name": "pending"},
-        "RootDeviceType": "ebs",
-        "BlockDeviceMappings": [],
-        "NetworkInterfaces": [],
-    }
-    client = aws.client("ec2")
-    slept: list[float] = []
-    with Stubber(client) as stub:
-        for _ in range(4):
-            stub.add_response("describe_instances", {"Reservations": [{"Instances": [pending]}]})
-        stub.add_response("create_tags", {})
-        outcome = execute(_config(), event, Deadline.from_context(lambda_context), sleep=slept.append)
-        stub.assert_no_pending_responses()
-    assert slept == [2.0, 4.0, 8.0]  # bounded: 14 s in all
-    assert [t.id for t in outcome.volumes_missing] == [instance_id]
-    mail = digest(_config(), outcome)
-    assert mail is not None
-    message, subject, _ = mail
-    assert subject == "Owner tag: volumes not tagged on 1 instance"
-    assert instance_id in message.body("summary") and "14 s" in message.body("summary")
-
-
-def test_wait_respects_the_deadline(owner_env: dict[str, str], load_event: Load) -> None:
-    event = parse_creation_event(load_event("owner_tagger/cloudtrail.run_instances.iam_user"))
-    pending = {
-        "InstanceId": event.resource_ids[0],
-        "State": {"Name": "pending"},
-        "RootDeviceType": "ebs",
-        "BlockDeviceMappings": [],
-        "NetworkInterfaces": [],
-    }
-    with Stubber(aws.client("ec2")) as stub:
-        stub.add_response("describe_instances", {"Reservations": [{"Instances": [pending]}]})
-        stub.add_response("create_tags", {})
-        slept: list[float] = []
-        execute(_config(), event, Deadline(remaining_at_start=21.0), sleep=slept.append)
-        stub.assert_no_pending_responses()
-    assert slept == []
+    assert all(helpers.tags_of(ec2, r)["CreatedBy"] == "bob" for r in volumes + enis)
+    assert helpers.tags_of(ec2, volumes[0])["Owner"] == "x"  # another key: left alone
+    assert {t["Key"] for c in calls.of("ec2", "CreateTags") for t in c["Tags"]} == {"CreatedBy"}
+    # A mail names the key too (its advice and summary).
+    unknown = helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), launch(1))
+    unknown["detail"]["userIdentity"] = {"type": "Unknown"}
+    run(unknown, lambda_context)
+    (mail,) = mailbox()
+    assert "Key=CreatedBy,Value=<owner>" in mail["body"] and "existing CreatedBy tag" in mail["body"]
+    assert "owner tag (CreatedBy)" in mail["body"] and "Key=Owner" not in mail["body"]
 
 
 def test_tagging_failure_is_per_resource_reported_and_mailed(
@@ -493,35 +478,169 @@ def test_tagging_failure_is_per_resource_reported_and_mailed(
     code), the batch is retried one by one, the others still get their tag."""
     volume_id = helpers.attachments(ec2, launch(1)[0]["InstanceId"])[0][0]
     snapshots = [ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"] for _ in range(2)]
-    event = load_event("owner_tagger/cloudtrail.create_snapshots.aws_service")
+    event = helpers.fresh(load_event("owner_tagger/cloudtrail.create_snapshots.aws_service"))
     items = event["detail"]["responseElements"]["CreateSnapshotsResponse"]["snapshotSet"]["item"]
     for item, snapshot_id in zip(items, snapshots, strict=True):
         item["snapshotId"] = snapshot_id
     ec2.delete_snapshot(SnapshotId=snapshots[1])
     result = run(event, lambda_context)
     assert helpers.tags_of(ec2, snapshots[0])["Owner"] == "dlm.amazonaws.com"
-    assert result["failed"] == {snapshots[1]: "InvalidSnapshot.NotFound"}
+    assert (result["Failed"], result["Changed"]) == (1, 1)
     assert calls.count("ec2", "CreateTags") == 3  # the batch, then one by one
     (mail,) = mailbox()
     assert "tagging failed for 1 resource" in mail["subject"] and snapshots[1] in mail["body"]
+    assert "InvalidSnapshot.NotFound" in mail["body"]
 
 
-def test_create_tags_batches_at_the_api_maximum(owner_env: dict[str, str]) -> None:
-    ids = [f"snap-{n:017x}" for n in range(2500)]
-    with Stubber(aws.client("ec2")) as stub:
-        for start, end in ((0, 1000), (1000, 2000), (2000, 2500)):
-            expected = {"Resources": ids[start:end], "Tags": [{"Key": "Owner", "Value": "x"}]}
-            stub.add_response("create_tags", {}, expected)
-        assert ec2_layer.create_tags(ids, "Owner", "x") == []
-        stub.assert_no_pending_responses()
+# -- failure sequences: what the runner and act promise together -----------------------------
 
 
-def test_transient_errors_propagate_for_a_retry(owner_env: dict[str, str]) -> None:
-    with Stubber(aws.client("ec2")) as stub:
-        # The Stubber answers before the client's own retries: this is the error that is
-        # left once they are exhausted. It must fail the invocation (so it is retried whole),
-        # not be reported as a per-resource failure.
-        stub.add_client_error("create_tags", service_error_code="RequestLimitExceeded", http_status_code=503)
-        with pytest.raises(ClientError, match="RequestLimitExceeded"):
-            ec2_layer.create_tags(["i-0123456789abcdef0", "vol-0123456789abcdef0"], "Owner", "x")
-        stub.assert_no_pending_responses()
+class Kill:
+    """A botocore hook that "kills" the function at the ``at``-th call of one operation: it
+    raises before the call reaches EC2, as a timeout or a crash would leave it."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.seen, self.armed = at, 0, True
+
+    def __call__(self, **_: Any) -> None:
+        self.seen += 1
+        if self.armed and self.seen == self.at:
+            raise RuntimeError("killed")
+
+
+def test_a_run_killed_between_two_create_tags_is_finished_by_the_retry_and_overwrites_nothing(
+    owner_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    load_event: Load,
+    launch: Any,
+    ec2: Any,
+    helpers: Any,
+    lambda_context: Any,
+    mailbox: Any,
+) -> None:
+    """Killed after the instance's CreateTags, before its volume's and ENI's: the retry of the
+    same event finishes from the recorded intent. Resumed, act re-reads the owner tags first,
+    so the owner someone set on the volume in between stays, and nothing is written twice."""
+    monkeypatch.setattr(service, "CREATE_TAGS_MAX", 1)  # one CreateTags each: instance, volume, ENI
+    instances = launch(1)
+    instance_id = instances[0]["InstanceId"]
+    (volume,), (eni,) = helpers.attachments(ec2, instance_id)
+    event = helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), instances)
+    kill = Kill(at=2)
+    aws.client("ec2").meta.events.register("before-call.ec2.CreateTags", kill)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(event, lambda_context)
+    assert helpers.tags_of(ec2, instance_id)["Owner"] == "bob"
+    assert "Owner" not in helpers.tags_of(ec2, volume) and "Owner" not in helpers.tags_of(ec2, eni)
+    (entry,) = outbox()  # the intent was recorded before acting
+    assert entry.status == "acting" and [t["id"] for t in entry.intent["tag"]] == [instance_id, volume, eni]
+
+    ec2.create_tags(Resources=[volume], Tags=[{"Key": "Owner", "Value": "alice"}])  # someone, meanwhile
+    kill.armed = False
+    with CallRecorder() as retry:
+        result = run(event, lambda_context)  # Lambda's retry of the same event
+
+    assert helpers.tags_of(ec2, instance_id)["Owner"] == "bob"
+    assert helpers.tags_of(ec2, volume)["Owner"] == "alice"  # never overwritten, on resume too
+    assert helpers.tags_of(ec2, eni)["Owner"] == "bob"  # nothing lost
+    assert [c["Resources"] for c in retry.of("ec2", "CreateTags")] == [[eni]]  # nothing done twice
+    assert ops(retry) == {
+        # the claim, the Query that finds the entry, taking it over, acted, sent (deleted)
+        "dynamodb.Query": 1,
+        "dynamodb.PutItem": 1,
+        "dynamodb.UpdateItem": 3,
+        "dynamodb.DeleteItem": 1,
+        # resumed act: the owner tags of the intended resources, then the one still missing
+        "ec2.DescribeTags": 2,
+        "ec2.CreateTags": 1,
+        # this run's own plan: everything has an owner now (no intent)
+        "ec2.DescribeInstances": 1,
+    }
+    assert result["Changed"] == 2  # the instance (the killed attempt's write) and the ENI, once
+    assert result["Checked"] == 3 and result["Skipped"] == 1 + 3  # alice's, then all kept
+    assert mailbox() == [] and outbox() == []
+
+
+def test_a_mail_sns_refused_is_sent_once_by_the_next_invocation(
+    owner_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    load_event: Load,
+    launch: Any,
+    ec2: Any,
+    helpers: Any,
+    lambda_context: Any,
+    mailbox: Any,
+) -> None:
+    """The owner is unknown, the mail about it is refused by SNS: it stays in the outbox and
+    the next owner_tagger invocation (another event) sends it, once, doing nothing twice."""
+    sns_down = [True]
+    real_publish = runner.publish
+
+    def publish(*args: Any, **kwargs: Any) -> str:
+        if sns_down[0]:
+            raise ClientError({"Error": {"Code": "KMSDisabledException", "Message": "no"}}, "Publish")
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "publish", publish)
+    mystery = launch(1)
+    unknown = helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), mystery)
+    unknown["detail"]["userIdentity"] = {"type": "Unknown", "principalId": "AIDAEXAMPLEUNKNOWN"}
+    with pytest.raises(OutboxError):
+        run(unknown, lambda_context)
+    assert mailbox() == []
+    assert [e.status for e in outbox()] == ["acted"]  # its mail is kept
+
+    sns_down[0] = False
+    bobs = launch(1)
+    with CallRecorder() as following:
+        run(
+            helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), bobs),
+            lambda_context,
+        )
+    (mail,) = mailbox()
+    assert mail["subject"] == "[ops-autopilot-test] Owner tag: owner unknown for 3 resources"
+    assert mystery[0]["InstanceId"] in mail["body"] and "Unknown AIDAEXAMPLEUNKNOWN" in mail["body"]
+    assert helpers.tags_of(ec2, bobs[0]["InstanceId"])["Owner"] == "bob"  # its own work, done
+    assert "Owner" not in helpers.tags_of(ec2, mystery[0]["InstanceId"])
+    assert ops(following) == {
+        "dynamodb.Query": 1,
+        "dynamodb.PutItem": 2,  # the claim, its own entry
+        "dynamodb.UpdateItem": 3,  # the claim, taking the held entry over, its own entry acted
+        "dynamodb.DeleteItem": 2,  # the held entry (sent), its own entry (done)
+        "sns.Publish": 1,  # the held mail; its own run needs none
+        "ec2.DescribeInstances": 1,  # its own event only: the held entry is not acted on again
+        "ec2.CreateTags": 1,
+    }
+    assert outbox() == []
+    run(
+        helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), launch(1)),
+        lambda_context,
+    )
+    assert len(mailbox()) == 1  # sent once
+
+
+def test_the_retry_of_the_same_event_after_sns_refused_mails_once(
+    owner_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    load_event: Load,
+    launch: Any,
+    helpers: Any,
+    lambda_context: Any,
+    mailbox: Any,
+) -> None:
+    sns_down = [True]
+    real_publish = runner.publish
+
+    def publish(*args: Any, **kwargs: Any) -> str:
+        if sns_down[0]:
+            raise ClientError({"Error": {"Code": "KMSDisabledException", "Message": "no"}}, "Publish")
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "publish", publish)
+    unknown = helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), launch(1))
+    unknown["detail"]["userIdentity"] = {"type": "Unknown"}
+    with pytest.raises(OutboxError):
+        run(unknown, lambda_context)
+    sns_down[0] = False
+    run(unknown, lambda_context)  # Lambda's retry of the same event
+    assert len(mailbox()) == 1

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from owner_tagger.app import PERMISSIONS
-from owner_tagger.trail import CREATION_CALLS, DETAIL_TYPE, EVENT_SOURCE, SOURCE
+from owner_tagger.event import CREATION_CALLS, DETAIL_TYPE, EVENT_SOURCE, SOURCE
 from template_tools import cloudformation_template, expanded_template, raw_template
 
 pytestmark = pytest.mark.unit
@@ -27,10 +27,23 @@ def test_rule_matches_exactly_the_lookup_table() -> None:
     assert pattern["detail"]["errorCode"] == [{"exists": False}]
 
 
-def test_owner_tag_key_reaches_the_function() -> None:
-    variables = _function()["Environment"]["Variables"]
-    assert variables["OWNER_TAG_KEY"] == {"Ref": "OwnerTagKey"}
+def test_owner_tag_key_and_outbox_reach_the_function_from_globals() -> None:
+    """Product-wide: every function gets OWNER_TAG_KEY and OUTBOX_TABLE from Globals; a copy in
+    the function's own section could only drift from them."""
+    shared = raw_template()["Globals"]["Function"]["Environment"]["Variables"]
+    assert shared["OWNER_TAG_KEY"] == {"Ref": "OwnerTagKey"}
+    assert shared["OUTBOX_TABLE"] == {"Ref": "OutboxTable"}
     assert raw_template()["Parameters"]["OwnerTagKey"]["Default"] == "Owner"
+    own = _function()["Environment"]["Variables"]
+    assert own == {"POWERTOOLS_SERVICE_NAME": "owner_tagger"}
+
+
+def test_claims_and_outbox_only_in_its_own_partitions() -> None:
+    (statement,) = [s for s in _statements() if s.get("Sid") == "OwnClaimsAndOutbox"]
+    assert statement["Resource"] == {"Fn::GetAtt": ["OutboxTable", "Arn"]}
+    assert statement["Condition"]["ForAllValues:StringEquals"] == {
+        "dynamodb:LeadingKeys": ["claim#owner_tagger", "outbox#owner_tagger"]
+    }
 
 
 def _statements() -> list[dict[str, Any]]:

@@ -1,6 +1,11 @@
 """The reliability scenario of patch_sweeper: a small fleet, the real handler on its real sample
-event, and a check that all of the work got done (used by tests/reliability: faults,
-idempotency, bad input). Discovered by tests/reliability/scenarios.py; every automation has one."""
+events, and a check that all of the work got done (used by tests/reliability: faults,
+idempotency, bad input). Discovered by tests/reliability/scenarios.py; every automation has one.
+
+One ``invoke`` is one delivery of the weekly schedule event, followed by SSM's final-status
+event of every command that delivery sent (SSM reports each command once, after it was sent;
+each status event has its own event id, derived from the command id, so a repeated
+``invoke`` repeats the same events and the runner recognises them)."""
 
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ BAD_INPUT_ENV: dict[str, str] = {
 VALID_SAMPLE = "eventbridge.weekly_schedule"
 
 
+def status_event_id(command_id: str) -> str:
+    """The id of SSM's final-status event of one command (one event per command)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ssm-status/{command_id}"))
+
+
 def scenario(ctx: Ctx, count: int = 3) -> Scenario:
     from patch_sweeper import app
 
@@ -47,8 +57,10 @@ def scenario(ctx: Ctx, count: int = 3) -> Scenario:
         BillingMode="PAY_PER_REQUEST",
     )
     ids = sorted(launch(count, {"Name": "web", "Owner": "ops@example.com"}))
+    batches = [ids[n : n + 50] for n in range(0, len(ids), 50)]
     commands: dict[str, list[str]] = {}  # SSM, faked: command id -> instance ids
     parameters: dict[str, dict[str, list[str]]] = {}  # command id -> its Parameters
+    sent_by: dict[str, int] = {}  # command id -> the thread whose invocation sent it
     lock = threading.Lock()
 
     def describe_information(_: dict[str, Any]) -> dict[str, Any]:
@@ -69,6 +81,7 @@ def scenario(ctx: Ctx, count: int = 3) -> Scenario:
         with lock:
             commands[command_id] = list(params["InstanceIds"])
             parameters[command_id] = params["Parameters"]
+            sent_by[command_id] = threading.get_ident()
         return {
             "Command": {"CommandId": command_id, "DocumentName": "AWS-RunPatchBaseline", "Status": "Pending"}
         }
@@ -112,23 +125,33 @@ def scenario(ctx: Ctx, count: int = 3) -> Scenario:
     schedule = event("patch_sweeper/eventbridge.weekly_schedule")
     status_template = event("patch_sweeper/ssm.command_status.success")
 
+    def status_of(command_id: str) -> dict[str, Any]:
+        status = copy.deepcopy(status_template)
+        status["id"] = status_event_id(command_id)
+        status["detail"]["command-id"] = command_id
+        status["detail"]["status"] = "Success"
+        status["detail"]["parameters"] = parameters[command_id]  # SSM echoes them (SnapshotId)
+        return status
+
     def invoke() -> dict[str, Any]:
-        result = app.lambda_handler(copy.deepcopy(schedule), FakeContext())
+        result: dict[str, Any] = {"schedule": app.lambda_handler(copy.deepcopy(schedule), FakeContext())}
         with lock:
-            sent = list(commands)
-        for command_id in sent:
-            status = copy.deepcopy(status_template)
-            status["detail"]["command-id"] = command_id
-            status["detail"]["status"] = "Success"
-            status["detail"]["parameters"] = parameters[command_id]  # SSM echoes them (SnapshotId)
-            result = {"schedule": result, "final": app.lambda_handler(status, FakeContext())}
+            mine = [c for c, thread in sent_by.items() if thread == threading.get_ident()]
+        for command_id in mine:  # SSM reports each command once it ends
+            result["final"] = app.lambda_handler(status_of(command_id), FakeContext())
         return result
 
     def verify() -> None:
         targeted = sorted(i for batch in commands.values() for i in batch)
         assert targeted == ids, "every instance gets exactly one patch command"
 
+    def check_concurrent(calls: Any, mails: list[dict[str, Any]]) -> None:
+        sends = sorted(p["InstanceIds"] for p in calls.of("ssm", "SendCommand"))
+        assert sends == sorted(batches), "each batch is sent exactly once"
+        assert len(mails) == 1 and "patch sweep:" in mails[0]["subject"], [m["subject"] for m in mails]
+
     return Scenario(
         "patch_sweeper", invoke, verify, resources=ids, fakes=fakes, mails=ctx.mailbox, expected_mails=1,
-        extra={"commands": commands},
+        extra={"commands": commands, "batches": batches, "status_of": status_of},
+        check_concurrent=check_concurrent,
     )  # fmt: skip

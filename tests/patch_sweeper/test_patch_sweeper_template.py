@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from patch_sweeper.app import PERMISSIONS
-from patch_sweeper.config import PatchSweeperConfig
+from patch_sweeper.config import Config
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,10 +88,6 @@ def test_triggers_have_retry_and_dead_letter_queue(template: dict[str, Any]) -> 
 def test_defaults_are_valid_config_and_match_samconfig(template: dict[str, Any]) -> None:
     params = template["Parameters"]
     env = {
-        "STACK_NAME": "ops",
-        "AWS_REGION": "eu-west-1",
-        "TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:t",
-        "DRY_RUN": "true",
         "PATCH_OPERATION": params["PatchSweeperOperation"]["Default"],
         "PATCH_REBOOT_OPTION": params["PatchSweeperRebootOption"]["Default"],
         "PATCH_MAX_CONCURRENCY": params["PatchSweeperMaxConcurrency"]["Default"],
@@ -99,7 +95,7 @@ def test_defaults_are_valid_config_and_match_samconfig(template: dict[str, Any])
         "OUTPUT_LOG_GROUP": "/ops/patch-sweeper/commands",
         "STATE_TABLE": "t",
     }
-    config = PatchSweeperConfig.from_env(env)
+    config = Config.from_env(env)
     assert (config.operation, config.reboot_option) == ("Install", "NoReboot")
     overrides = tomllib.loads((ROOT / "samconfig.toml").read_text())["default"]["deploy"]["parameters"][
         "parameter_overrides"

@@ -1,4 +1,5 @@
-"""A small EC2 fleet in moto for snapshot_rotator's integration tests and benchmark.
+"""A small EC2 fleet in moto for snapshot_rotator's integration tests and benchmark, and
+``rotate``: one run's plan, act and mail at an injected ``now``, as the runner sequences them.
 
 moto stamps every snapshot with the real clock and makes it ``completed`` at once; the fleet
 backdates snapshots and sets their state in moto's backend so that a test can build any
@@ -8,7 +9,9 @@ history and run the rotator at any injected ``now``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,10 +22,12 @@ from moto.ec2.models import ec2_backends
 
 from autopilot import aws
 from autopilot.config import CommonConfig
+from autopilot.outbox import Mail
+from autopilot.runner import Plan, Run
 from autopilot.runtime import Deadline
-from snapshot_rotator.config import RotatorConfig
-from snapshot_rotator.retention import RetentionPolicy
-from snapshot_rotator.rotate import RunReport, execute
+from snapshot_rotator import report, run
+from snapshot_rotator.config import Config
+from snapshot_rotator.decide.retention import Decision, RetentionPolicy
 
 REGION = "eu-west-1"
 STACK = "ops-autopilot-test"
@@ -136,32 +141,144 @@ def fleet() -> Fleet:
     return Fleet()
 
 
-def make_config(
-    topic_arn: str, *, dry_run: bool = False, summary_mail: bool = True, keep_newest: int = 3, **policy: int
-) -> RotatorConfig:
-    return RotatorConfig(
-        common=CommonConfig(stack_name=STACK, region=REGION, topic_arn=topic_arn, dry_run=dry_run),
+ENV = {  # the template's variables of SnapshotRotatorFunction (their defaults), for the handler
+    "POWERTOOLS_SERVICE_NAME": "snapshot_rotator",
+    "SNAPSHOT_SCHEDULE": "rate(1 day)",
+    "KEEP_NEWEST": "7",
+    "KEEP_DAYS": "0",
+    "KEEP_DAILY": "0",
+    "KEEP_WEEKLY": "0",
+    "KEEP_MONTHLY": "0",
+    "SUMMARY_MAIL": "false",
+}
+
+
+@pytest.fixture
+def rotator_env(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The stack's and the function's environment, for tests of the real handler."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    return {**stack_env, **ENV}
+
+
+def scheduled(load_event: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+    """The sample scheduled event with an id of its own: every call is another run."""
+    event = load_event("snapshot_rotator/eventbridge.scheduled")
+    event["id"] = str(uuid.uuid4())
+    return event
+
+
+def make_config(*, summary_mail: bool = True, keep_newest: int = 3, **policy: int) -> Config:
+    return Config(
         policy=RetentionPolicy(keep_newest=keep_newest, **policy),
         retry_window=timedelta(hours=12),
         summary_mail=summary_mail,
     )
 
 
-@pytest.fixture
-def config_for(topic_arn: str) -> Callable[..., RotatorConfig]:
-    """config_for(dry_run=..., summary_mail=..., keep_newest=..., keep_days=...)"""
+@dataclass
+class Rotation:
+    """One run's plan, the act's result and the mail, as the runner would get them."""
 
-    def build(**kwargs: Any) -> RotatorConfig:
-        return make_config(topic_arn, **kwargs)
+    plan: Plan
+    result: dict[str, Any] | None
+    mail: Mail | None
+
+    @property
+    def intent(self) -> Mapping[str, Any]:
+        assert self.plan.intent is not None, "the plan has nothing to do"
+        return self.plan.intent
+
+    @property
+    def outcome(self) -> report.Outcome:
+        assert self.result is not None
+        return report.Outcome(self.intent, self.result)
+
+    @property
+    def created(self) -> int:
+        return 0 if self.result is None else self.outcome.snapshots_created
+
+    def listed(self, key: str) -> list[Decision]:
+        """The planned deletions the result lists under ``key`` (deleted, held, gone, ...)."""
+        return [] if self.result is None else self.outcome.decisions(key)
+
+    @property
+    def deleted(self) -> list[Decision]:
+        return self.listed("deleted")
+
+    @property
+    def planned_deletions(self) -> list[Decision]:
+        return [] if self.plan.intent is None else self.outcome.deletions
+
+    @property
+    def already_done(self) -> dict[str, str]:
+        return {
+            d["volume"]: d["snapshot"]
+            for d in self.plan.decisions
+            if d["decision"] == "already snapshotted this period"
+        }
+
+    @property
+    def failed(self) -> int:
+        return 0 if self.result is None else self.outcome.failed
+
+    @property
+    def left(self) -> int:
+        return 0 if self.result is None else self.outcome.left
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        counts = self.plan.counts
+        if self.result is not None:
+            counts += report.counts(self.intent, self.result)
+        return counts.as_metrics()
+
+
+def context(
+    topic_arn: str,
+    now: datetime = NOW,
+    seconds: float = 300.0,
+    *,
+    dry_run: bool = False,
+    owner_key: str = "Owner",
+    resumed: bool = False,
+    **kwargs: Any,
+) -> Run[Config, Any]:
+    common = CommonConfig(
+        stack_name=STACK, region=REGION, topic_arn=topic_arn, dry_run=dry_run, owner_tag_key=owner_key
+    )
+    return Run(
+        "snapshot_rotator",
+        make_config(**kwargs),
+        common,
+        now,
+        Deadline(remaining_at_start=seconds),
+        resumed=resumed,
+        run_id="test",
+    )
+
+
+@pytest.fixture
+def make_context(topic_arn: str) -> Callable[..., Run[Config, Any]]:
+    """make_context(now=..., seconds=..., dry_run=..., owner_key=..., resumed=..., **config)"""
+
+    def build(now: datetime = NOW, seconds: float = 300.0, **kwargs: Any) -> Run[Config, Any]:
+        return context(topic_arn, now, seconds, **kwargs)
 
     return build
 
 
 @pytest.fixture
-def rotate(topic_arn: str) -> Callable[..., RunReport]:
-    """rotate(now=..., seconds=300, **config) runs one rotation with an injected clock."""
+def rotate(topic_arn: str) -> Callable[..., Rotation]:
+    """rotate(now=..., seconds=300, dry_run=..., owner_key=..., **config): plan, act and render
+    the mail of one run with an injected clock, as the runner does (without its outbox)."""
 
-    def run(now: datetime = NOW, seconds: float = 300.0, **kwargs: Any) -> RunReport:
-        return execute(make_config(topic_arn, **kwargs), now, Deadline(remaining_at_start=seconds))
+    def rotation(now: datetime = NOW, seconds: float = 300.0, **kwargs: Any) -> Rotation:
+        ctx = context(topic_arn, now, seconds, **kwargs)
+        plan = run.plan(ctx)
+        if plan.intent is None:
+            return Rotation(plan, None, None)
+        result = run.act(ctx, plan.intent)
+        return Rotation(plan, result, report.mail(ctx, plan.intent, result))
 
-    return run
+    return rotation

@@ -5,12 +5,23 @@ idempotency, bad input). Discovered by tests/reliability/scenarios.py; every aut
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from conftest import REGION, STACK, FakeContext
 from reliability.scenarios import Ctx, Scenario, backend, ec2, event
 
-# Environment of the bad-input tests (besides the stack's own): the least the handler needs.
-BAD_INPUT_ENV: dict[str, str] = {}
+# Environment of the bad-input tests (besides the stack's own): the least the handler needs
+# (every variable of the function is required).
+BAD_INPUT_ENV: dict[str, str] = {
+    "POWERTOOLS_SERVICE_NAME": "snapshot_rotator",
+    "SNAPSHOT_SCHEDULE": "rate(1 day)",
+    "KEEP_NEWEST": "7",
+    "KEEP_DAYS": "0",
+    "KEEP_DAILY": "0",
+    "KEEP_WEEKLY": "0",
+    "KEEP_MONTHLY": "0",
+    "SUMMARY_MAIL": "false",
+}
 # The sample event of a normal run (events/snapshot_rotator/...).
 VALID_SAMPLE = "eventbridge.scheduled"
 
@@ -18,7 +29,7 @@ VALID_SAMPLE = "eventbridge.scheduled"
 def scenario(ctx: Ctx) -> Scenario:
     from snapshot_rotator import app
 
-    ctx.env(POWERTOOLS_SERVICE_NAME="snapshot_rotator", KEEP_NEWEST="2", SUMMARY_MAIL="true")
+    ctx.env(**{**BAD_INPUT_ENV, "KEEP_NEWEST": "2", "SUMMARY_MAIL": "true"})
     now = datetime.now(UTC)
     volumes: list[str] = []
     old: dict[str, list[str]] = {}
@@ -65,6 +76,13 @@ def scenario(ctx: Ctx) -> Scenario:
             assert not set(old[volume][2:]) & snaps, volume  # the two oldest are gone
             assert len(snaps - set(old[volume])) == 1, volume  # exactly one new snapshot
 
+    def one_snapshot_per_volume(calls: Any, mails: list[dict[str, Any]]) -> None:
+        """Two deliveries of the same event at the same instant: the runner's claim lets one of
+        them act, so each volume got exactly one CreateSnapshot (the old code made two)."""
+        created = sorted(p["VolumeId"] for p in calls.of("ec2", "CreateSnapshot"))
+        assert created == sorted(volumes), created
+        assert calls.count("ec2", "DeleteSnapshot") == 2 * len(volumes)
+
     return Scenario(
         "snapshot_rotator",
         lambda: app.lambda_handler(event("snapshot_rotator/eventbridge.scheduled"), FakeContext()),
@@ -73,4 +91,5 @@ def scenario(ctx: Ctx) -> Scenario:
         mails=ctx.mailbox,
         expected_mails=1,
         extra={"old": old, "managed": managed, "settle": settle},
+        check_concurrent=one_snapshot_per_volume,
     )

@@ -1,21 +1,133 @@
-"""Local web sites on 127.0.0.1 for the health check tests (and a TLS one with a fresh CA)."""
+"""Fixtures of the health check tests: local web sites on 127.0.0.1 (and TLS ones with a fresh
+CA), the function's environment in moto, and the handler invoked as scheduled runs."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ssl
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from autopilot import aws
+from conftest import REGION, FakeContext
 from demo.websites import SiteHandler
+
+PARAM = "/ops-autopilot-test/website-health-check/sites"
+STATE_TABLE = "health-state"
+
+
+def create_state_table(name: str = STATE_TABLE) -> str:
+    """The site-state table (template.yaml WebsiteHealthCheckStateTable), in moto."""
+    return str(
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": "url", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "url", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )["TableDescription"]["TableName"]
+    )
+
+
+def set_sites(text: str) -> None:
+    boto3.client("ssm", region_name=REGION).put_parameter(
+        Name=PARAM, Value=text, Type="String", Overwrite=True
+    )
+
+
+def read_states() -> dict[str, str]:
+    """url -> reported status, as the state table holds them."""
+    items = boto3.client("dynamodb", region_name=REGION).scan(TableName=STATE_TABLE)["Items"]
+    return {i["url"]["S"]: i.get("reported", {}).get("S", "") for i in items}
+
+
+@pytest.fixture
+def sites() -> Callable[[str], None]:
+    """``sites("https://a, https://b")``: the site list the next run reads (the SSM parameter)."""
+    return set_sites
+
+
+@pytest.fixture
+def states() -> Callable[[], dict[str, str]]:
+    """``states()``: url -> reported status, as the state table holds them now."""
+    return read_states
+
+
+@pytest.fixture
+def health_env(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Every variable the function gets: template Globals (stack_env) and its own."""
+    env = {
+        "POWERTOOLS_SERVICE_NAME": "website_health_check",
+        "SITES_PARAMETER": PARAM,
+        "STATE_TABLE": create_state_table(),
+        "FAILURES_BEFORE_DOWN": "2",
+        "CERT_WARNING_DAYS": "14",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return {**stack_env, **env}
+
+
+Invoke = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def scheduled(load_event: Callable[[str], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """A new scheduled event: its own id, as every occurrence of the schedule has."""
+
+    def make() -> dict[str, Any]:
+        event = load_event("website_health_check/eventbridge.scheduled")
+        event["id"] = str(uuid.uuid4())
+        return event
+
+    return make
+
+
+@pytest.fixture
+def invoke(health_env: dict[str, str], scheduled: Callable[[], dict[str, Any]]) -> Invoke:
+    """``invoke()``: the next scheduled run (a new event id); ``invoke(event)``: that event
+    (the same event again is a retry or a duplicate delivery)."""
+    from website_health_check import app
+
+    def run(event: dict[str, Any] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = app.lambda_handler(event or scheduled(), FakeContext())  # type: ignore[arg-type]
+        return result
+
+    return run
+
+
+Kill = Callable[[str, int], Callable[[], None]]
+
+
+@pytest.fixture
+def kill_at(monkeypatch: pytest.MonkeyPatch) -> Kill:
+    """``revive = kill_at("PutItem", 2)``: the function "dies" at the 2nd dynamodb PutItem on
+    the state table: that call raises (it never reaches DynamoDB), as a timeout or a crash at
+    that instant would, and the error is nothing the code catches. ``revive()`` ends it."""
+
+    def kill(operation: str, nth: int) -> Callable[[], None]:
+        seen = [0]
+
+        def hook(service: str, op: str, params: dict[str, Any]) -> None:
+            if service == "dynamodb" and op == operation and params.get("TableName") == STATE_TABLE:
+                seen[0] += 1
+                if seen[0] == nth:
+                    raise RuntimeError(f"killed at {operation} #{nth}")
+
+        monkeypatch.setattr(aws, "call_hooks", [*aws.call_hooks, hook])
+        return lambda: aws.call_hooks.remove(hook)
+
+    return kill
 
 
 def _serve(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:

@@ -1,11 +1,14 @@
-"""The reliability scenario of website_health_check: a small fleet, the real handler on its real sample
-event, and a check that all of the work got done (used by tests/reliability: faults,
-idempotency, bad input). Discovered by tests/reliability/scenarios.py; every automation has one."""
+"""The reliability scenario of website_health_check: three local sites (one healthy, two
+failing), the real handler on its real sample event, and a check that all of the work got
+done: both failing sites stored DOWN and mailed in one digest (used by tests/reliability:
+faults, idempotency, bad input). Discovered by tests/reliability/scenarios.py; every
+automation has one."""
 
 from __future__ import annotations
 
 import threading
 from http.server import ThreadingHTTPServer
+from typing import Any
 
 import boto3
 
@@ -61,6 +64,14 @@ def scenario(ctx: Ctx) -> Scenario:
         now = state()
         assert {u: now.get(u) for u in sites[1:]} == {sites[1]: "DOWN", sites[2]: "DOWN"}, now
 
+    def check_concurrent(calls: Any, mails: list[dict[str, Any]]) -> None:
+        """Each changed site mailed exactly once overall, in one digest; each state written once."""
+        bodies = "".join(m["body"] for m in mails)
+        assert len(mails) == 1, [m["subject"] for m in mails]
+        assert [bodies.count(f"- {url}\n") for url in sites] == [0, 1, 1], bodies
+        writes = [p["Item"]["url"]["S"] for p in calls.of("dynamodb", "PutItem") if p["TableName"] == table]
+        assert sorted(writes) == sorted(sites[1:]), writes
+
     return Scenario(
         "website_health_check",
         lambda: app.lambda_handler(event("website_health_check/eventbridge.scheduled"), FakeContext()),  # type: ignore[arg-type]
@@ -69,4 +80,5 @@ def scenario(ctx: Ctx) -> Scenario:
         mails=ctx.mailbox,
         expected_mails=1,
         extra={"state": state},
+        check_concurrent=check_concurrent,
     )

@@ -1,0 +1,612 @@
+"""Which running instances to stop, and why: pure functions over plain data, no AWS, no clock.
+
+The run decides in steps, each a function of data only (``now`` is passed in, from the clock):
+
+1. :func:`assess` sorts every instance into *excluded* (a safety rule says never stop it),
+   *stop* (its ``StopAfter`` lifetime is over), *keep* (too young to judge) or *needs metrics*.
+2. :func:`judge_idle` applies the idle rule to the metric series of an instance that needs
+   metrics: idle in at least N of the last M periods, where a period is idle when its peak CPU
+   is below the threshold and its network in+out is below the threshold. Fewer than M periods
+   with data means "not enough data": never idle.
+3. :func:`select` picks at most ``max_stops`` instances from the stop candidates, lifetime stops
+   first, skipping any that are stop-protected. Stop protection is a fact the caller reads from
+   AWS one instance at a time; :func:`next_to_check` names the one candidate whose protection
+   the selection needs next (in priority order, only until the cap is filled), so the reads
+   stay bounded by the cap plus the protected candidates met on the way.
+4. :func:`intent` turns the decision into the run's intent, plain JSON recorded before acting
+   (or None: nothing to do and nothing to say).
+5. :func:`recheck` decides, when an interrupted run's intent is carried out again later, what
+   to do with each instance of its stop set given the instance's facts *now*.
+
+:func:`decide` chains 1-3 for callers (and property tests) that have all data at hand.
+The ``StopAfter`` value grammar (:func:`parse_stop_after`) lives here too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from autopilot.tags import opted_out
+
+AUTOSTOP_TAG = "AutoStop"
+STOP_AFTER_TAG = "StopAfter"
+MB = 1_000_000  # network thresholds are in MB = 10^6 bytes, as CloudWatch's Bytes unit counts them
+# A malformed StopAfter alone (nothing stopped, nothing failed) is mailed once a day, by the run
+# whose time (the clock's) falls in this UTC hour; otherwise it rides along in every mail.
+MALFORMED_REPORT_HOUR_UTC = 7
+STAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+# Tags that mean "another system manages this instance's lifecycle": stopping it would fight
+# that system (an ASG replaces a stopped member; a cluster loses a node it scheduled pods on).
+AUTO_SCALING_TAGS = ("aws:autoscaling:groupName",)
+KUBERNETES_TAGS = (
+    "eks:cluster-name",
+    "eks:nodegroup-name",
+    "aws:eks:cluster-name",
+    "karpenter.sh/nodepool",
+    "karpenter.sh/provisioner-name",
+    "karpenter.sh/managed-by",
+    "karpenter.k8s.aws/ec2nodeclass",
+)
+KUBERNETES_TAG_PREFIXES = ("kubernetes.io/cluster/", "k8s.io/cluster-autoscaler/")
+OTHER_MANAGED_TAGS = (
+    "aws:ec2:fleet-id",
+    "aws:ec2spot:fleet-request-id",
+    "aws:elasticmapreduce:job-flow-id",
+    "elasticbeanstalk:environment-name",
+    "aws:batch:compute-environment",
+)
+
+
+# ---- StopAfter: a whole number and a unit, 90m, 8h or 2d ------------------------------------
+# Anything else is malformed and raises BadDuration with a reason a human can act on; a
+# malformed value is never guessed ("8" is not "8 hours", "1.5h" is not "90 minutes").
+
+UNITS = {"m": 60, "h": 3600, "d": 86400}
+MAX_LIFETIME = timedelta(days=366)
+_DURATION = re.compile(r"^([0-9]{1,6})([mhd])$", re.ASCII)
+
+
+class BadDuration(ValueError):
+    """A StopAfter value that is not ``<whole number><m|h|d>``."""
+
+
+def parse_stop_after(raw: str) -> timedelta:
+    """``"90m"`` -> 90 minutes. Surrounding spaces and the unit's case are forgiven; nothing else."""
+    value = raw.strip()
+    match = _DURATION.match(value.lower())
+    if not match:
+        raise BadDuration(f"StopAfter={raw!r} is not a whole number followed by m, h or d (e.g. 90m, 8h, 2d)")
+    amount = int(match.group(1))
+    if amount == 0:
+        raise BadDuration(f"StopAfter={raw!r} is zero; use AutoStop=false to never stop, or a positive value")
+    lifetime = timedelta(seconds=amount * UNITS[match.group(2)])
+    if lifetime > MAX_LIFETIME:
+        raise BadDuration(f"StopAfter={raw!r} is longer than {MAX_LIFETIME.days} days")
+    return lifetime
+
+
+def format_duration(delta: timedelta) -> str:
+    """A short human duration: ``2d 3h``, ``9h 12m``, ``45m`` (rounded down to minutes)."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    days, rest = divmod(minutes, 1440)
+    hours, mins = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {mins}m"
+    return f"{mins}m"
+
+
+# ---- the data ---------------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    """Where one instance ended up. Values are stable: they name metrics and log fields."""
+
+    STOP_IDLE = "StopIdle"
+    STOP_LIFETIME = "StopLifetime"
+    BUSY = "Busy"
+    TOO_LITTLE_DATA = "TooLittleData"
+    TOO_YOUNG = "TooYoung"
+    NOT_RUNNING = "NotRunning"
+    AUTO_SCALING = "AutoScaling"
+    KUBERNETES = "Kubernetes"
+    MANAGED = "Managed"
+    SPOT = "Spot"
+    INSTANCE_STORE = "InstanceStore"
+    OPTED_OUT = "OptedOut"
+    STOP_PROTECTED = "StopProtected"
+    OVER_CAP = "OverCap"
+    NEEDS_METRICS = "NeedsMetrics"
+
+
+# Outcomes that a safety rule (PRODUCT.md rule 2) forces: never in the stop set.
+EXCLUDED = frozenset(
+    {
+        Outcome.NOT_RUNNING,
+        Outcome.AUTO_SCALING,
+        Outcome.KUBERNETES,
+        Outcome.MANAGED,
+        Outcome.SPOT,
+        Outcome.INSTANCE_STORE,
+        Outcome.OPTED_OUT,
+        Outcome.STOP_PROTECTED,
+        Outcome.TOO_YOUNG,
+        Outcome.TOO_LITTLE_DATA,
+    }
+)
+STOPS = frozenset({Outcome.STOP_IDLE, Outcome.STOP_LIFETIME})
+
+
+@dataclass(frozen=True)
+class Instance:
+    """The facts about one instance that the decision needs (from DescribeInstances)."""
+
+    instance_id: str
+    launch_time: datetime
+    state: str = "running"
+    lifecycle: str | None = None  # InstanceLifecycle: None = on-demand, "spot", "scheduled", "capacity-block"
+    root_device_type: str | None = "ebs"
+    instance_type: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.tags.get("Name", "")
+
+    def owner(self, key: str) -> str:
+        return self.tags.get(key, "")
+
+
+@dataclass(frozen=True)
+class Period:
+    """One metric period of one instance: peak CPU % and network bytes (None = no datapoint)."""
+
+    start: datetime
+    cpu_max: float | None
+    network_in: float | None
+    network_out: float | None
+
+    @property
+    def has_data(self) -> bool:
+        return self.cpu_max is not None and self.network_in is not None and self.network_out is not None
+
+    @property
+    def network_mb(self) -> float:
+        return ((self.network_in or 0.0) + (self.network_out or 0.0)) / MB
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The idle rule and the run's limits (from the deploy parameters)."""
+
+    lookback_periods: int = 24  # M
+    periods_required: int = 23  # N
+    cpu_percent: float = 10.0
+    network_mb: float = 5.0
+    max_stops: int = 10
+    period: timedelta = timedelta(hours=1)
+    settle: timedelta = timedelta(minutes=10)  # CloudWatch basic monitoring lands a few minutes late
+
+    def __post_init__(self) -> None:
+        if self.lookback_periods < 1:
+            raise ValueError("lookback_periods must be at least 1")
+        if not 1 <= self.periods_required <= self.lookback_periods:
+            raise ValueError("periods_required must be between 1 and lookback_periods")
+        if self.max_stops < 0:
+            raise ValueError("max_stops must not be negative")
+        if self.period <= timedelta(0) or self.period.total_seconds() % 60:
+            raise ValueError("period must be a positive whole number of minutes")
+
+    def window(self, now: datetime) -> tuple[datetime, datetime]:
+        """[start, end) of the last M complete periods before ``now`` (aligned to the period)."""
+        seconds = int(self.period.total_seconds())
+        latest = (now.astimezone(UTC) - self.settle).timestamp()
+        end = datetime.fromtimestamp(latest - latest % seconds, UTC)
+        return end - self.lookback_periods * self.period, end
+
+    def period_starts(self, now: datetime) -> list[datetime]:
+        start, _ = self.window(now)
+        return [start + i * self.period for i in range(self.lookback_periods)]
+
+    def describe(self) -> str:
+        hours = self.period.total_seconds() / 3600
+        unit = "hour" if hours == 1 else f"{format_duration(self.period)} period"
+        return (
+            f"idle in at least {self.periods_required} of the last {self.lookback_periods} {unit}s "
+            f"(peak CPU below {self.cpu_percent:g}% and network in+out "
+            f"below {self.network_mb:g} MB per {unit})"
+        )
+
+
+@dataclass(frozen=True)
+class IdleVerdict:
+    """The numbers behind an idle decision."""
+
+    idle: bool
+    idle_periods: int
+    periods_with_data: int
+    periods: int
+    peak_cpu: float | None
+    peak_network_mb: float | None
+
+    def summary(self, policy: Policy) -> str:
+        unit = "hour" if policy.period == timedelta(hours=1) else "period"
+        if self.periods_with_data < self.periods:
+            return f"only {self.periods_with_data} of {self.periods} {unit}s have metric data"
+        return (
+            f"quiet in {self.idle_periods} of the last {self.periods} {unit}s "
+            f"(needs {policy.periods_required}); "
+            f"peak CPU {self.peak_cpu:.1f}%, peak network {self.peak_network_mb:.2f} MB in one {unit}"
+        )
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One instance's outcome with the reason (for people) and numbers (for logs and tags)."""
+
+    instance: Instance
+    outcome: Outcome
+    reason: str
+    verdict: IdleVerdict | None = None
+    stop_after_error: str | None = None  # a malformed StopAfter, reported whatever the outcome
+    overdue: timedelta = timedelta(0)  # how long past StopAfter (lifetime stops)
+    stop_after: str | None = None  # the StopAfter value that was reached (lifetime stops)
+
+    @property
+    def stops(self) -> bool:
+        return self.outcome in STOPS
+
+
+# ---- 1. assess: the safety rules, StopAfter, age ----------------------------------------------
+
+
+def _has_tag(tags: Mapping[str, str], keys: Iterable[str], prefixes: Iterable[str] = ()) -> str | None:
+    for key in keys:
+        if key in tags:
+            return key
+    for key in tags:
+        if key.startswith(tuple(prefixes)):
+            return key
+    return None
+
+
+def _key(tags: Mapping[str, str], key: str) -> str | None:
+    """The key present in ``tags`` that matches ``key`` case-insensitively (people type autostop,
+    AUTOSTOP), the exact spelling first."""
+    if key in tags:
+        return key
+    wanted = key.lower()
+    return next((k for k in tags if k.lower() == wanted), None)
+
+
+def _tag(tags: Mapping[str, str], key: str) -> str | None:
+    """A tag's value, matching the key case-insensitively."""
+    found = _key(tags, key)
+    return None if found is None else tags[found]
+
+
+def exclusion(instance: Instance) -> tuple[Outcome, str] | None:
+    """The safety rule that forbids stopping this instance, or None. Order: most specific first."""
+    if instance.state != "running":
+        return Outcome.NOT_RUNNING, f"state is {instance.state}"
+    if key := _has_tag(instance.tags, AUTO_SCALING_TAGS):
+        return Outcome.AUTO_SCALING, f"Auto Scaling group member ({key}={instance.tags[key]})"
+    if key := _has_tag(instance.tags, KUBERNETES_TAGS, KUBERNETES_TAG_PREFIXES):
+        return Outcome.KUBERNETES, f"EKS/Karpenter/Kubernetes node (tag {key})"
+    if key := _has_tag(instance.tags, OTHER_MANAGED_TAGS):
+        return Outcome.MANAGED, f"managed by another service (tag {key})"
+    if instance.lifecycle is not None:
+        return Outcome.SPOT, f"not on-demand (InstanceLifecycle={instance.lifecycle})"
+    if instance.root_device_type != "ebs":
+        return Outcome.INSTANCE_STORE, f"root device is {instance.root_device_type or 'unknown'}, not EBS"
+    if key := _opted_out_by(instance.tags):
+        return Outcome.OPTED_OUT, f"opted out ({AUTOSTOP_TAG}={instance.tags[key]})"
+    return None
+
+
+def _opted_out_by(tags: Mapping[str, str]) -> str | None:
+    """The AutoStop key (any spelling: AutoStop, autostop, AUTOSTOP) whose value is an opt-out
+    word, or None. Any one of them opts the instance out, whatever the others say."""
+    wanted = AUTOSTOP_TAG.lower()
+    keys = sorted((k for k in tags if k.lower() == wanted), key=lambda k: k != AUTOSTOP_TAG)
+    return next((k for k in keys if opted_out(tags, k)), None)
+
+
+def assess(instance: Instance, policy: Policy, now: datetime) -> Assessment:
+    """Everything that can be decided without metrics."""
+    excluded = exclusion(instance)
+    if excluded:
+        return Assessment(instance, excluded[0], excluded[1])
+    stop_after_error = None
+    raw = _tag(instance.tags, STOP_AFTER_TAG)
+    if raw is not None:
+        try:
+            lifetime = parse_stop_after(raw)
+        except BadDuration as err:
+            stop_after_error = str(err)
+        else:
+            running = now - instance.launch_time
+            if running >= lifetime:
+                reason = (
+                    f"StopAfter={raw.strip()} reached: running {format_duration(running)} "
+                    f"since {instance.launch_time.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+                )
+                return Assessment(
+                    instance,
+                    Outcome.STOP_LIFETIME,
+                    reason,
+                    overdue=running - lifetime,
+                    stop_after=raw.strip(),
+                )
+    window_start, _ = policy.window(now)
+    if instance.launch_time > window_start:
+        reason = (
+            f"running only {format_duration(now - instance.launch_time)} since its last start; "
+            f"the idle rule needs {policy.lookback_periods} full periods"
+        )
+        return Assessment(instance, Outcome.TOO_YOUNG, reason, stop_after_error=stop_after_error)
+    return Assessment(instance, Outcome.NEEDS_METRICS, "needs metrics", stop_after_error=stop_after_error)
+
+
+# ---- 2. the idle rule -----------------------------------------------------------------------
+
+
+def judge_idle(periods: Iterable[Period], policy: Policy, now: datetime) -> IdleVerdict:
+    """The idle rule over the window's periods. Periods outside the window are ignored; a missing
+    period counts as one without data, so missing data can only make an instance *not* idle."""
+    expected = set(policy.period_starts(now))
+    by_start = {p.start.astimezone(UTC): p for p in periods if p.start.astimezone(UTC) in expected}
+    with_data = [p for p in by_start.values() if p.has_data]
+    idle = [
+        p
+        for p in with_data
+        if p.cpu_max is not None and p.cpu_max < policy.cpu_percent and p.network_mb < policy.network_mb
+    ]
+    enough = len(with_data) >= policy.lookback_periods
+    return IdleVerdict(
+        idle=enough and len(idle) >= policy.periods_required,
+        idle_periods=len(idle),
+        periods_with_data=len(with_data),
+        periods=policy.lookback_periods,
+        peak_cpu=max((p.cpu_max for p in with_data if p.cpu_max is not None), default=None),
+        peak_network_mb=max((p.network_mb for p in with_data), default=None),
+    )
+
+
+def conclude(assessment: Assessment, periods: Iterable[Period], policy: Policy, now: datetime) -> Assessment:
+    """Turn a NEEDS_METRICS assessment into STOP_IDLE, BUSY or TOO_LITTLE_DATA."""
+    if assessment.outcome is not Outcome.NEEDS_METRICS:
+        return assessment
+    verdict = judge_idle(periods, policy, now)
+    if verdict.periods_with_data < verdict.periods:
+        outcome = Outcome.TOO_LITTLE_DATA
+    elif verdict.idle:
+        outcome = Outcome.STOP_IDLE
+    else:
+        outcome = Outcome.BUSY
+    return Assessment(
+        assessment.instance,
+        outcome,
+        verdict.summary(policy),
+        verdict=verdict,
+        stop_after_error=assessment.stop_after_error,
+    )
+
+
+# ---- 3. selection: priority, stop protection, the cap ---------------------------------------
+
+
+def priority(assessment: Assessment) -> tuple[int, float, datetime, str]:
+    """Lifetime stops first (most overdue first), then idle ones (longest running first)."""
+    lifetime = assessment.outcome is Outcome.STOP_LIFETIME
+    return (
+        0 if lifetime else 1,
+        -assessment.overdue.total_seconds(),
+        assessment.instance.launch_time,
+        assessment.instance.instance_id,
+    )
+
+
+def candidates(assessments: Iterable[Assessment]) -> list[Assessment]:
+    """The stop candidates in priority order."""
+    return sorted((a for a in assessments if a.stops), key=priority)
+
+
+def next_to_check(
+    assessments: Iterable[Assessment], max_stops: int, protection: Mapping[str, bool]
+) -> str | None:
+    """The next candidate, in priority order, whose stop protection the selection needs and
+    ``protection`` (instance id -> protected, the answers so far) does not hold yet; None when
+    the selection is decided (the cap is filled or every candidate is answered)."""
+    chosen = 0
+    for candidate in candidates(assessments):
+        if chosen >= max_stops:
+            return None
+        instance_id = candidate.instance.instance_id
+        if instance_id not in protection:
+            return instance_id
+        if not protection[instance_id]:
+            chosen += 1
+    return None
+
+
+@dataclass(frozen=True)
+class Selection:
+    chosen: list[Assessment]
+    protected: list[Assessment]
+    over_cap: list[Assessment]
+
+
+def select(assessments: Iterable[Assessment], max_stops: int, protection: Mapping[str, bool]) -> Selection:
+    """At most ``max_stops`` stop candidates in priority order, skipping stop-protected ones.
+
+    ``protection`` holds the answers :func:`next_to_check` asked for; a candidate without an
+    answer that the cap would still admit counts as protected (the safe side)."""
+    chosen: list[Assessment] = []
+    protected: list[Assessment] = []
+    over_cap: list[Assessment] = []
+    for candidate in candidates(assessments):
+        if len(chosen) >= max_stops:
+            over_cap.append(_recast(candidate, Outcome.OVER_CAP, "over this run's stop limit"))
+        elif protection.get(candidate.instance.instance_id, True):
+            protected.append(_recast(candidate, Outcome.STOP_PROTECTED, "stop protection is on"))
+        else:
+            chosen.append(candidate)
+    return Selection(chosen, protected, over_cap)
+
+
+def _recast(assessment: Assessment, outcome: Outcome, why: str) -> Assessment:
+    return replace(assessment, outcome=outcome, reason=f"{why} (would stop: {assessment.reason})")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Every instance's final assessment; ``stop`` is the stop set (at most ``max_stops``)."""
+
+    stop: list[Assessment]
+    others: list[Assessment]
+
+    @property
+    def all(self) -> list[Assessment]:
+        return [*self.stop, *self.others]
+
+    @property
+    def malformed(self) -> list[Assessment]:
+        return [a for a in self.all if a.stop_after_error]
+
+
+def finish(concluded: Sequence[Assessment], policy: Policy, protection: Mapping[str, bool]) -> Decision:
+    selection = select(concluded, policy.max_stops, protection)
+    rest = [a for a in concluded if not a.stops]
+    return Decision(stop=selection.chosen, others=[*selection.protected, *selection.over_cap, *rest])
+
+
+def decide(
+    instances: Sequence[Instance],
+    metrics: Mapping[str, Sequence[Period]],
+    policy: Policy,
+    now: datetime,
+    protected: Iterable[str] = (),
+) -> Decision:
+    """The whole decision for data at hand (an instance without metrics has too little data;
+    ``protected`` are the ids with stop protection on)."""
+    concluded = [
+        conclude(assess(i, policy, now), metrics.get(i.instance_id, ()), policy, now) for i in instances
+    ]
+    on = set(protected)
+    protection: dict[str, bool] = {}
+    while (instance_id := next_to_check(concluded, policy.max_stops, protection)) is not None:
+        protection[instance_id] = instance_id in on
+    return finish(concluded, policy, protection)
+
+
+# ---- 4. the intent: what the run is about to do, as plain JSON -------------------------------
+
+
+def malformed_report_due(decision: Decision, now: datetime) -> bool:
+    """A malformed StopAfter is worth a mail of its own once a day (see MALFORMED_REPORT_HOUR_UTC)."""
+    return bool(decision.malformed) and now.astimezone(UTC).hour == MALFORMED_REPORT_HOUR_UTC
+
+
+def intent(
+    decision: Decision,
+    policy: Policy,
+    now: datetime,
+    owner_tag_key: str,
+    failures: Sequence[Mapping[str, str]],
+    dry_run: bool,
+) -> dict[str, Any] | None:
+    """The run's intent: everything the act needs to carry the stops out (again, if interrupted)
+    and the mail needs to tell about them - ids, Name, owner, the numbers behind each decision.
+    None when there is nothing to stop, no failure to report and no malformed tag due a mail.
+
+    ``failures`` are the plan's own (stop protection that could not be read), as dicts."""
+    malformed_due = malformed_report_due(decision, now)
+    if not decision.stop and not failures and not malformed_due:
+        return None
+    protected = [a for a in decision.others if a.outcome is Outcome.STOP_PROTECTED]
+    over_cap = [a for a in decision.others if a.outcome is Outcome.OVER_CAP]
+    mentioned = [*decision.stop, *protected, *decision.malformed]
+    return {
+        "at": now.astimezone(UTC).strftime(STAMP),
+        "dry_run": dry_run,
+        "owner_tag_key": owner_tag_key,
+        "policy": {
+            "rule": policy.describe(),
+            "lookback_periods": policy.lookback_periods,
+            "max_stops": policy.max_stops,
+        },
+        "checked": len(decision.all),
+        "stop": [_stop_entry(a, now) for a in decision.stop],
+        "protected": [a.instance.instance_id for a in protected],
+        "over_cap": len(over_cap),
+        "malformed": [
+            {"id": a.instance.instance_id, "error": a.stop_after_error} for a in decision.malformed
+        ],
+        "malformed_due": malformed_due,
+        "failures": [dict(f) for f in failures],
+        "kept": dict(Counter(a.outcome.value for a in decision.others)),
+        "instances": {a.instance.instance_id: _facts(a.instance, owner_tag_key) for a in mentioned},
+    }
+
+
+def _stop_entry(a: Assessment, now: datetime) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": a.instance.instance_id, "outcome": a.outcome.value, "reason": a.reason}
+    if a.verdict is not None:
+        entry.update(
+            idle_periods=a.verdict.idle_periods,
+            periods=a.verdict.periods,
+            peak_cpu=a.verdict.peak_cpu,
+            peak_network_mb=a.verdict.peak_network_mb,
+        )
+    if a.outcome is Outcome.STOP_LIFETIME:
+        entry.update(
+            stop_after=a.stop_after or "",
+            running_seconds=int((now - a.instance.launch_time).total_seconds()),
+        )
+    return entry
+
+
+def _facts(instance: Instance, owner_tag_key: str) -> dict[str, str]:
+    return {
+        "name": instance.name,
+        "owner": instance.owner(owner_tag_key),
+        "type": instance.instance_type,
+        "launched": f"{instance.launch_time.astimezone(UTC):%Y-%m-%d %H:%M}",
+    }
+
+
+# ---- 5. resume: an interrupted run's stop set, against the facts now -------------------------
+
+
+class Recheck(StrEnum):
+    STOP = "stop"  # still running, nothing changed that forbids it: stop it (and tag it)
+    OURS = "ours"  # already stopping/stopped: the interrupted run stopped it; tag and mail it
+    DROP = "drop"  # something changed since the decision: leave it alone
+
+
+ALREADY_STOPPING = frozenset({"stopping", "stopped"})
+
+
+def recheck(current: Instance | None) -> tuple[Recheck, str]:
+    """What to do now with one instance of a recorded stop set, given its facts now (None: it is
+    gone). The safety rules are applied again whatever its state: an instance opted out (or
+    otherwise excluded) since the decision is neither stopped nor tagged."""
+    if current is None:
+        return Recheck.DROP, "no longer exists"
+    if current.state not in ALREADY_STOPPING | {"running"}:
+        return Recheck.DROP, f"state is now {current.state}"
+    excluded = exclusion(replace(current, state="running"))
+    if excluded:
+        return Recheck.DROP, f"{excluded[1]} since the decision; it is {current.state}, left as it is"
+    if current.state in ALREADY_STOPPING:
+        return Recheck.OURS, f"already {current.state}"
+    return Recheck.STOP, "still running"

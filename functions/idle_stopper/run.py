@@ -1,0 +1,127 @@
+"""The sequence of one idle_stopper run, for the runner (autopilot.runner).
+
+``plan`` gathers (service) and decides (decide) and changes nothing; its intent, recorded by
+the runner before acting, holds the stop set with everything the tags and the mail need.
+``act`` stops, then tags only what really stopped (the tags never claim a stop that did not
+happen). A stopped instance is no longer running, so no later plan picks it again; an
+interrupted act is finished from the recorded intent by a later invocation (``ctx.resumed``),
+which first looks at each instance again (:func:`idle_stopper.decide.recheck`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from autopilot.runner import Context, Plan, Run
+from idle_stopper import decide, report, service
+from idle_stopper.config import Config
+from idle_stopper.event import Trigger
+
+logger = Logger(child=True)
+
+
+def plan(run: Run[Config, Trigger]) -> Plan:
+    """Gather the running fleet and its metrics, decide what to stop. Changes nothing."""
+    policy = run.config.policy
+    now = run.now  # the clock's, never the event's
+
+    assessed = [decide.assess(instance, policy, now) for instance in service.running_instances()]
+    need = [a.instance.instance_id for a in assessed if a.outcome is decide.Outcome.NEEDS_METRICS]
+    series = service.fetch_metrics(need, policy, now, run.deadline) if need else {}
+    concluded = [decide.conclude(a, series.get(a.instance.instance_id, ()), policy, now) for a in assessed]
+
+    # Stop protection, read lazily in priority order until the cap is filled.
+    failures: list[service.Failure] = []
+    protection: dict[str, bool] = {}
+    ordered = decide.candidates(concluded)  # sorted once; each question is then a linear scan
+    while (instance_id := decide.next_to_check(ordered, policy.max_stops, protection)) is not None:
+        protection[instance_id] = service.is_stop_protected(instance_id, failures)
+    decision = decide.finish(concluded, policy, protection)
+
+    intent = decide.intent(
+        decision,
+        policy,
+        now,
+        run.common.owner_tag_key,
+        [f.as_dict() for f in failures],
+        run.dry_run,
+    )
+    return Plan(
+        intent=intent,
+        counts=report.plan_counts(decision, len(failures)),
+        decisions=report.decisions(decision, run.dry_run),
+    )
+
+
+def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
+    """Stop the intent's stop set and tag what stopped. Idempotent: called again on the same
+    intent (``ctx.resumed``), an instance already stopped is tagged, not stopped again, and one
+    that something changed since (opted out, gone, started elsewhere) is left alone. In dry
+    run - now, or when the intent was recorded - no mutating call at all."""
+    dry_run = ctx.dry_run or bool(intent.get("dry_run"))
+    entries = {str(e["id"]): e for e in intent.get("stop", [])}
+    result: dict[str, Any] = {"dry_run": dry_run, "stopped": [], "dropped": [], "failures": []}
+    if dry_run:
+        result["stopped"] = list(entries)
+        return result
+    if not entries:
+        return result
+
+    failures: list[service.Failure] = []
+    ours: list[str] = []
+    to_stop = list(entries)
+    if ctx.resumed:
+        to_stop, ours = _recheck(list(entries), result["dropped"], failures)
+    stopped, stop_failures = service.stop_instances(to_stop, already_stopping_are_ours=ctx.resumed)
+    failures += stop_failures
+    done = set(stopped) | set(ours)
+    result["stopped"] = [instance_id for instance_id in entries if instance_id in done]
+    tags = {
+        instance_id: report.stopped_tags(entries[instance_id], ctx.common.stack_name, str(intent["at"]))
+        for instance_id in result["stopped"]
+    }
+    failures += service.tag_instances(tags)
+
+    for failure in failures:
+        logger.error(
+            "instance not handled",
+            extra={
+                "instance_id": failure.instance_id,
+                "action": failure.action,
+                "code": failure.code,
+                "error": failure.message,
+            },
+        )
+    result["failures"] = [f.as_dict() for f in failures]
+    return result
+
+
+def _recheck(
+    instance_ids: list[str], dropped: list[dict[str, str]], failures: list[service.Failure]
+) -> tuple[list[str], list[str]]:
+    """Resuming: the instances of the recorded stop set as they are now. Returns those to stop
+    (still running, still allowed, not stop-protected now) and those already stopping or
+    stopped (ours: the interrupted run stopped them); ``dropped`` gets the rest, with why."""
+    current = service.instances(instance_ids)
+    to_stop: list[str] = []
+    ours: list[str] = []
+    for instance_id in instance_ids:
+        verdict, why = decide.recheck(current.get(instance_id))
+        if verdict is decide.Recheck.OURS:
+            ours.append(instance_id)
+        elif verdict is decide.Recheck.DROP:
+            dropped.append({"id": instance_id, "reason": why})
+        elif service.is_stop_protected(instance_id, failures):
+            unread = any(f.instance_id == instance_id for f in failures)
+            why = "stop protection could not be read" if unread else "stop protection is on now"
+            dropped.append({"id": instance_id, "reason": why})
+        else:
+            to_stop.append(instance_id)
+    logger.info(
+        "finishing an interrupted run's stops",
+        extra={"to_stop": to_stop, "already_stopped": ours, "dropped": dropped},
+    )
+    return to_stop, ours

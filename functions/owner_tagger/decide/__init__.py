@@ -1,0 +1,41 @@
+"""owner_tagger's decisions, pure (no boto3, no clock):
+
+- :mod:`owner_tagger.decide.identity` - who the owner is, from the CloudTrail ``userIdentity``;
+- :mod:`owner_tagger.decide.plan` - per resource: tag, keep or unresolved; what a RunInstances
+  launch looks like from DescribeInstances and the event; the run's intent.
+"""
+
+from owner_tagger.decide.identity import UNRESOLVED_REASONS, Resolution, caller, resolve_owner
+from owner_tagger.decide.plan import (
+    ATTACH_WAITS,
+    ATTACHMENT_TYPES,
+    Decision,
+    Decisions,
+    InstanceView,
+    Launch,
+    Target,
+    by_value,
+    decide,
+    intent,
+    launch,
+    waiting,
+)
+
+__all__ = [
+    "ATTACHMENT_TYPES",
+    "ATTACH_WAITS",
+    "UNRESOLVED_REASONS",
+    "Decision",
+    "Decisions",
+    "InstanceView",
+    "Launch",
+    "Resolution",
+    "Target",
+    "by_value",
+    "caller",
+    "decide",
+    "intent",
+    "launch",
+    "resolve_owner",
+    "waiting",
+]

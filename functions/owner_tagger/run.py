@@ -1,0 +1,125 @@
+"""owner_tagger's sequence, for the runner (autopilot.runner): ``plan`` gathers (service) and
+decides (decide) and changes nothing; ``act`` carries out a recorded intent (service).
+
+AWS calls of one event (plan, then act):
+- RunInstances, nothing tagged with an owner at launch (the common case): 1 DescribeInstances
+  (per 200 instances) + 1 CreateTags (per owner value and 1,000 resources);
+- RunInstances via a launch template (Auto Scaling), or with an owner already on an instance
+  (a repeat delivery, an owner set at launch): + 1 DescribeTags of the volumes and ENIs;
+- an EBS-backed instance whose volume is not attached yet: DescribeInstances again after 2, 4
+  and 8 s at most (never past the invocation's deadline);
+- CreateVolume, CreateSnapshot(s), CopySnapshot, CreateImage, CopyImage, RegisterImage:
+  1 DescribeTags + 1 CreateTags;
+- act resumed (a run died between two CreateTags; the runner calls ``act`` again on its
+  recorded intent): 1 DescribeTags of the intended resources first, so that an owner set
+  meanwhile stays, then CreateTags for the rest only;
+- dry run: the same reads and decisions, no CreateTags.
+The runner adds its own DynamoDB calls (claim, outbox) and the mail's Publish.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from autopilot.runner import Context, Counts, Plan, Run
+from owner_tagger import decide, service
+from owner_tagger.config import Config
+from owner_tagger.event import CreationEvent
+
+logger = Logger(child=True)
+
+Sleep = Callable[[float], None]
+
+
+def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
+    """Gather the created resources and their owner tags, decide each one. Changes nothing."""
+    event = run.trigger
+    if event is None:
+        raise TypeError("owner_tagger's plan needs the parsed creation event")
+    key = run.common.owner_tag_key
+    owner = decide.resolve_owner(event.identity)
+    gone: tuple[str, ...] = ()
+    missing: tuple[decide.Target, ...] = ()
+    waited = 0.0
+    if event.resource_type == "instance":
+        views, waited = _instances(event, run, sleep)
+        launch = decide.launch(event, views, key)
+        current = dict(launch.current)
+        if launch.to_read:
+            current.update(service.owner_tags(launch.to_read, key))
+        targets, gone, missing = list(launch.targets), launch.gone, launch.volumes_missing
+    else:
+        targets = [decide.Target(i, event.resource_type) for i in event.resource_ids]
+        current = service.owner_tags(event.resource_ids, key)
+    decided = decide.decide(targets, current, owner)
+    lines: list[dict[str, Any]] = [{"resource": i, "type": "instance", "action": "gone"} for i in gone]
+    lines += [
+        {
+            "resource": d.target.id,
+            "type": d.target.type,
+            "action": d.action,
+            "value": d.value,
+            "source": d.source,
+            "owner_kind": owner.kind,
+            "dry_run": run.dry_run,
+        }
+        for d in decided.decisions
+    ]
+    counts = Counts(
+        checked=len(decided.decisions),
+        skipped=len(decided.of("keep")) + len(gone),
+        extra={"ResourcesTagged": 0, "OwnersUnresolved": 0},  # always emitted; report.counts adds
+    )
+    intent = decide.intent(event, owner, decided, decide.caller(event.identity), missing, waited)
+    return Plan(intent=intent, counts=counts, decisions=lines)
+
+
+def _instances(
+    event: CreationEvent, run: Run[Config, CreationEvent], sleep: Sleep
+) -> tuple[dict[str, decide.InstanceView], float]:
+    """The event's instances, read again (bounded, within the deadline) while some are not
+    found yet or have no volume attached yet; and the seconds waited."""
+    views = service.describe_instances(event.resource_ids)
+    waited = 0.0
+    for wait in decide.ATTACH_WAITS:
+        pending = decide.waiting(event.resource_ids, views)
+        if not pending or run.deadline.remaining() < wait:
+            break
+        logger.info("waiting for instances or their volumes", extra={"instances": pending, "seconds": wait})
+        sleep(wait)
+        waited += wait
+        views.update(service.describe_instances(pending))
+    return views, waited
+
+
+def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the intended owner tags; idempotent. Returns what was tagged, what failed (per
+    resource, by error code) and, when resumed, the owner tags found already in place.
+
+    Resumed (``ctx.resumed``: an earlier run recorded this intent and died while acting), the
+    owner tags of the intended resources are read first and those that have one are left alone:
+    written by the earlier run, or set by someone meanwhile - never overwritten. In dry run
+    nothing is called at all."""
+    writes: list[Mapping[str, Any]] = list(intent.get("tag", []))
+    if ctx.dry_run or not writes:
+        return {"tagged": {}, "failed": [], "found": {}}
+    key = ctx.common.owner_tag_key
+    found: dict[str, str] = {}
+    if ctx.resumed:
+        found = service.owner_tags([str(w["id"]) for w in writes], key)
+        writes = [w for w in writes if w["id"] not in found]
+    failures: list[service.TagFailure] = []
+    for value, ids in decide.by_value((str(w["id"]), str(w["value"])) for w in writes).items():
+        failures += service.create_tags(ids, key, value)
+    for failure in failures:
+        logger.warning("tagging failed", extra={"resource": failure.resource_id, "code": failure.code})
+    failed = {f.resource_id for f in failures}
+    return {
+        "tagged": {str(w["id"]): str(w["value"]) for w in writes if w["id"] not in failed},
+        "failed": [f.as_dict() for f in failures],
+        "found": found,
+    }

@@ -1,0 +1,414 @@
+"""Every decision of the patch sweeper, pure, on plain data (no AWS, no clock).
+
+1. **Who gets patched** (:func:`decide_targets`): running EC2 instances that Systems Manager
+   manages and sees online, minus those opted out (``AutoPatch=false``, or ``no``, ``never``,
+   ``off``: :func:`autopilot.tags.opted_out`). Running instances SSM does not manage (or has
+   lost contact with) are "not patchable", each with the reason and the fix, because nobody
+   sees them otherwise. Targets go out in SendCommand-sized batches (:func:`plan_batches`).
+2. **What a finished command means for its sweep** (:func:`on_command_finished`,
+   :class:`SweepRecord`): not ours, already counted, or to be counted (and the digest made
+   when it was the last one).
+3. **What a finished sweep means** (:func:`classify`): every targeted instance exactly once in
+   succeeded or failed, plus pending reboot and the compliance totals; :func:`summarise` keeps
+   what the digest shows, as plain JSON for the outbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autopilot.notify import ITEMS_PER_SECTION
+from autopilot.tags import opted_out as tag_opted_out
+
+MAX_INSTANCES_PER_COMMAND = 50  # SendCommand InstanceIds maximum
+MAX_STORED_NOT_PATCHABLE = 500  # kept in the sweep record; the mail shows 50, the count is exact
+SHOWN = ITEMS_PER_SECTION  # items per mail section; the rest are counted, and in the log
+TAIL_LINES = 12
+TAIL_CHARS = 1200
+# Plugin steps of AWS-RunPatchBaseline (one per platform; the others are skipped by precondition).
+PATCH_PLUGINS = ("PatchLinux", "PatchWindows", "PatchMacOS")
+_FAILED_PLUGIN_STATUSES = frozenset({"Failed", "TimedOut", "Cancelled"})
+
+FIX_REGISTER = (
+    "attach an instance profile whose role has the AmazonSSMManagedInstanceCore policy, and make "
+    "sure the SSM Agent is installed and can reach the SSM endpoints (internet, NAT or VPC endpoints)"
+)
+FIX_CONNECTION = (
+    "the SSM Agent stopped talking to Systems Manager: check the agent is running "
+    "(systemctl status amazon-ssm-agent), the instance role still has AmazonSSMManagedInstanceCore, "
+    "and the network path to the SSM endpoints"
+)
+
+
+# -- 1. who gets patched ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A running EC2 instance as DescribeInstances reports it."""
+
+    id: str
+    state: str = "running"
+    tags: Mapping[str, str] = field(default_factory=dict)
+    platform: str = "Linux/UNIX"
+
+    @property
+    def name(self) -> str:
+        return self.tags.get("Name", "")
+
+    def entry(self, owner_tag_key: str) -> dict[str, str]:
+        """Id, Name and owner, as the mail shows them (plain JSON for the outbox)."""
+        return {"id": self.id, "name": self.name, "owner": self.tags.get(owner_tag_key, "")}
+
+
+@dataclass(frozen=True)
+class ManagedNode:
+    """An SSM managed node as DescribeInstanceInformation reports it."""
+
+    instance_id: str
+    ping_status: str  # Online | ConnectionLost | Inactive
+    agent_version: str = ""
+    platform: str = ""
+    last_ping: str = ""
+
+
+@dataclass(frozen=True)
+class NotPatchable:
+    instance: Instance
+    reason: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    targets: tuple[Instance, ...]
+    not_patchable: tuple[NotPatchable, ...]
+    opted_out: tuple[Instance, ...]
+
+    def batches(self, size: int = MAX_INSTANCES_PER_COMMAND) -> list[list[str]]:
+        return plan_batches([t.id for t in self.targets], size)
+
+    def worth_a_run(self, dry_run: bool) -> bool:
+        """Anything to do or to say: targets to patch, instances nobody can patch, or (dry run)
+        instances it would leave out. An empty account gets no record and no mail."""
+        return bool(self.targets or self.not_patchable or (dry_run and self.opted_out))
+
+
+def opted_out(instance: Instance, tag_key: str = "AutoPatch") -> bool:
+    return tag_opted_out(instance.tags, tag_key)
+
+
+def decide_targets(
+    instances: Iterable[Instance], nodes: Iterable[ManagedNode], *, opt_out_tag: str = "AutoPatch"
+) -> TargetPlan:
+    """Split running instances into targets, not-patchable (with reason and fix) and opted-out.
+
+    Opted-out instances are never targets and never reported as not patchable (the owner chose).
+    """
+    by_id = {n.instance_id: n for n in nodes}
+    targets: list[Instance] = []
+    broken: list[NotPatchable] = []
+    skipped: list[Instance] = []
+    for instance in sorted({i.id: i for i in instances}.values(), key=lambda i: i.id):
+        if instance.state != "running":
+            continue
+        if opted_out(instance, opt_out_tag):
+            skipped.append(instance)
+            continue
+        node = by_id.get(instance.id)
+        if node is None:
+            broken.append(NotPatchable(instance, "not managed by Systems Manager", FIX_REGISTER))
+        elif node.ping_status != "Online":
+            since = f" since {node.last_ping}" if node.last_ping else ""
+            broken.append(NotPatchable(instance, f"SSM Agent {node.ping_status}{since}", FIX_CONNECTION))
+        else:
+            targets.append(instance)
+    return TargetPlan(tuple(targets), tuple(broken), tuple(skipped))
+
+
+def plan_batches(instance_ids: Sequence[str], size: int = MAX_INSTANCES_PER_COMMAND) -> list[list[str]]:
+    """Instance ids in SendCommand-sized batches (at most 50), each id exactly once, in order."""
+    if not 1 <= size <= MAX_INSTANCES_PER_COMMAND:
+        raise ValueError(f"batch size must be 1..{MAX_INSTANCES_PER_COMMAND}")
+    unique = list(dict.fromkeys(instance_ids))
+    return [unique[i : i + size] for i in range(0, len(unique), size)]
+
+
+def not_patchable_entries(plan: TargetPlan, owner_tag_key: str) -> list[dict[str, str]]:
+    return [{**n.instance.entry(owner_tag_key), "reason": n.reason, "fix": n.fix} for n in plan.not_patchable]
+
+
+# -- 2. the sweep's record and its commands' final events ----------------------------------
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """The sweep's own state (store.py keeps it in the sweep table)."""
+
+    sweep_id: str
+    started_at: str
+    operation: str
+    reboot_option: str
+    batches: tuple[tuple[str, ...], ...]
+    sent: Mapping[int, str] = field(default_factory=dict)  # batch index -> command id
+    send_errors: Mapping[int, str] = field(default_factory=dict)  # batch index -> error code
+    pending: frozenset[str] = frozenset()  # command ids not final yet
+    phase: str = "sending"  # sending | sent (every batch sent or refused)
+    not_patchable: tuple[Mapping[str, str], ...] = ()
+    not_patchable_count: int = 0
+    opted_out_count: int = 0
+    digest_claim: str | None = None  # the token of the run that makes the digest
+
+    @property
+    def targeted(self) -> list[str]:
+        return [i for batch in self.batches for i in batch]
+
+    @property
+    def complete(self) -> bool:
+        return self.phase == "sent" and not self.pending
+
+    def batches_to_send(self) -> list[tuple[int, tuple[str, ...]]]:
+        """Batches neither sent nor refused yet (a resumed run continues where it stopped)."""
+        done = set(self.sent) | set(self.send_errors)
+        return [(i, b) for i, b in enumerate(self.batches) if i not in done]
+
+
+Verdict = Literal["ignore", "count"]
+
+
+def on_command_finished(record: SweepRecord | None, command_id: str) -> tuple[Verdict, str]:
+    """What a command's final event means, judged on the sweep record as read: ``count`` it
+    (take it off the pending set; the digest if it was the last), or ``ignore`` it, and why."""
+    if record is None:
+        return "ignore", "no such sweep in this stack (another stack's, or expired)"
+    if command_id not in record.sent.values():
+        return "ignore", "not one of the sweep's commands"
+    if command_id in record.pending:
+        return "count", "one of the sweep's commands is final"
+    if record.complete and record.digest_claim is None:
+        return "count", "the sweep is complete but its digest was not made yet"
+    return "ignore", "already counted (a repeated event)"
+
+
+# -- 3. what a finished sweep means ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PluginResult:
+    name: str
+    status: str
+    status_details: str = ""
+    response_code: int = 0
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One instance's result of one command (ListCommandInvocations with Details)."""
+
+    command_id: str
+    instance_id: str
+    status: str  # CommandInvocationStatus: Success, Failed, TimedOut, Cancelled, ...
+    status_details: str = ""
+    plugins: tuple[PluginResult, ...] = ()
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "Success"
+
+    def failed_plugin(self) -> str | None:
+        """The step whose output explains the failure, if any step ran."""
+        for plugin in self.plugins:
+            if plugin.status in _FAILED_PLUGIN_STATUSES or plugin.response_code != 0:
+                return plugin.name
+        return None
+
+
+@dataclass(frozen=True)
+class PatchState:
+    """The instance's patch compliance as last reported (DescribeInstancePatchStates)."""
+
+    instance_id: str
+    installed: int = 0
+    installed_pending_reboot: int = 0
+    missing: int = 0
+    failed: int = 0
+    not_applicable: int = 0
+    critical_non_compliant: int = 0
+    security_non_compliant: int = 0
+    operation: str = ""
+
+
+@dataclass(frozen=True)
+class SendFailure:
+    """A whole batch that SendCommand refused (error code), so none of its instances ran."""
+
+    instance_ids: tuple[str, ...]
+    error_code: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    instance_id: str
+    command_id: str | None
+    reason: str
+    output_tail: str = ""
+
+
+@dataclass(frozen=True)
+class ComplianceTotals:
+    reporting: int = 0
+    installed: int = 0
+    installed_pending_reboot: int = 0
+    missing: int = 0
+    failed: int = 0
+    critical_non_compliant: int = 0
+    security_non_compliant: int = 0
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    succeeded: tuple[str, ...]
+    failed: tuple[Failed, ...]
+    pending_reboot: tuple[PatchState, ...]
+    compliance: ComplianceTotals
+    states: Mapping[str, PatchState] = field(default_factory=dict)
+
+    @property
+    def patched_cleanly(self) -> tuple[str, ...]:
+        waiting = {s.instance_id for s in self.pending_reboot}
+        return tuple(i for i in self.succeeded if i not in waiting)
+
+    def shown(self) -> list[str]:
+        """The instances the digest lists by name (the first of each section)."""
+        return (
+            [f.instance_id for f in self.failed[:SHOWN]]
+            + [s.instance_id for s in self.pending_reboot[:SHOWN]]
+            + list(self.patched_cleanly[:SHOWN])
+        )
+
+
+def classify(
+    targeted: Sequence[str],
+    invocations: Iterable[Invocation],
+    states: Iterable[PatchState],
+    send_failures: Iterable[SendFailure] = (),
+    output_tails: Mapping[tuple[str, str], str] | None = None,
+) -> SweepOutcome:
+    """Every targeted instance ends up exactly once in succeeded or failed.
+
+    - SendCommand refused its batch -> failed with the error code;
+    - its invocation succeeded -> succeeded (and pending reboot if patches wait for a reboot);
+    - its invocation ended otherwise, or no invocation was reported -> failed.
+    """
+    tails = output_tails or {}
+    by_instance: dict[str, Invocation] = {}
+    for inv in invocations:
+        by_instance[inv.instance_id] = inv
+    refused = {i: f.error_code for f in send_failures for i in f.instance_ids}
+    state_by_id = {s.instance_id: s for s in states}
+    succeeded: list[str] = []
+    failed: list[Failed] = []
+    for instance_id in dict.fromkeys(targeted):
+        if instance_id in refused:
+            failed.append(Failed(instance_id, None, f"command not sent: {refused[instance_id]}"))
+            continue
+        found = by_instance.get(instance_id)
+        if found is None:
+            failed.append(Failed(instance_id, None, "no result reported for this instance"))
+        elif found.succeeded:
+            succeeded.append(instance_id)
+        else:
+            plugin = found.failed_plugin()
+            details = found.status_details or found.status
+            reason = f"{details} in step {plugin}" if plugin else details
+            tail = tails.get((found.command_id, instance_id), "")
+            failed.append(Failed(instance_id, found.command_id, reason, tail))
+    ok = set(succeeded)
+    pending = tuple(
+        state_by_id[i] for i in succeeded if i in state_by_id and state_by_id[i].installed_pending_reboot > 0
+    )
+    reporting = [state_by_id[i] for i in dict.fromkeys(targeted) if i in state_by_id]
+    totals = ComplianceTotals(
+        reporting=len(reporting),
+        installed=sum(s.installed for s in reporting),
+        installed_pending_reboot=sum(s.installed_pending_reboot for s in reporting),
+        missing=sum(s.missing for s in reporting),
+        failed=sum(s.failed for s in reporting),
+        critical_non_compliant=sum(s.critical_non_compliant for s in reporting),
+        security_non_compliant=sum(s.security_non_compliant for s in reporting),
+    )
+    return SweepOutcome(
+        succeeded=tuple(succeeded),
+        failed=tuple(failed),
+        pending_reboot=tuple(p for p in pending if p.instance_id in ok),
+        compliance=totals,
+        states=state_by_id,
+    )
+
+
+def tail(stdout: str, stderr: str = "", *, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str:
+    """The last lines of a command's output (stderr after stdout), at most ``chars`` characters."""
+    parts = [p.rstrip() for p in (stdout, stderr) if p and p.strip()]
+    text = "\n".join(parts)
+    kept = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+    result = "\n".join(kept)
+    if len(result) > chars:
+        result = "..." + result[-(chars - 3) :]
+    return result
+
+
+def summarise(
+    record: SweepRecord,
+    outcome: SweepOutcome,
+    instances: Mapping[str, Instance],
+    errors: Sequence[str],
+    owner_tag_key: str,
+) -> dict[str, Any]:
+    """What the digest shows, as plain JSON (it is stored in the outbox with the mail): the
+    exact counts, and the first :data:`SHOWN` of each list with Name and owner."""
+
+    def who(instance_id: str) -> dict[str, str]:
+        found = instances.get(instance_id)
+        return found.entry(owner_tag_key) if found else {"id": instance_id, "name": "", "owner": ""}
+
+    patched = []
+    for instance_id in outcome.patched_cleanly[:SHOWN]:
+        state = outcome.states.get(instance_id)
+        numbers = (
+            {"installed": state.installed, "missing": state.missing, "failed": state.failed} if state else {}
+        )
+        patched.append({**who(instance_id), **numbers})
+    c = outcome.compliance
+    return {
+        "operation": record.operation,
+        "reboot_option": record.reboot_option,
+        "targeted": len(outcome.succeeded) + len(outcome.failed),
+        "succeeded": len(outcome.succeeded),
+        "failed_count": len(outcome.failed),
+        "failed": [
+            {**who(f.instance_id), "command_id": f.command_id, "reason": f.reason, "tail": f.output_tail}
+            for f in outcome.failed[:SHOWN]
+        ],
+        "pending_reboot_count": len(outcome.pending_reboot),
+        "pending_reboot": [
+            {**who(s.instance_id), "patches": s.installed_pending_reboot}
+            for s in outcome.pending_reboot[:SHOWN]
+        ],
+        "patched_count": len(outcome.patched_cleanly),
+        "patched": patched,
+        "not_patchable": [dict(e) for e in record.not_patchable],
+        "not_patchable_count": record.not_patchable_count,
+        "opted_out_count": record.opted_out_count,
+        "compliance": {
+            "reporting": c.reporting,
+            "installed": c.installed,
+            "installed_pending_reboot": c.installed_pending_reboot,
+            "missing": c.missing,
+            "failed": c.failed,
+            "critical_non_compliant": c.critical_non_compliant,
+            "security_non_compliant": c.security_non_compliant,
+        },
+        "errors": list(errors),
+    }

@@ -1,0 +1,212 @@
+"""The mails and the numbers, pure: one digest per sweep (results), or one per dry run (what
+would be patched); nothing while a sweep's commands are still running.
+
+The mail is rendered from the intent and the act's result alone (plain JSON, as the outbox
+keeps them), so the one the retry sends is the one the first run rendered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from autopilot import console
+from autopilot.notify import Digest, Item, Severity, plural
+from autopilot.outbox import Mail
+from autopilot.runner import Context, Counts
+from patch_sweeper.config import Config
+
+AUTOMATION = "patch_sweeper"
+_NOT_LISTED = Item("(not listed)")  # stands for an item past the first 50, so the count stays exact
+
+
+def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
+    if intent["kind"] == "sweep" and result.get("status") == "dry-run":
+        return _dry_run_mail(ctx, intent)
+    digest = result.get("digest")
+    return _results_mail(ctx, digest) if digest else None
+
+
+def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
+    """Changed: patch runs that succeeded; Failed: that failed or were not sent, and results
+    that could not be read; PendingReboot. Only a digest has them (zeros otherwise)."""
+    digest = result.get("digest")
+    if not digest:
+        return Counts()
+    return Counts(
+        changed=int(digest["succeeded"]),
+        failed=int(digest["failed_count"]) + len(digest["errors"]),
+        extra={"PendingReboot": int(digest["pending_reboot_count"])},
+    )
+
+
+def _label(entry: Mapping[str, Any]) -> str:
+    parts = [str(entry["id"])]
+    if entry.get("name"):
+        parts.append(f"({entry['name']})")
+    if entry.get("owner"):
+        parts.append(f"owner {entry['owner']}")
+    return " ".join(parts)
+
+
+def _listed(items: list[Item], total: int) -> list[Item]:
+    """The items shown, padded to the real total (the layer says "... and N more")."""
+    return items + [_NOT_LISTED] * max(0, total - len(items))
+
+
+def _advice(opt_out_tag: str, log_group: str, region: str) -> list[str]:
+    return [
+        f"Leave an instance out of the sweeps: tag it {opt_out_tag}=false.",
+        f"Full command output: CloudWatch Logs group {log_group}: {console.log_group(region, log_group)}",
+    ]
+
+
+def not_patchable_items(entries: Sequence[Mapping[str, Any]], region: str) -> list[Item]:
+    return [
+        Item(
+            _label(e), [f"why: {e['reason']}", f"fix: {e['fix']}"], console.ec2_instance(region, str(e["id"]))
+        )
+        for e in entries
+    ]
+
+
+def _dry_run_mail(ctx: Context[Config], intent: Mapping[str, Any]) -> Mail | None:
+    common, config = ctx.common, ctx.config
+    region, operation = common.region, str(intent["operation"])
+    digest = Digest(AUTOMATION, common.stack_name, region, dry_run=True)
+    batches = len(intent["batches"])
+    targets = sum(len(b) for b in intent["batches"])
+    not_patchable = int(intent["not_patchable_count"])
+    left_out = int(intent["opted_out_count"])
+    digest.section(
+        f"Would patch ({targets})",
+        _listed(
+            [
+                Item(_label(i), [f"platform {i['platform']}"], console.ec2_instance(region, str(i["id"])))
+                for i in intent["would_patch"]
+            ],
+            targets,
+        ),
+        text=[
+            f"AWS-RunPatchBaseline Operation={operation} RebootOption={intent['reboot_option']}, "
+            f"{plural(batches, 'command')} of at most 50 instances."
+        ]
+        if targets
+        else [],
+    )
+    digest.section(
+        f"Cannot be patched ({not_patchable})",
+        _listed(not_patchable_items(intent["not_patchable"], region), not_patchable),
+    )
+    if left_out:
+        digest.section(
+            f"Left out ({config.opt_out_tag}=false) ({left_out})",
+            _listed([Item(_label(i)) for i in intent["left_out"]], left_out),
+        )
+    digest.advice = _advice(config.opt_out_tag, config.output_log_group, region)
+    subject = (
+        f"patch sweep would {operation.lower()} {plural(targets, 'instance')}, {not_patchable} not patchable"
+    )
+    summary = (
+        f"Dry run of the weekly patch sweep: {plural(targets, 'instance')} would get "
+        f"AWS-RunPatchBaseline ({operation}), {not_patchable} running "
+        f"{'instance cannot' if not_patchable == 1 else 'instances cannot'} be patched."
+    )
+    severity: Severity = "warning" if not_patchable else "info"
+    return digest.mail(subject, summary, severity, now=ctx.now)
+
+
+def _results_mail(ctx: Context[Config], d: Mapping[str, Any]) -> Mail | None:
+    common, config = ctx.common, ctx.config
+    region, operation, reboot_option = common.region, str(d["operation"]), str(d["reboot_option"])
+    digest = Digest(AUTOMATION, common.stack_name, region)
+    verb = "patched" if operation == "Install" else "scanned"
+    failed_items = []
+    for f in d["failed"]:
+        details = [f"why: {f['reason']}"]
+        if f["tail"]:
+            details.append("output (last lines):")
+            details += [f"  | {line}" for line in str(f["tail"]).splitlines()]
+        link = (
+            console.ssm_command(region, f["command_id"])
+            if f["command_id"]
+            else console.ec2_instance(region, str(f["id"]))
+        )
+        failed_items.append(Item(_label(f), details, link))
+    failed, pending, patched = int(d["failed_count"]), int(d["pending_reboot_count"]), int(d["patched_count"])
+    digest.section(f"Failed ({failed})", _listed(failed_items, failed))
+    digest.section(
+        f"Pending reboot ({pending})",
+        _listed(
+            [
+                Item(
+                    _label(s),
+                    [
+                        f"{plural(int(s['patches']), 'patch', 'patches')} installed, "
+                        f"waiting for a reboot (RebootOption={reboot_option})"
+                    ],
+                    console.ec2_instance(region, str(s["id"])),
+                )
+                for s in d["pending_reboot"]
+            ],
+            pending,
+        ),
+    )
+    ok_items = []
+    for p in d["patched"]:
+        details = (
+            [f"installed {p['installed']}, missing {p['missing']}, failed {p['failed']}"]
+            if "installed" in p
+            else []
+        )
+        ok_items.append(Item(_label(p), details))
+    ok_heading = "Patched, no reboot pending" if operation == "Install" else "Scanned"
+    digest.section(f"{ok_heading} ({patched})", _listed(ok_items, patched))
+    not_patchable, stored = int(d["not_patchable_count"]), d["not_patchable"]
+    np_section = digest.section(f"Cannot be patched ({not_patchable})", not_patchable_items(stored, region))
+    if not_patchable > len(stored):
+        np_section.text.append(f"(listing the first {len(stored)}; every one is in the function's log)")
+    c = d["compliance"]
+    if c["reporting"]:
+        digest.section(
+            "Patch compliance (as last reported by the instances)",
+            text=[
+                f"{plural(int(c['reporting']), 'instance')} reporting: {c['installed']} installed, "
+                f"{c['installed_pending_reboot']} installed pending reboot, {c['missing']} missing, "
+                f"{c['failed']} failed; {c['critical_non_compliant']} critical and "
+                f"{c['security_non_compliant']} security patches non-compliant.",
+            ],
+        )
+    if d["errors"]:
+        digest.section("Could not read everything", text=[str(e) for e in d["errors"]])
+    advice = []
+    if pending and reboot_option == "NoReboot":
+        advice.append(
+            "Reboot the instances pending reboot in your next maintenance window, or set "
+            "PatchSweeperRebootOption=RebootIfNeeded to let the sweep reboot them."
+        )
+    if not_patchable:
+        advice.append(
+            "Not patchable: give the instance a role with AmazonSSMManagedInstanceCore and a "
+            "running SSM Agent; the next sweep picks it up."
+        )
+    digest.advice = advice + _advice(config.opt_out_tag, config.output_log_group, region)
+    opted_out = int(d["opted_out_count"])
+    if opted_out:
+        digest.advice.append(
+            f"{plural(opted_out, 'instance')} left out on request ({config.opt_out_tag}=false)."
+        )
+    succeeded, targeted = int(d["succeeded"]), int(d["targeted"])
+    subject = (
+        f"patch sweep: {succeeded} {verb}, {failed} failed, "
+        f"{pending} pending reboot, {not_patchable} not patchable"
+    )
+    summary = (
+        f"Weekly patch sweep (AWS-RunPatchBaseline, Operation={operation}, RebootOption={reboot_option}) "
+        f"finished on {plural(targeted, 'instance')}: {succeeded} {verb}, "
+        f"{failed} failed, {pending} waiting for a reboot; "
+        f"{not_patchable} running {'instance' if not_patchable == 1 else 'instances'} "
+        "could not be reached."
+    )
+    severity: Severity = "warning" if failed or not_patchable else "info"
+    return digest.mail(subject, summary, severity, now=ctx.now)

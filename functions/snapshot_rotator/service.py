@@ -1,0 +1,185 @@
+"""Every AWS call of snapshot_rotator: gather what the plans need, carry out one create or delete.
+
+Per run: ``DescribeImages`` (Owners=self, 1,000 per page), ``DescribeSnapshots`` (OwnerIds=self,
+tag filter ``ManagedBy=<stack>``, 1,000 per page), ``DescribeInstances`` and ``DescribeVolumes``
+(1,000 / 500 per page), each filtered on the ``Backup`` tag key; one more ``DescribeInstances``
+(200 ids per page) only when a loose opted-in volume without an owner tag is attached to an
+instance that is not opted in (its owner is copied to the snapshot). Then one ``CreateSnapshots``
+per instance, one ``CreateSnapshot`` per loose volume and one ``DeleteSnapshot`` per expired
+snapshot: neither API has a batch form. A run finished by a later invocation lists the images
+and snapshots once more, to see what the interrupted attempt did.
+
+Every list is paginated at the API's maximum page size. The calls that change something raise
+``ClientError``; the caller decides per resource what an error means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from autopilot import aws
+from autopilot.tags import as_dict, as_list
+from snapshot_rotator.decide.retention import MANAGED_BY, Snapshot
+from snapshot_rotator.decide.selection import OPT_IN_TAG, CreateJob, Instance, Volume
+
+SNAPSHOT_PAGE = 1000  # DescribeSnapshots MaxResults maximum
+IMAGE_PAGE = 1000  # DescribeImages MaxResults maximum
+INSTANCE_PAGE = 1000  # DescribeInstances MaxResults maximum
+VOLUME_PAGE = 500  # DescribeVolumes MaxResults maximum
+FILTER_VALUES = 200  # values per filter EC2 accepts
+LIVE_INSTANCES = ["pending", "running", "stopping", "stopped"]
+
+
+def ec2() -> Any:
+    return aws.client("ec2")
+
+
+def ami_snapshot_ids() -> set[str]:
+    """Every snapshot referenced by one of this account's AMIs (disabled and deprecated ones too)."""
+    found: set[str] = set()
+    for image in aws.paginate(
+        ec2(),
+        "describe_images",
+        "Images[]",
+        Owners=["self"],
+        IncludeDeprecated=True,
+        IncludeDisabled=True,
+        PaginationConfig={"PageSize": IMAGE_PAGE},
+    ):
+        for mapping in image.get("BlockDeviceMappings", []):
+            snap_id = mapping.get("Ebs", {}).get("SnapshotId")
+            if snap_id:
+                found.add(str(snap_id))
+    return found
+
+
+def _as_utc(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def to_snapshot(raw: dict[str, Any], ami_snapshots: Collection[str]) -> Snapshot:
+    return Snapshot(
+        id=str(raw["SnapshotId"]),
+        volume_id=str(raw.get("VolumeId", "")),
+        start_time=_as_utc(raw["StartTime"]),
+        state=str(raw.get("State", "")),
+        tags=as_dict(raw.get("Tags")),
+        used_by_ami=str(raw["SnapshotId"]) in ami_snapshots,
+    )
+
+
+def managed_snapshots(stack_name: str, ami_snapshots: Collection[str]) -> Iterator[Snapshot]:
+    """This account's snapshots tagged ManagedBy=<stack>, 1,000 per page."""
+    for raw in aws.paginate(
+        ec2(),
+        "describe_snapshots",
+        "Snapshots[]",
+        OwnerIds=["self"],
+        Filters=[{"Name": f"tag:{MANAGED_BY}", "Values": [stack_name]}],
+        PaginationConfig={"PageSize": SNAPSHOT_PAGE},
+    ):
+        yield to_snapshot(raw, ami_snapshots)
+
+
+def _instance(raw: dict[str, Any]) -> Instance:
+    root_device = raw.get("RootDeviceName")
+    volume_ids: list[str] = []
+    root_volume: str | None = None
+    for mapping in raw.get("BlockDeviceMappings", []):
+        volume_id = mapping.get("Ebs", {}).get("VolumeId")
+        if not volume_id:
+            continue
+        volume_ids.append(str(volume_id))
+        if mapping.get("DeviceName") == root_device:
+            root_volume = str(volume_id)
+    return Instance(
+        id=str(raw["InstanceId"]),
+        tags=as_dict(raw.get("Tags")),
+        root_volume_id=root_volume,
+        volume_ids=tuple(volume_ids),
+    )
+
+
+def backup_tagged_instances() -> Iterator[Instance]:
+    """Instances that are not terminated and carry a ``Backup`` tag, whatever its value (tag
+    filters match values exactly and case-sensitively; the plan reads the value itself)."""
+    for raw in aws.paginate(
+        ec2(),
+        "describe_instances",
+        "Reservations[].Instances[]",
+        Filters=[
+            {"Name": "tag-key", "Values": [OPT_IN_TAG]},
+            {"Name": "instance-state-name", "Values": LIVE_INSTANCES},
+        ],
+        PaginationConfig={"PageSize": INSTANCE_PAGE},
+    ):
+        yield _instance(raw)
+
+
+def backup_tagged_volumes() -> Iterator[Volume]:
+    """Usable volumes that carry a ``Backup`` tag, whatever its value: opted in, or opted out
+    of their instance's backup."""
+    for raw in aws.paginate(
+        ec2(),
+        "describe_volumes",
+        "Volumes[]",
+        Filters=[
+            {"Name": "tag-key", "Values": [OPT_IN_TAG]},
+            {"Name": "status", "Values": ["available", "in-use"]},
+        ],
+        PaginationConfig={"PageSize": VOLUME_PAGE},
+    ):
+        attachments = raw.get("Attachments") or []
+        yield Volume(
+            id=str(raw["VolumeId"]),
+            tags=as_dict(raw.get("Tags")),
+            instance_id=str(attachments[0]["InstanceId"]) if attachments else None,
+        )
+
+
+def instance_owners(instance_ids: Collection[str], owner_key: str) -> dict[str, str]:
+    """Instance id -> its owner tag value, for the instances that have one (200 ids a call)."""
+    owners: dict[str, str] = {}
+    for batch in aws.chunked(sorted(instance_ids), FILTER_VALUES):
+        for raw in aws.paginate(
+            ec2(),
+            "describe_instances",
+            "Reservations[].Instances[]",
+            Filters=[{"Name": "instance-id", "Values": batch}],
+        ):
+            owner = as_dict(raw.get("Tags")).get(owner_key)
+            if owner:
+                owners[str(raw["InstanceId"])] = owner
+    return owners
+
+
+def create(job: CreateJob) -> list[Snapshot]:
+    """Carry out one create job in one call, tags included; the new (pending) snapshots."""
+    spec = [{"ResourceType": "snapshot", "Tags": as_list(job.tags)}]
+    if job.kind == "volume":
+        raw = ec2().create_snapshot(
+            VolumeId=job.resource_id, Description=job.description, TagSpecifications=spec
+        )
+        created = [raw]
+    else:
+        instance_spec: dict[str, Any] = {"InstanceId": job.resource_id}
+        if job.exclude_boot:
+            instance_spec["ExcludeBootVolume"] = True
+        if job.exclude_data_volume_ids:
+            instance_spec["ExcludeDataVolumeIds"] = list(job.exclude_data_volume_ids)
+        response = ec2().create_snapshots(
+            InstanceSpecification=instance_spec,
+            Description=job.description,
+            TagSpecifications=spec,
+            CopyTagsFromSource="volume",
+        )
+        created = list(response.get("Snapshots", []))
+    return [to_snapshot(raw, ()) for raw in created]
+
+
+def delete(snapshot_id: str) -> None:
+    ec2().delete_snapshot(SnapshotId=snapshot_id)

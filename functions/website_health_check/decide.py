@@ -1,0 +1,286 @@
+"""The health check's decisions, on plain data (no network, no AWS, no clock).
+
+Three of them, in the order a run makes them:
+
+1. **the site list** - :func:`parse_sites` validates the SSM parameter's text into
+   :class:`Site` objects, or raises :class:`SiteConfigError` listing every problem;
+2. **what one check means** - :func:`classify` turns a :class:`Probe` (what the network said,
+   gathered by ``service.probe``) into UP, DEGRADED or DOWN with a reason a human understands;
+3. **when that is worth a mail** - :func:`advance` moves a site's :class:`SiteState` after one
+   check and says which :class:`Transition` (DOWN, DEGRADED, RECOVERED) to report, if any.
+
+Site list: two forms are accepted:
+- comma- or newline-separated URLs: ``https://example.com, https://api.example.com/health``
+- a JSON list of objects, one per site::
+
+    [{"url": "https://example.com", "expect_text": "Welcome", "status": "200-299",
+      "timeout": 5, "max_latency_ms": 1500, "name": "shop"}]
+
+States: each site has a *reported* status (what the last mail said; UP for a new site) and a
+streak: how many checks in a row observed the same different status. A site is reported DOWN
+or DEGRADED only after ``threshold`` consecutive checks agree (no mail for a single blip), and
+reported UP again (RECOVERED) on the first good check. Nothing changes while the observed
+status equals the reported one, so a site that stays down mails once, not every 5 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_TIMEOUT = 10.0
+MAX_TIMEOUT = 60.0
+MAX_SITES = 500
+_FIELDS = {"url", "name", "expect_text", "status", "timeout", "max_latency_ms"}
+_RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*$")
+
+
+# -- 1. the site list ------------------------------------------------------------------------
+
+
+class SiteConfigError(ValueError):
+    """The site list cannot be used; ``problems`` says every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Site:
+    url: str
+    name: str
+    expect_text: str | None = None
+    status_ranges: tuple[tuple[int, int], ...] = ((200, 399),)
+    timeout: float = DEFAULT_TIMEOUT
+    max_latency_ms: int | None = None
+
+    def accepts(self, status: int) -> bool:
+        return any(low <= status <= high for low, high in self.status_ranges)
+
+    @property
+    def accepted(self) -> str:
+        return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in self.status_ranges)
+
+
+def parse_sites(text: str) -> list[Site]:
+    """Sites from the parameter text; raises SiteConfigError listing every problem."""
+    text = text.strip()
+    if not text or text == "[]":
+        return []
+    if text.startswith("[") or text.startswith("{"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SiteConfigError([f"site list is not valid JSON: {err.msg} at line {err.lineno}"]) from None
+        if not isinstance(raw, list):
+            raise SiteConfigError(["site list JSON must be a list of site objects"])
+        entries: list[Any] = raw
+    else:
+        entries = [u.strip() for u in re.split(r"[,\n]", text) if u.strip()]
+    problems: list[str] = []
+    sites: list[Site] = []
+    if len(entries) > MAX_SITES:
+        problems.append(f"{len(entries)} sites listed; at most {MAX_SITES} per stack")
+    for index, entry in enumerate(entries, start=1):
+        site = _parse_entry(entry, f"site {index}", problems)
+        if site:
+            sites.append(site)
+    seen: set[str] = set()
+    for site in sites:
+        if site.url in seen:
+            problems.append(f"{site.url} is listed twice")
+        seen.add(site.url)
+    if problems:
+        raise SiteConfigError(problems)
+    return sites
+
+
+def _parse_entry(entry: Any, where: str, problems: list[str]) -> Site | None:
+    if isinstance(entry, str):
+        entry = {"url": entry}
+    if not isinstance(entry, dict):
+        problems.append(f"{where} must be a URL or an object, not {type(entry).__name__}")
+        return None
+    before = len(problems)
+    unknown = set(entry) - _FIELDS
+    if unknown:
+        problems.append(f"{where} has unknown field(s) {', '.join(sorted(unknown))}")
+    url = entry.get("url")
+    if not isinstance(url, str) or not _valid_url(url):
+        problems.append(f"{where}: url {url!r} is not an http:// or https:// URL with a host")
+        return None
+    where = url
+    expect = entry.get("expect_text")
+    if expect is not None and (not isinstance(expect, str) or not expect):
+        problems.append(f"{where}: expect_text must be a non-empty string")
+    timeout = entry.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= MAX_TIMEOUT:
+        problems.append(f"{where}: timeout must be a number of seconds between 0 and {MAX_TIMEOUT:g}")
+        timeout = DEFAULT_TIMEOUT
+    latency = entry.get("max_latency_ms")
+    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int) or latency <= 0):
+        problems.append(f"{where}: max_latency_ms must be a positive whole number")
+    ranges = _parse_status(entry.get("status", "200-399"), where, problems)
+    name = entry.get("name", url)
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{where}: name must be a non-empty string")
+        name = url
+    if len(problems) > before:
+        return None
+    return Site(
+        url=url,
+        name=name.strip(),
+        expect_text=expect,
+        status_ranges=ranges,
+        timeout=float(timeout),
+        max_latency_ms=latency,
+    )
+
+
+def _valid_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in url)
+
+
+def _parse_status(value: Any, where: str, problems: list[str]) -> tuple[tuple[int, int], ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    ranges: list[tuple[int, int]] = []
+    for item in items:
+        match = _RANGE.match(str(item))
+        low, high = (int(match.group(1)), int(match.group(2) or match.group(1))) if match else (0, 0)
+        if not match or not 100 <= low <= high <= 599:
+            problems.append(f"{where}: status {item!r} is not a code or range like 200-399")
+            return ((200, 399),)
+        ranges.append((low, high))
+    return tuple(ranges)
+
+
+# -- 2. what one check means -----------------------------------------------------------------
+
+
+class Status(StrEnum):
+    UP = "UP"
+    DEGRADED = "DEGRADED"
+    DOWN = "DOWN"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one request to a site showed (``service.probe``), before any judgement.
+
+    ``failure`` is set when no answer came: (category, reason) with category one of dns,
+    refused, timeout, tls, redirects, error. Otherwise the answer's facts are set."""
+
+    url: str
+    failure: tuple[str, str] | None = None
+    http_status: int | None = None
+    latency_ms: float | None = None
+    cert_days_left: float | None = None  # of the certificate served at the final https URL
+    text_found: bool | None = None  # the site's expect_text in the body (None: no text expected)
+    body_chars: int = 0  # how much of the body was searched (at most service.MAX_BODY_BYTES)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    url: str
+    status: Status
+    reason: str  # one line a human understands
+    category: str  # ok, slow, cert_expiring, dns, refused, timeout, tls, redirects, status, text, error
+    http_status: int | None = None
+    latency_ms: float | None = None
+    cert_days_left: float | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.status is not Status.DOWN
+
+
+def classify(site: Site, probe: Probe, cert_warning_days: int) -> CheckResult:
+    """UP, DEGRADED (works, but too slow or its certificate expires soon) or DOWN, and why:
+    no answer (the probe's own reason), an unexpected status, the expected text missing."""
+    if probe.failure is not None or probe.http_status is None:
+        category, reason = probe.failure or ("error", "no answer")
+        return CheckResult(site.url, Status.DOWN, reason, category)
+    status, latency, cert_days = probe.http_status, probe.latency_ms or 0.0, probe.cert_days_left
+
+    def result(state: Status, category: str, reason: str) -> CheckResult:
+        return CheckResult(site.url, state, reason, category, status, round(latency, 1), cert_days)
+
+    if not site.accepts(status):
+        return result(Status.DOWN, "status", f"HTTP {status}, expected {site.accepted}")
+    if site.expect_text is not None and not probe.text_found:
+        return result(
+            Status.DOWN,
+            "text",
+            f"expected text {site.expect_text!r} missing (HTTP {status}, "
+            f"first {probe.body_chars:,} characters searched)",
+        )
+    if site.max_latency_ms is not None and latency > site.max_latency_ms:
+        return result(Status.DEGRADED, "slow", f"too slow: {latency:.0f} ms, limit {site.max_latency_ms} ms")
+    if cert_days is not None and cert_days < cert_warning_days:
+        return result(
+            Status.DEGRADED,
+            "cert_expiring",
+            f"TLS certificate expires in {cert_days:.1f} days (warning below {cert_warning_days})",
+        )
+    return result(Status.UP, "ok", f"HTTP {status} in {latency:.0f} ms")
+
+
+# -- 3. when that is worth a mail ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiteState:
+    url: str
+    reported: Status = Status.UP
+    since: str = ""
+    streak_status: Status = Status.UP
+    streak: int = 0
+    reason: str = ""
+    version: int = 0  # of the stored item (store.py's optimistic lock); 0: never stored
+
+
+@dataclass(frozen=True)
+class Transition:
+    url: str
+    old: Status
+    new: Status
+    reason: str
+    down_since: str  # when the problem was first reported (for RECOVERED mails)
+
+    @property
+    def kind(self) -> str:
+        if self.new is Status.UP:
+            return "RECOVERED"
+        return self.new.value
+
+
+def advance(
+    state: SiteState, observed: Status, reason: str, threshold: int, now: datetime
+) -> tuple[SiteState, Transition | None]:
+    """The site's next state after one check, and the transition to report, if any.
+    A site seen for the first time starts from ``SiteState(url)`` (reported UP)."""
+    if threshold < 1:
+        raise ValueError("threshold must be at least 1")
+    if observed == state.reported:
+        # Nothing new to say: forget any half-built streak.
+        return replace(state, streak_status=observed, streak=0), None
+    streak = state.streak + 1 if observed == state.streak_status else 1
+    needed = 1 if observed is Status.UP else threshold
+    if streak < needed:
+        return replace(state, streak_status=observed, streak=streak, reason=reason), None
+    transition = Transition(state.url, state.reported, observed, reason, state.since)
+    new_state = replace(
+        state, reported=observed, since=now.isoformat(), streak_status=observed, streak=0, reason=reason
+    )
+    return new_state, transition

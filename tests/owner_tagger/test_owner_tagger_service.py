@@ -1,0 +1,81 @@
+"""service.py: the EC2 calls - batching at the API maxima, per-resource failures, transient
+errors left to the retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
+
+from autopilot import aws
+from autopilot.recorder import CallRecorder
+from owner_tagger import service
+
+pytestmark = pytest.mark.integration
+
+
+def test_create_tags_batches_at_the_api_maximum(owner_env: dict[str, str]) -> None:
+    ids = [f"snap-{n:017x}" for n in range(2500)]
+    with Stubber(aws.client("ec2")) as stub:
+        for start, end in ((0, 1000), (1000, 2000), (2000, 2500)):
+            expected = {"Resources": ids[start:end], "Tags": [{"Key": "Owner", "Value": "x"}]}
+            stub.add_response("create_tags", {}, expected)
+        assert service.create_tags(ids, "Owner", "x") == []
+        stub.assert_no_pending_responses()
+
+
+def test_a_refused_batch_is_retried_one_by_one(owner_env: dict[str, str]) -> None:
+    ids = ["i-0123456789abcdef0", "vol-0123456789abcdef0"]
+    with Stubber(aws.client("ec2")) as stub:
+        stub.add_client_error("create_tags", service_error_code="InvalidVolume.NotFound")
+        stub.add_response("create_tags", {}, {"Resources": ids[:1], "Tags": [{"Key": "Owner", "Value": "x"}]})
+        stub.add_client_error(
+            "create_tags", service_error_code="InvalidVolume.NotFound", service_message="gone"
+        )
+        failures = service.create_tags(ids, "Owner", "x")
+        stub.assert_no_pending_responses()
+    assert [f.as_dict() for f in failures] == [
+        {"id": ids[1], "code": "InvalidVolume.NotFound", "message": "gone"}
+    ]
+
+
+def test_transient_errors_propagate_for_a_retry(owner_env: dict[str, str]) -> None:
+    with Stubber(aws.client("ec2")) as stub:
+        # The Stubber answers before the client's own retries: this is the error that is
+        # left once they are exhausted. It must fail the invocation (so it is retried whole),
+        # not be reported as a per-resource failure.
+        stub.add_client_error("create_tags", service_error_code="RequestLimitExceeded", http_status_code=503)
+        with pytest.raises(ClientError, match="RequestLimitExceeded"):
+            service.create_tags(["i-0123456789abcdef0", "vol-0123456789abcdef0"], "Owner", "x")
+        stub.assert_no_pending_responses()
+
+
+def test_reads_batch_at_200_filter_values(owner_env: dict[str, str], calls: CallRecorder) -> None:
+    ids = [f"vol-{n:017x}" for n in range(401)]
+    assert service.owner_tags(ids, "Owner") == {}
+    assert service.describe_instances([f"i-{n:017x}" for n in range(201)]) == {}
+    assert calls.by_operation() == {"ec2.DescribeTags": 3, "ec2.DescribeInstances": 2}
+    assert [len(p["Filters"][0]["Values"]) for p in calls.of("ec2", "DescribeTags")] == [200, 200, 1]
+    assert all(
+        p["Filters"][1] == {"Name": "key", "Values": ["Owner"]} for p in calls.of("ec2", "DescribeTags")
+    )
+
+
+def test_owner_tags_reads_only_the_key(owner_env: dict[str, str], ec2: Any, launch: Any) -> None:
+    instance = launch(1)[0]["InstanceId"]
+    ec2.create_tags(
+        Resources=[instance], Tags=[{"Key": "Owner", "Value": "ann"}, {"Key": "Name", "Value": "w"}]
+    )
+    assert service.owner_tags([instance], "Owner") == {instance: "ann"}
+    assert service.owner_tags([instance], "CreatedBy") == {}
+    assert service.owner_tags([], "Owner") == {}
+
+
+def test_describe_instances_views(owner_env: dict[str, str], launch: Any, helpers: Any, ec2: Any) -> None:
+    instance = launch(1)[0]["InstanceId"]
+    volumes, enis = helpers.attachments(ec2, instance)
+    (view,) = service.describe_instances([instance, "i-0000000000000dead"]).values()
+    assert (view.id, view.volume_ids, view.network_interface_ids) == (instance, tuple(volumes), tuple(enis))
+    assert not view.gone and not view.volumes_pending

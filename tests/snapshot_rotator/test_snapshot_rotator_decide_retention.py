@@ -1,0 +1,282 @@
+"""The retention plan (decide/retention.py): table-driven rules and hypothesis properties for
+PRODUCT.md safety rule 1, the holds applied after acting, the deleter's refusal rules and the
+intent's JSON form."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from snapshot_rotator.decide.retention import (
+    COMPLETED,
+    ERROR,
+    PENDING,
+    Decision,
+    Reason,
+    RetentionPolicy,
+    Snapshot,
+    plan_retention,
+    refusal,
+    with_holds,
+)
+
+pytestmark = pytest.mark.unit
+
+STACK = "ops-autopilot-test"
+NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+OURS = {"ManagedBy": STACK}
+
+
+def snap(
+    sid: str,
+    days_ago: float,
+    *,
+    volume: str = "vol-1",
+    state: str = COMPLETED,
+    tags: dict[str, str] | None = None,
+    ami: bool = False,
+) -> Snapshot:
+    return Snapshot(
+        id=sid,
+        volume_id=volume,
+        start_time=NOW - timedelta(days=days_ago),
+        state=state,
+        tags=OURS if tags is None else tags,
+        used_by_ami=ami,
+    )
+
+
+def plan(snaps: list[Snapshot], policy: RetentionPolicy, held: set[str] | None = None) -> dict[str, Reason]:
+    decisions = plan_retention(snaps, stack_name=STACK, policy=policy, now=NOW, held_volumes=held or set())
+    return {d.snapshot.id: d.reason for d in decisions}
+
+
+def daily(n: int, volume: str = "vol-1", prefix: str = "s") -> list[Snapshot]:
+    return [snap(f"{prefix}{i:03d}", i + 0.1, volume=volume) for i in range(n)]
+
+
+# --- table-driven rules -------------------------------------------------------------------
+
+
+def test_keeps_newest_n_and_deletes_the_rest() -> None:
+    reasons = plan(daily(10), RetentionPolicy(keep_newest=7))
+    assert [reasons[f"s{i:03d}"] for i in range(7)] == [Reason.NEWEST] * 7
+    assert [reasons[f"s{i:03d}"] for i in range(7, 10)] == [Reason.EXPIRED] * 3
+
+
+def test_keep_days_keeps_everything_younger() -> None:
+    reasons = plan(daily(20), RetentionPolicy(keep_newest=2, keep_days=10))
+    assert {sid for sid, r in reasons.items() if r.deletes} == {f"s{i:03d}" for i in range(10, 20)}
+    assert reasons["s005"] is Reason.YOUNG
+
+
+def test_gfs_daily_weekly_monthly() -> None:
+    # One snapshot a day for 120 days: keep 7 daily, 4 weekly, 3 monthly.
+    snaps = daily(120)
+    reasons = plan(snaps, RetentionPolicy(keep_newest=1, keep_daily=7, keep_weekly=4, keep_monthly=3))
+    kept = {sid: r for sid, r in reasons.items() if not r.deletes}
+    assert sum(r is Reason.NEWEST for r in kept.values()) == 1
+    assert sum(r is Reason.DAILY for r in kept.values()) == 6  # the 7th day's newest is already NEWEST
+    weekly = [s for s in snaps if kept.get(s.id) is Reason.WEEKLY]
+    monthly = [s for s in snaps if kept.get(s.id) is Reason.MONTHLY]
+    # Each kept weekly/monthly is the newest of its week/month.
+    for s in weekly:
+        same_week = [o for o in snaps if o.start_time.isocalendar()[:2] == s.start_time.isocalendar()[:2]]
+        assert s.start_time == max(o.start_time for o in same_week)
+    assert {(s.start_time.year, s.start_time.month) for s in monthly} <= {(2026, 9), (2026, 10)}
+    assert len(kept) <= 1 + 7 + 4 + 3
+
+
+def test_unmanaged_and_other_stacks_are_never_touched() -> None:
+    snaps = [
+        snap("mine", 100),
+        snap("theirs", 100, tags={"ManagedBy": "other-stack"}),
+        snap("nobody", 100, tags={}),
+        snap("newest", 0.5),
+    ]
+    reasons = plan(snaps, RetentionPolicy(keep_newest=1))
+    assert reasons == {
+        "mine": Reason.EXPIRED,
+        "theirs": Reason.UNMANAGED,
+        "nobody": Reason.UNMANAGED,
+        "newest": Reason.NEWEST,
+    }
+
+
+def test_ami_snapshot_past_retention_is_kept_and_reported_as_skipped() -> None:
+    reasons = plan(
+        [snap("new", 1), snap("ami", 50, ami=True), snap("old", 51)], RetentionPolicy(keep_newest=1)
+    )
+    assert reasons["ami"] is Reason.AMI and reasons["ami"].skipped
+    assert reasons["old"] is Reason.EXPIRED
+
+
+def test_pending_is_neither_counted_nor_deleted() -> None:
+    snaps = [snap("p", 0.01, state=PENDING), snap("c1", 1), snap("c2", 2)]
+    reasons = plan(snaps, RetentionPolicy(keep_newest=1))
+    # The pending one does not count as the newest backup: c1 is kept as the newest completed.
+    assert reasons == {"p": Reason.PENDING, "c1": Reason.NEWEST, "c2": Reason.EXPIRED}
+
+
+def test_volume_whose_new_snapshot_failed_keeps_everything() -> None:
+    reasons = plan(
+        daily(10) + daily(10, volume="vol-2", prefix="t"), RetentionPolicy(keep_newest=3), {"vol-1"}
+    )
+    assert not any(r.deletes for sid, r in reasons.items() if sid.startswith("s"))
+    assert sum(r is Reason.HELD for r in reasons.values()) == 7
+    assert sum(r.deletes for sid, r in reasons.items() if sid.startswith("t")) == 7
+
+
+def test_error_state_snapshots_are_not_backups_and_go() -> None:
+    snaps = [snap("bad", 0.2, state=ERROR), snap("good", 1), snap("bad-old", 9, state=ERROR)]
+    reasons = plan(snaps, RetentionPolicy(keep_newest=1))
+    assert reasons == {
+        "bad": Reason.FAILED_SNAPSHOT,
+        "good": Reason.NEWEST,
+        "bad-old": Reason.FAILED_SNAPSHOT,
+    }
+    # ... but the minimum age applies to them as well (time to look at what went wrong)
+    reasons = plan(snaps, RetentionPolicy(keep_newest=1, keep_days=3))
+    assert reasons == {"bad": Reason.YOUNG, "good": Reason.NEWEST, "bad-old": Reason.FAILED_SNAPSHOT}
+
+
+def test_policy_refuses_to_keep_zero() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        RetentionPolicy(keep_newest=0)
+
+
+# --- properties ---------------------------------------------------------------------------
+
+VOLUMES = ["vol-a", "vol-b", "vol-c"]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Snapshot]:
+    count = draw(st.integers(min_value=0, max_value=40))
+    snaps = []
+    for i in range(count):
+        owner = draw(st.sampled_from([STACK, STACK, STACK, "other-stack", None]))
+        snaps.append(
+            Snapshot(
+                id=f"snap-{i:04d}",
+                volume_id=draw(st.sampled_from(VOLUMES)),
+                # minutes, so that several snapshots may share a day, or even a start time
+                start_time=NOW - timedelta(minutes=draw(st.integers(min_value=-60, max_value=60 * 24 * 400))),
+                state=draw(st.sampled_from([COMPLETED, COMPLETED, COMPLETED, PENDING, ERROR, "recoverable"])),
+                tags={"ManagedBy": owner} if owner else {"Name": "x"},
+                used_by_ami=draw(st.booleans()),
+            )
+        )
+    return snaps
+
+
+policies = st.builds(
+    RetentionPolicy,
+    keep_newest=st.integers(min_value=1, max_value=10),
+    keep_days=st.integers(min_value=0, max_value=60),
+    keep_daily=st.integers(min_value=0, max_value=14),
+    keep_weekly=st.integers(min_value=0, max_value=8),
+    keep_monthly=st.integers(min_value=0, max_value=12),
+)
+held_sets = st.sets(st.sampled_from(VOLUMES))
+
+
+@settings(max_examples=400, deadline=None)
+@given(histories(), policies, held_sets)
+def test_property_safety_rule_1(snaps: list[Snapshot], policy: RetentionPolicy, held: set[str]) -> None:
+    decisions = plan_retention(snaps, stack_name=STACK, policy=policy, now=NOW, held_volumes=held)
+    # one decision per snapshot
+    assert sorted(d.snapshot.id for d in decisions) == sorted(s.id for s in snaps)
+    deleted = [d.snapshot for d in decisions if d.delete]
+    for s in deleted:
+        assert s.tags.get("ManagedBy") == STACK, "deleted an unmanaged snapshot"
+        assert not s.used_by_ami, "deleted a snapshot an AMI uses"
+        assert s.state != PENDING, "deleted a pending snapshot"
+        assert s.state in (COMPLETED, ERROR)
+        assert s.volume_id not in held, "deleted for a volume whose new snapshot failed"
+        if policy.keep_days:
+            assert s.start_time <= NOW - timedelta(days=policy.keep_days), "deleted a young snapshot"
+    # the newest N completed managed snapshots of every volume are kept
+    deleted_ids = {s.id for s in deleted}
+    for volume in VOLUMES:
+        ours = [s for s in snaps if s.volume_id == volume and s.tags.get("ManagedBy") == STACK]
+        completed = sorted(
+            (s for s in ours if s.state == COMPLETED), key=lambda s: (s.start_time, s.id), reverse=True
+        )
+        assert not {s.id for s in completed[: policy.keep_newest]} & deleted_ids
+        kept_completed = [s for s in completed if s.id not in deleted_ids]
+        assert len(kept_completed) >= min(policy.keep_newest, len(completed))
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), policies)
+def test_property_second_run_deletes_nothing_more(snaps: list[Snapshot], policy: RetentionPolicy) -> None:
+    first = plan_retention(snaps, stack_name=STACK, policy=policy, now=NOW)
+    remaining = [d.snapshot for d in first if not d.delete]
+    second = plan_retention(remaining, stack_name=STACK, policy=policy, now=NOW)
+    assert not [d.snapshot.id for d in second if d.delete]
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), policies, st.integers(min_value=1, max_value=5))
+def test_property_a_stricter_policy_never_deletes_more(
+    snaps: list[Snapshot], policy: RetentionPolicy, extra: int
+) -> None:
+    loose = RetentionPolicy(
+        keep_newest=policy.keep_newest + extra,
+        keep_days=policy.keep_days,
+        keep_daily=policy.keep_daily,
+        keep_weekly=policy.keep_weekly,
+        keep_monthly=policy.keep_monthly,
+    )
+    base = {
+        d.snapshot.id for d in plan_retention(snaps, stack_name=STACK, policy=policy, now=NOW) if d.delete
+    }
+    more = {d.snapshot.id for d in plan_retention(snaps, stack_name=STACK, policy=loose, now=NOW) if d.delete}
+    assert more <= base
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), policies, held_sets)
+def test_property_holds_after_acting_decide_like_holds_known_before(
+    snaps: list[Snapshot], policy: RetentionPolicy, held: set[str]
+) -> None:
+    """The run decides before it knows which creations fail (plan) and applies the holds after
+    (act): the outcome must be exactly that of deciding with the holds known."""
+    before = plan_retention(snaps, stack_name=STACK, policy=policy, now=NOW)
+    after = with_holds(before, held)
+    known = plan_retention(snaps, stack_name=STACK, policy=policy, now=NOW, held_volumes=held)
+    assert {d.snapshot.id: d.reason for d in after} == {d.snapshot.id: d.reason for d in known}
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), policies)
+def test_property_the_deleter_refuses_nothing_the_plan_deletes_and_everything_it_keeps(
+    snaps: list[Snapshot], policy: RetentionPolicy
+) -> None:
+    for decision in plan_retention(snaps, stack_name=STACK, policy=policy, now=NOW):
+        assert (refusal(decision, STACK) is None) == decision.delete, decision
+
+
+def test_refusal_names_each_broken_rule() -> None:
+    expired = snap("s", 30)
+    assert refusal(Decision(expired, Reason.EXPIRED), STACK) is None
+    assert refusal(Decision(expired, Reason.NEWEST), STACK) == f"kept: {Reason.NEWEST.value}"
+    assert refusal(Decision(snap("s", 30, tags={}), Reason.EXPIRED), STACK) == Reason.UNMANAGED.value
+    assert refusal(Decision(snap("s", 30, ami=True), Reason.EXPIRED), STACK) == Reason.AMI.value
+    assert "pending" in str(refusal(Decision(snap("s", 30, state=PENDING), Reason.EXPIRED), STACK))
+
+
+def test_a_decision_survives_the_intent_as_json() -> None:
+    decision = Decision(
+        snap("s", 3, tags={**OURS, "Name": "n", "Owner": "o", "Cost": "x"}, ami=True), Reason.AMI
+    )
+    data = decision.as_json({"ManagedBy", "Name", "Owner"})
+    again = Decision.from_json(json.loads(json.dumps(data)))
+    assert again.reason is Reason.AMI and again.snapshot.start_time == decision.snapshot.start_time
+    assert again.snapshot.tags == {**OURS, "Name": "n", "Owner": "o"}  # only the tags the run needs
+    assert again.snapshot.used_by_ami
