@@ -45,13 +45,14 @@ def measure(module: str, services: list[str], runs: int = 7) -> dict[str, float]
     return {"handler_s": round(h, 3), "boto3_s": round(b, 3), "ratio": round(h / b, 2)}
 
 
-# Each handler and the clients it creates (its PERMISSIONS' services).
+# Each handler and the clients it creates (its PERMISSIONS' services; every one has the
+# runner's dynamodb client for its claim and outbox).
 HANDLERS: dict[str, list[str]] = {
     "website_health_check.app": ["ssm", "dynamodb", "sns"],
-    "owner_tagger.app": ["ec2", "sns"],
+    "owner_tagger.app": ["ec2", "dynamodb", "sns"],
     "patch_sweeper.app": ["ec2", "ssm", "dynamodb", "sns"],
-    "snapshot_rotator.app": ["ec2", "sns"],
-    "idle_stopper.app": ["ec2", "cloudwatch", "sns"],
+    "snapshot_rotator.app": ["ec2", "dynamodb", "sns"],
+    "idle_stopper.app": ["ec2", "cloudwatch", "dynamodb", "sns"],
 }
 
 

@@ -130,7 +130,7 @@ def hand_written(name: str) -> list[Any]:
             cases.append(_with(base, wrong, key))
     cases += [
         _with(base, OTHER_ACCOUNT, "account"),  # another account's event
-        _with(base, "aws.events" if name == "owner_tagger" else "aws.ec2", "source"),
+        _with(base, "aws.ec2" if base.get("source") == "aws.events" else "aws.events", "source"),
         _with(base, "Unknown Event", "detail-type"),
         _with(base, "yesterday", "time"),
         _with(base, "x" * 100_000, "detail-type"),

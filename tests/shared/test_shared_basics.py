@@ -194,7 +194,8 @@ def test_other_values_do_not_opt_out(value: str | None) -> None:
 @pytest.mark.parametrize(
     ("key", "valid"),
     [("Owner", True), ("CreatedBy", True), ("team:owner", True), ("a" * 128, True), ("a" * 129, False),
-     ("", False), ("aws:createdBy", False), ("AWS:x", False), (" Owner", False), ("own!er", False)],
+     ("", False), ("aws:createdBy", False), ("AWS:x", False), (" Owner", False), ("own!er", False),
+     ("Own\ner", False), ("Own\ter", False), ("Owner\n", False)],
 )  # fmt: skip
 def test_one_tag_key_rule(key: str, valid: bool) -> None:
     assert tags.valid_key(key) is valid

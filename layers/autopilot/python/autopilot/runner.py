@@ -180,6 +180,8 @@ def handle(
     """Run one invocation of ``automation`` (see the module doc for the steps)."""
     try:
         trigger = accept(event, context, automation.parse)
+        if not isinstance(event.get("id"), str) or not event["id"].strip():
+            raise BadEvent("event has no id (every EventBridge event has one; it keys the run's claim)")
     except BadEvent as err:
         _emit(metrics, Counts())
         return reject(err, event, logger, metrics)
@@ -213,6 +215,9 @@ def handle(
         )
         _emit(metrics, Counts())
         return {"status": "in-progress-elsewhere"}
+    except Exception:
+        _emit(metrics, Counts(failed=1))  # a run that raised still reports, as one failure
+        raise
     if not ran:
         # The work of this event is done (the claim says so), but its mail may still be held:
         # a retry of a run whose mail SNS refused sends it, and plans nothing again.
@@ -314,7 +319,6 @@ def _finish_earlier(
         if not _send(outbox, entry, common, automation.name, logger):
             held += 1
     if blocked:
-        _emit(metrics, total)
         raise OutboxError(
             f"{blocked} earlier run(s) could not be finished; no new work starts until they are "
             f"(or are given up after {MAX_ATTEMPTS} attempts, with a mail)"

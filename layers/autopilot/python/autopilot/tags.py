@@ -20,8 +20,9 @@ MAX_TAG_VALUE: Final = 256
 OPT_OUT_VALUES: Final = frozenset({"false", "no", "never", "off"})
 # Characters EC2 allows in tag keys and values (letters, digits, spaces and + - = . _ : / @),
 # Unicode letters too.
-_ALLOWED = r"[\w\s+\-=.:/@]"
-_KEY = re.compile(rf"^{_ALLOWED}{{1,{MAX_TAG_KEY}}}$", re.UNICODE)
+# Keys are one line: spaces, but no tabs or line breaks (fullmatch: "$" would let a final
+# line break through).
+_KEY = re.compile(rf"[\w +\-=.:/@]{{1,{MAX_TAG_KEY}}}", re.UNICODE)
 _NOT_ALLOWED = re.compile(r"[^\w\s+\-=.:/@]", re.UNICODE)
 
 
@@ -41,7 +42,7 @@ def clean_value(value: str) -> str:
 
 def valid_key(key: str) -> bool:
     """An EC2 tag key a user may set: 1-128 allowed characters, not blank, not ``aws:``."""
-    return bool(_KEY.match(key)) and key.strip() == key and not key.lower().startswith("aws:")
+    return bool(_KEY.fullmatch(key)) and key.strip() == key and not key.lower().startswith("aws:")
 
 
 def is_opt_out(value: str | None) -> bool:
