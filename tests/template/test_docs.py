@@ -38,3 +38,22 @@ def test_make_targets_named_in_the_readme_exist() -> None:
         assert re.search(rf"^{target}:", makefile, re.MULTILINE), (
             f"README names make {target}, Makefile lacks it"
         )
+
+
+def test_every_test_docs_guarantees_names_exists() -> None:
+    """docs/guarantees.md says which test enforces each promise: every file and test it names
+    must exist, so moving or renaming a test cannot silently orphan a promise."""
+    text = (ROOT / "docs" / "guarantees.md").read_text()
+    current: str | None = None
+    missing: list[str] = []
+    for match in re.finditer(r"`(tests/[\w/]+\.py)(?:::(\w+))?`|`::(\w+)`", text):
+        if match.group(1):
+            current = match.group(1)
+            if not (ROOT / current).is_file():
+                missing.append(current)
+                continue
+        name = match.group(2) or match.group(3)
+        if name and current and (ROOT / current).is_file():
+            if f"def {name}(" not in (ROOT / current).read_text():
+                missing.append(f"{current}::{name}")
+    assert not missing, missing
