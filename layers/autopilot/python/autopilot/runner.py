@@ -47,7 +47,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
 from autopilot import aws
-from autopilot.config import CommonConfig, env_str
+from autopilot.config import CommonConfig, ConfigError, env_str
 from autopilot.events import BadEvent, accept, reject
 from autopilot.notify import make_subject, publish
 from autopilot.outbox import Entry, Mail, Outbox, OutboxError
@@ -185,9 +185,13 @@ def handle(
     except BadEvent as err:
         _emit(metrics, Counts())
         return reject(err, event, logger, metrics)
-    common = CommonConfig.from_env()
-    config = automation.config()
-    table = env_str("OUTBOX_TABLE")
+    try:
+        common = CommonConfig.from_env()
+        config = automation.config()
+        table = env_str("OUTBOX_TABLE")
+    except ConfigError:
+        _emit(metrics, Counts(failed=1))  # a broken deployment fails loudly, and still reports
+        raise
     deadline = Deadline.from_context(context)
     outbox = Outbox(table, automation.name)
     ran: list[bool] = []
