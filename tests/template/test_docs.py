@@ -53,7 +53,11 @@ def test_every_test_docs_guarantees_names_exists() -> None:
                 missing.append(current)
                 continue
         name = match.group(2) or match.group(3)
-        if name and current and (ROOT / current).is_file():
-            if f"def {name}(" not in (ROOT / current).read_text():
-                missing.append(f"{current}::{name}")
+        if (
+            name
+            and current
+            and (ROOT / current).is_file()
+            and f"def {name}(" not in (ROOT / current).read_text()
+        ):
+            missing.append(f"{current}::{name}")
     assert not missing, missing
