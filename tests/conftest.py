@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +16,35 @@ import boto3
 import pytest
 from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
+from moto.utilities.utils import load_resource
 
 from autopilot import aws
 from autopilot.recorder import CallRecorder
-from reliability import observed
+from reliability import figures, observed
 
 # Powertools reads these when a handler module is imported (at collection, before fixtures).
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "OpsAutopilot")
 os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+
+
+def _only_motos_bundled_amis() -> None:
+    """Every new moto EC2 backend - one per test that touches EC2 - loads moto's bundled AMIs
+    (ec2/resources/amis.json: 44, ami-12c6146b among them) and ~1,250 more per region
+    (latest_amis, ecs/optimized_amis), each with an auto-created EBS snapshot: ~0.3 s a test,
+    and every DescribeSnapshots serialises those snapshots (~0.6 s a call). moto loads only the
+    file MOTO_AMIS_PATH names when it is set (read when moto.ec2 is imported, after this): here
+    a copy of its bundled amis.json, so the AMIs tests (and the demo they run) launch from stay."""
+    if "MOTO_AMIS_PATH" in os.environ:
+        return
+    path = Path(tempfile.gettempdir()) / f"ops-autopilot-moto-{version('moto')}-amis.json"
+    if not path.exists():
+        partial = path.with_name(f"{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(load_resource("ec2/resources/amis.json")))
+        partial.replace(path)  # atomic: xdist workers start at the same time
+    os.environ["MOTO_AMIS_PATH"] = str(path)
+
+
+_only_motos_bundled_amis()
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -32,7 +55,7 @@ STACK = "ops-autopilot-test"
 @pytest.fixture(scope="session", autouse=True)
 def _observe_iam_actions() -> Iterator[None]:
     """Records, for the whole session, the IAM actions each automation's code calls
-    (tests/reliability/observed.py; checked by tests/reliability/test_iam_observed.py)."""
+    (tests/reliability/observed.py; judged at the end of the session: pytest_sessionfinish)."""
     # Wraps the layer's own before-call hook rather than joining aws.call_hooks, which tests
     # expect to hold only their own recorders. Clients are made per test, after this.
     original = aws._before_call
@@ -46,15 +69,25 @@ def _observe_iam_actions() -> Iterator[None]:
     aws._before_call = original  # type: ignore[assignment]
 
 
-IAM_CHECK = "test_iam_observed.py"
+# -- The session's figures and the observed-IAM judgement, over every pytest-xdist worker -----
+# Each process that runs tests (the one pytest process, or each xdist worker) counts its share
+# (tests/reliability/figures.py); a worker hands it to the controller through xdist's
+# workeroutput; the process that ends the session adds the shares up, judges IAM once, fails
+# the session (exit status 1, an ERROR in the summary) on a mismatch and prints the figures.
+
+COMPLETE_KEY = pytest.StashKey[set[str]]()
+DESELECTED_KEY = pytest.StashKey[bool]()
+SHARES_KEY = pytest.StashKey[list[dict[str, Any]]]()
+LOST_KEY = pytest.StashKey[list[str]]()
+REPORT_KEY = pytest.StashKey[list[str]]()
+COLLECTED_KEY = pytest.StashKey[list[str]]()
+SHARE = "ops_autopilot_figures"
+IAM_CHECK = "tests/reliability/test_iam_observed.py"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The observed-IAM check runs last, after every test had the chance to make its calls,
-    and only judges automations whose whole test folder runs unfiltered in this session."""
-    last = [item for item in items if IAM_CHECK in item.nodeid]
-    rest = [item for item in items if IAM_CHECK not in item.nodeid]
-    items[:] = rest + last
+    """Which test folders run in full in this session: the observed-IAM judgement only judges
+    automations whose whole test folder (and tests/reliability/) ran unfiltered."""
     filtered = bool(config.getoption("keyword") or config.getoption("markexpr"))
     files = {Path(str(item.path)) for item in items}
     complete = {folder.name for folder in {f.parent for f in files} if set(folder.glob("test_*.py")) <= files}
@@ -66,16 +99,63 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
         items[0].config.stash[DESELECTED_KEY] = True
 
 
-COMPLETE_KEY = pytest.StashKey[set[str]]()
-DESELECTED_KEY = pytest.StashKey[bool]()
+def pytest_collection_finish(session: pytest.Session) -> None:
+    session.config.stash[COLLECTED_KEY] = [item.nodeid for item in session.items]
 
 
-@pytest.fixture(scope="session")
-def complete_suites(pytestconfig: pytest.Config) -> set[str]:
-    """Test folders (tests/<name>/) that ran in full in this session."""
-    if pytestconfig.stash.get(DESELECTED_KEY, False):
-        return set()
-    return pytestconfig.stash.get(COMPLETE_KEY, set())
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown":  # every test that started, passed or not, ends with one
+        figures.ran.add(report.nodeid)
+
+
+def _complete(config: pytest.Config) -> set[str] | None:
+    if COMPLETE_KEY not in config.stash:
+        return None  # collected nothing (the xdist controller collects nothing itself)
+    return set() if config.stash.get(DESELECTED_KEY, False) else config.stash[COMPLETE_KEY]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object | None) -> None:
+    """xdist controller: a worker finished (or died) and sent its share."""
+    config: pytest.Config = node.config
+    output = getattr(node, "workeroutput", None) or {}
+    if error is not None or SHARE not in output:
+        config.stash.setdefault(LOST_KEY, []).append(f"{node.gateway.id}: {error or 'no figures'}")
+    else:
+        config.stash.setdefault(SHARES_KEY, []).append(output[SHARE])
+
+
+@pytest.hookimpl(tryfirst=True)  # before the terminal summary and the junit report
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    mine = figures.share(_complete(config), config.stash.get(COLLECTED_KEY, None))
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller adds up and judges
+        config.workeroutput[SHARE] = mine  # type: ignore[attr-defined]
+        return
+    controller = config.pluginmanager.has_plugin("dsession")
+    totals = figures.add_up(config.stash.get(SHARES_KEY, []) if controller else [mine])
+    lost = config.stash.get(LOST_KEY, [])
+    if exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        why: str | None = f"the session ended with exit status {int(exitstatus)}"
+    elif totals.not_run:  # --collect-only, -x, ...
+        why = f"{len(totals.not_run)} of the {len(totals.collected)} tests collected did not run"
+    elif lost:
+        why = f"a worker's calls were lost ({'; '.join(lost)})"
+    else:
+        why = None
+    verdict = figures.judge_iam(totals, why)
+    if totals.ran:  # nothing to report after --collect-only
+        config.stash[REPORT_KEY] = figures.summary(totals) + verdict.lines
+    if verdict.failures:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        for name, message in sorted(verdict.failures.items()):
+            nodeid = f"{IAM_CHECK}::granted_actions_are_exactly_the_observed_calls[{name}]"
+            report = pytest.TestReport(
+                nodeid, (IAM_CHECK, None, nodeid.split("::")[1]), {}, "failed", message, "sessionfinish"
+            )
+            if reporter is not None:  # listed under ERRORS, counted in the last line
+                reporter.stats.setdefault("error", []).append(report)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -86,13 +166,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(line)
 
 
-REPORT_KEY = pytest.StashKey[list[str]]()
-
-
 @pytest.fixture(scope="session")
-def reliability_report(pytestconfig: pytest.Config) -> list[str]:
-    """Lines printed at the end of the run (faults survived, bad inputs tried, IAM actions)."""
-    return pytestconfig.stash.setdefault(REPORT_KEY, [])
+def reliability_report() -> list[str]:
+    """Lines printed at the end of the run (faults survived ...), from every xdist worker."""
+    return figures.lines
 
 
 # DynamoDB applies each write - its condition check and the write itself - atomically. moto

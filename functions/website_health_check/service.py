@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -32,6 +32,7 @@ MAX_REDIRECTS = 5
 MAX_WORKERS = 64  # checks wait on the network; 64 threads fit in 256 MB
 USER_AGENT = "ops-autopilot-health-check/1.0"
 AUTOMATION = "website_health_check"
+NOT_CHECKED = "time budget spent; sites not checked this run"
 
 logger = Logger(child=True)
 
@@ -87,19 +88,32 @@ def probe(site: Site, budget_s: float, now: datetime) -> Probe:
 
 def probe_all(sites: list[Site], deadline: Deadline, now: datetime) -> list[tuple[Site, Probe]]:
     """Probe every site concurrently (up to 64 at a time), in the list's order; sites not
-    finished within the time budget are left out (their state is untouched) and logged."""
+    finished within the time budget are left out (their state is untouched) and logged. So is
+    a site whose probe timed out only because the budget cut its own timeout short (however
+    late this thread wakes up), and every site when the budget is spent before the first probe."""
     if not sites:
         return []
+    if deadline.expired():
+        logger.warning(NOT_CHECKED, extra={"urls": [s.url for s in sites]})
+        return []
     pool = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(sites)))
-    futures = {pool.submit(probe, s, deadline.remaining(), now): s for s in sites}
+    futures: dict[Future[Probe], tuple[Site, float]] = {}
+    for s in sites:
+        budget = deadline.remaining()
+        futures[pool.submit(probe, s, budget, now)] = (s, budget)
     done, pending = wait(futures, timeout=deadline.remaining())
     pool.shutdown(wait=False, cancel_futures=True)
-    if pending:
-        logger.warning(
-            "time budget spent; sites not checked this run", extra={"urls": [futures[f].url for f in pending]}
-        )
+    cut_short = {f for f in done if _timed_out(f.result()) and futures[f][0].timeout > futures[f][1]}
+    if pending or cut_short:
+        urls = [futures[f][0].url for f in (*pending, *cut_short)]
+        logger.warning(NOT_CHECKED, extra={"urls": urls})
     order = {s.url: i for i, s in enumerate(sites)}
-    return sorted(((futures[f], f.result()) for f in done), key=lambda pair: order[pair[0].url])
+    checked = ((futures[f][0], f.result()) for f in done - cut_short)
+    return sorted(checked, key=lambda pair: order[pair[0].url])
+
+
+def _timed_out(found: Probe) -> bool:
+    return found.failure is not None and found.failure[0] == "timeout"
 
 
 def _read_capped(response: requests.Response, deadline: float) -> str:

@@ -19,12 +19,10 @@ from idle_stopper.decide import Policy
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 AMI = "ami-12c6146b"
-# The run's time: the clock is pinned to it (moto launches instances "now", so the fleet is
-# launched relative to it). Kept out of the 07:00 UTC hour, when a malformed StopAfter alone
-# mails (a test sets that hour itself).
-NOW = datetime.now(UTC).replace(microsecond=0)
-if NOW.hour == 7:
-    NOW += timedelta(hours=1)
+# The run's time, fixed: the runner's clock is pinned to it (the ``env`` fixture) and the fleet
+# is launched and measured relative to it (moto's backend is told the launch times). Outside
+# the 07:00 UTC hour, when a malformed StopAfter alone mails (a test sets that hour itself).
+NOW = datetime(2026, 3, 10, 14, 25, 41, tzinfo=UTC)
 POLICY = Policy(lookback_periods=24, periods_required=23, cpu_percent=10.0, network_mb=5.0)
 ENV = {
     "POWERTOOLS_SERVICE_NAME": "idle_stopper",

@@ -207,7 +207,10 @@ def test_verdict_numbers_are_the_peaks() -> None:
 def test_exclusions_win_over_everything(kwargs: dict[str, object], outcome: Outcome) -> None:
     a = assess(instance(**kwargs), POLICY, NOW)
     assert a.outcome is outcome
-    assert not conclude(a, series(), POLICY, NOW).stops or outcome is Outcome.NEEDS_METRICS
+    # idle metrics change nothing for an excluded instance; the two that need them stop as idle
+    concluded = conclude(a, series(), POLICY, NOW)
+    assert concluded.outcome is (Outcome.STOP_IDLE if outcome is Outcome.NEEDS_METRICS else outcome)
+    assert concluded.stops is (outcome is Outcome.NEEDS_METRICS)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from autopilot.tags import OPT_OUT_VALUES
 from idle_stopper.decide import Instance, Period, Policy, decide
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.slow]  # hypothesis at full size: ~10 s each
 
 NOW = datetime(2024, 5, 14, 9, 17, tzinfo=UTC)
 

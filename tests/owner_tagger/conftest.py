@@ -21,6 +21,9 @@ from owner_tagger.event import CreationEvent, parse
 
 REGION = "eu-west-1"
 NOW = datetime(2026, 11, 23, 12, 5, tzinfo=UTC)
+# One of moto's bundled images (moto/ec2/resources/amis.json), by id: listing them
+# (describe_images(Owners=["amazon"])) serialises ~1,300 images, about 5 s per test.
+AMI_ID = "ami-12c6146b"
 
 
 @pytest.fixture
@@ -39,11 +42,10 @@ def owner_env(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dic
 @pytest.fixture
 def launch(ec2: Any) -> Callable[..., list[dict[str, Any]]]:
     """launch(count, **run_instances kwargs) -> the Instances moto returned."""
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
 
     def run(count: int = 1, **kwargs: Any) -> list[dict[str, Any]]:
         response = ec2.run_instances(
-            ImageId=image, MinCount=count, MaxCount=count, InstanceType="t3.micro", **kwargs
+            ImageId=AMI_ID, MinCount=count, MaxCount=count, InstanceType="t3.micro", **kwargs
         )
         return list(response["Instances"])
 

@@ -351,7 +351,11 @@ def test_dry_run_decides_but_does_not_tag(
     assert ops(calls) == {**RUNNER_WITH_INTENT, "ec2.DescribeInstances": 1}
     assert all("Owner" not in helpers.tags_of(ec2, i["InstanceId"]) for i in instances)
     would_tag = {d["resource"]: d["value"] for d in decisions(caplog) if d["action"] == "tag"}
-    assert set(would_tag.values()) == {"bob"} and {i["InstanceId"] for i in instances} <= set(would_tag)
+    everything: set[str] = set()  # each instance, its volume and its network interface
+    for instance in instances:
+        volumes, enis = helpers.attachments(ec2, instance["InstanceId"])
+        everything |= {instance["InstanceId"], *volumes, *enis}
+    assert len(everything) == 6 and would_tag == dict.fromkeys(everything, "bob")
     assert all(d["dry_run"] is True for d in decisions(caplog))
     assert result["dry_run"] is True and result["Changed"] == 0 and result["Checked"] == 6
     assert mailbox() == []  # the same mail rules as a real run: nothing needs a person

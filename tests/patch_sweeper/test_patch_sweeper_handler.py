@@ -248,6 +248,16 @@ def own_writes(calls: CallRecorder) -> list[str]:
     ]
 
 
+def listed(body: str, heading: str) -> list[str]:
+    """The item titles (the ``- ...`` lines) of the mail's section headed ``heading``, in order."""
+    lines = body.split("\n")
+    start = lines.index(heading) + 2  # the heading and its underline
+    return [line[2:] for line in lines[start : lines.index("", start)] if line.startswith("- ")]
+
+
+CUT = "more (every one is in the function's log)."  # the end of the "... and N more" line
+
+
 def record(load_event: Loader) -> store.SweepRecord:
     """The sweep as stored, read outside the call counts of the test."""
     hooks = list(aws.call_hooks)
@@ -520,8 +530,13 @@ def test_refused_batch_is_reported_and_the_rest_still_runs(
     ssm.assert_no_pending_responses()
     assert (done["Changed"], done["Failed"]) == (10, 50)
     (mail,) = mailbox()
-    assert "command not sent: InvalidInstanceId" in mail["body"]
-    assert "... and 0 more" not in mail["body"]
+    body = mail["body"]
+    # Every refused instance listed (50: exactly one section's worth, so nothing is cut), each
+    # with its reason; the 10 patched ones in their own section; no "... and N more" line.
+    assert listed(body, "Failed (50)") == ids[:50]
+    assert body.count("why: command not sent: InvalidInstanceId") == 50
+    assert listed(body, "Patched, no reboot pending (10)") == ids[50:]
+    assert CUT not in body
 
 
 def test_no_target_at_all_mails_the_not_patchable_list_at_once(
@@ -611,7 +626,9 @@ def test_100_instances_two_commands_one_digest_after_the_last(
     (mail,) = mailbox()
     assert mail["subject"].endswith("100 patched, 0 failed, 0 pending reboot, 0 not patchable")
     assert mail["attributes"]["severity"] == "info"
-    assert "... and 50 more" in mail["body"]  # the patched list is capped at 50 lines
+    # the patched list is capped at 50 items, then one line says how many more there are
+    assert len(listed(mail["body"], "Patched, no reboot pending (100)")) == 50
+    assert mail["body"].count(CUT) == 1 and f"... and 50 {CUT}" in mail["body"].split("\n")
     invocations = 3  # the schedule, then one final-status event per command
     assert calls.by_operation() == {
         "ec2.DescribeInstances": 2,  # the fleet at start; Name/Owner of the 50 listed at the end

@@ -9,6 +9,9 @@ that called it, and set-up calls made by tests or the demo count for nobody. The
 
 Boto operation names map to IAM actions as ``<service>:<Operation>``, plus the actions AWS
 authorizes implicitly: tag-on-create (``TagSpecifications``) also needs ``ec2:CreateTags``.
+
+The judgement (granted == observed, per automation) runs once at the end of the session, on the
+calls of every worker (tests/reliability/figures.py, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ AUTOMATIONS = frozenset(p.parent.name for p in (ROOT / "functions").glob("*/app.
 IAM_PREFIX: dict[str, str] = {"monitoring": "cloudwatch"}
 # (service, operation) that also need another action when the request carries tags.
 TAG_ON_CREATE = {("ec2", "CreateSnapshot"), ("ec2", "CreateSnapshots"), ("ec2", "RunInstances")}
+# Added by SAM, not called by the code: Lambda itself sends failed async events to the queue.
+IMPLICIT_ACTIONS = {"sqs:SendMessage"}
 
 _lock = threading.Lock()
 observed: dict[str, set[str]] = defaultdict(set)
@@ -61,3 +66,17 @@ def hook(service: str, operation: str, params: dict[str, Any]) -> None:
             return
         observed[owner].update(actions)
         calls_seen[owner] += 1
+
+
+def granted(name: str) -> set[str]:
+    """The actions the automation's function role allows (template.yaml, as deployed)."""
+    from template_tools import as_list, camel, cloudformation_template, policy_statements
+
+    role = cloudformation_template()["Resources"][f"{camel(name)}FunctionRole"]
+    return {
+        a
+        for s in policy_statements(role)
+        if s["Effect"] == "Allow"
+        for a in as_list(s["Action"])
+        if a not in IMPLICIT_ACTIONS
+    }

@@ -2,11 +2,11 @@
 into every AWS call of every automation (tests/reliability/faults.py), on the moto scenarios of
 tests/reliability/scenarios.py. Throttled work is retried by botocore (standard mode, 8
 attempts: autopilot.aws.BOTO_CONFIG) until it is done; refused resources are reported and the
-rest still done; nothing is left half-done. The figures are printed at the end of the run."""
+rest still done; nothing is left half-done. The figures are printed at the end of the run (each
+test's, and the totals over every worker: tests/reliability/figures.py)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -14,12 +14,13 @@ from botocore.retries import standard
 
 from autopilot import aws
 from autopilot.recorder import CallRecorder
+from reliability import figures as session_figures
 from reliability.faults import FaultInjector, ResourceFault, names
 from reliability.scenarios import BUILDERS, NAMES, Ctx, backend, ec2, tags_of
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Marked per test: the scenarios run on moto (integration, slow); the retry configuration is unit.
 
-TOTALS: Counter[str] = Counter()
+TOTALS = session_figures.counter("faults")  # summed over the session's workers, printed at the end
 
 
 @pytest.fixture(autouse=True)
@@ -37,13 +38,17 @@ def _record(kind: str, name: str, injector: FaultInjector, report: list[str]) ->
     figures = injector.stats.figures()
     TOTALS.update({f"{kind}.{k}": v for k, v in figures.items()})
     report.append(f"faults {kind:<11} {name:<21} " + " ".join(f"{k}={v}" for k, v in figures.items()))
+    assert figures["lost"] == 0, figures  # every fault test: no work lost
     return figures
 
 
+@pytest.mark.unit
 def test_the_retry_configuration_is_standard_mode_with_8_attempts() -> None:
     assert aws.BOTO_CONFIG.retries == {"mode": "standard", "total_max_attempts": 8}
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_30_percent_throttling_loses_no_work(name: str, ctx: Ctx, reliability_report: list[str]) -> None:
     scenario = BUILDERS[name](ctx)
@@ -58,6 +63,8 @@ def test_30_percent_throttling_loses_no_work(name: str, ctx: Ctx, reliability_re
     assert figures["completed"] == figures["operations_attempted"]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_timeouts_and_5xx_lose_no_work(name: str, ctx: Ctx, reliability_report: list[str]) -> None:
     scenario = BUILDERS[name](ctx)
@@ -74,6 +81,8 @@ def test_timeouts_and_5xx_lose_no_work(name: str, ctx: Ctx, reliability_report: 
 # -- per-resource refusals: the others are done, the refused ones reported, nothing half-done --
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_idle_stopper_one_instance_refuses_to_stop(ctx: Ctx, reliability_report: list[str]) -> None:
     scenario = BUILDERS["idle_stopper"](ctx)
     refused, *others = scenario.resources
@@ -100,6 +109,8 @@ def test_idle_stopper_one_instance_refuses_to_stop(ctx: Ctx, reliability_report:
     assert refused in mail["body"] and "IncorrectInstanceState" in mail["body"]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_owner_tagger_one_instance_vanished(ctx: Ctx, reliability_report: list[str]) -> None:
     scenario = BUILDERS["owner_tagger"](ctx)
     gone = scenario.extra["instances"][1]
@@ -120,6 +131,8 @@ def test_owner_tagger_one_instance_vanished(ctx: Ctx, reliability_report: list[s
     assert gone in mail["body"] and "InvalidInstanceID.NotFound" in mail["body"]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_snapshot_rotator_in_use_snapshot_and_refused_volume(ctx: Ctx, reliability_report: list[str]) -> None:
     scenario = BUILDERS["snapshot_rotator"](ctx)
     old: dict[str, list[str]] = scenario.extra["old"]
@@ -148,6 +161,8 @@ def test_snapshot_rotator_in_use_snapshot_and_refused_volume(ctx: Ctx, reliabili
     assert second in mail["body"] and "IncorrectState" in mail["body"]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_snapshot_rotator_concurrent_snapshot_limit_leaves_the_rest_whole(
     ctx: Ctx, reliability_report: list[str]
 ) -> None:
@@ -174,6 +189,8 @@ def test_snapshot_rotator_concurrent_snapshot_limit_leaves_the_rest_whole(
     assert "ConcurrentSnapshotLimitExceeded" in mail["body"]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_patch_sweeper_refused_batch_is_reported_and_the_rest_patched(
     ctx: Ctx, reliability_report: list[str]
 ) -> None:
@@ -197,6 +214,8 @@ def test_patch_sweeper_refused_batch_is_reported_and_the_rest_patched(
     assert "InvalidInstanceId" in mail["body"]
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_website_health_check_state_conflict_on_one_site(ctx: Ctx, reliability_report: list[str]) -> None:
     scenario = BUILDERS["website_health_check"](ctx)
     _, toggle, error = scenario.resources
@@ -215,23 +234,6 @@ def test_website_health_check_state_conflict_on_one_site(ctx: Ctx, reliability_r
     assert (result["Checked"], result["Changed"]) == (3, 1)
     (mail,) = scenario.mails()
     assert error in mail["subject"] and toggle not in mail["body"]
-
-
-def test_zz_figures(reliability_report: list[str]) -> None:
-    """The totals over every fault test above (printed in the run's summary)."""
-    for kind in ("throttling", "timeout+5xx", "per-resource"):
-        keys = (
-            "operations_attempted",
-            "http_attempts",
-            "retried",
-            "faults_injected",
-            "completed",
-            "refused_per_resource",
-            "lost",
-        )
-        line = " ".join(f"{k}={TOTALS[f'{kind}.{k}']}" for k in keys)
-        reliability_report.append(f"faults TOTAL {kind:<12} {line}")
-    assert TOTALS["throttling.lost"] == TOTALS["timeout+5xx.lost"] == TOTALS["per-resource.lost"] == 0
 
 
 _ = (backend, CallRecorder)

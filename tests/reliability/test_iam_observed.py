@@ -1,51 +1,66 @@
 """IAM from observed calls: each function's role grants exactly the actions its code was seen
 calling across the whole test suite (tests/reliability/observed.py explains the attribution).
 
-Runs last (tests/conftest.py orders it) and judges an automation only when its whole test
-folder and this folder ran unfiltered in the session; otherwise it is skipped, not passed.
+That judgement is not a test here: under pytest-xdist no single test sees every worker's calls.
+It runs once at the end of the session, on the calls of all workers (tests/conftest.py
+``pytest_sessionfinish``, tests/reliability/figures.py ``judge_iam``): a mismatch is an ERROR of
+the session (exit status 1), and the "IAM <name>: ..." figures are printed in the summary. It
+judges an automation only when its whole test folder and this folder ran unfiltered. The tests
+below check the attribution and the judgement itself.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from reliability import observed
-from template_tools import as_list, automation_folders, camel, cloudformation_template, policy_statements
+from reliability import figures, observed
 
-pytestmark = pytest.mark.integration
-
-# Added by SAM, not called by the code: Lambda itself sends failed async events to the queue.
-IMPLICIT_ACTIONS = {"sqs:SendMessage"}
+pytestmark = pytest.mark.unit  # pure logic: the judgement, the attribution, no AWS call
 
 
-def granted(name: str) -> set[str]:
-    role = cloudformation_template()["Resources"][f"{camel(name)}FunctionRole"]
-    return {
-        a
-        for s in policy_statements(role)
-        if s["Effect"] == "Allow"
-        for a in as_list(s["Action"])
-        if a not in IMPLICIT_ACTIONS
+def _totals(name: str, seen: set[str], complete: set[str]) -> figures.Totals:
+    share = {
+        "counters": {},
+        "lines": [],
+        "observed": {name: sorted(seen)},
+        "calls_seen": {name: len(seen)},
+        "complete": sorted(complete),
     }
+    return figures.add_up([share])
 
 
-@pytest.mark.parametrize("name", automation_folders())
-def test_granted_actions_are_exactly_the_observed_calls(
-    name: str, complete_suites: set[str], reliability_report: list[str]
-) -> None:
-    if not {name, "reliability"} <= complete_suites:
-        pytest.skip(f"tests/{name}/ did not run in full in this session: nothing to compare")
-    seen = observed.observed.get(name, set())
-    allowed = granted(name)
-    reliability_report.append(
-        f"IAM {name}: {len(allowed)} actions granted, {len(seen)} observed "
-        f"({observed.calls_seen.get(name, 0)} calls): {', '.join(sorted(seen))}"
-    )
-    assert not seen - allowed, f"{name} called actions its role does not grant: {sorted(seen - allowed)}"
-    assert not allowed - seen, (
-        f"{name}'s role grants actions no test saw it call: {sorted(allowed - seen)} - "
-        "exercise them in a test (or drop the grant)"
-    )
+def test_the_judgement_fails_on_a_missing_or_an_unused_grant() -> None:
+    name = "idle_stopper"
+    allowed = observed.granted(name)
+    assert allowed
+    full = {name, "reliability"}
+    assert figures.judge_iam(_totals(name, allowed, full), None).failures == {}
+    one = sorted(allowed)[0]
+    unused = figures.judge_iam(_totals(name, allowed - {one}, full), None).failures
+    assert set(unused) == {name} and f"grants actions no test saw it call: ['{one}']" in unused[name]
+    extra = figures.judge_iam(_totals(name, allowed | {"ec2:TerminateInstances"}, full), None).failures
+    assert "called actions its role does not grant: ['ec2:TerminateInstances']" in extra[name]
+    # not judged (no failure, a "not judged" line) when the folders did not run in full
+    partial = figures.judge_iam(_totals(name, set(), {name}), None)
+    assert partial.failures == {} and any(line.startswith("IAM not judged") for line in partial.lines)
+    stopped = figures.judge_iam(_totals(name, set(), full), "the session stopped early")
+    assert stopped.failures == {} and stopped.lines[-1].endswith("the session stopped early")
+
+
+def test_shares_of_several_workers_add_up() -> None:
+    def part(count: int, line: str, action: str, complete: list[str]) -> dict[str, object]:
+        return {
+            "counters": {"faults": {"x": count}},
+            "lines": [line],
+            "observed": {"n": [action]},
+            "calls_seen": {"n": count},
+            "complete": complete,
+        }
+
+    totals = figures.add_up([part(2, "b", "ec2:A", ["n", "reliability"]), part(3, "a", "ec2:B", ["n"])])
+    assert totals.counters["faults"]["x"] == 5 and totals.lines == ["a", "b"]
+    assert totals.observed["n"] == {"ec2:A", "ec2:B"} and totals.calls_seen["n"] == 5
+    assert totals.complete == {"n"}  # complete only where every worker collected it in full
 
 
 def test_operations_map_to_iam_actions_including_tag_on_create() -> None:

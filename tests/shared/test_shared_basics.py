@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -11,7 +12,7 @@ from botocore.exceptions import ClientError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autopilot import aws, console, tags
+from autopilot import aws, console, runtime, tags
 from autopilot.config import CommonConfig, ConfigError, env_bool, env_int
 from autopilot.events import BadEvent, describe, parse_scheduled, require
 from autopilot.recorder import CallRecorder
@@ -166,13 +167,20 @@ def test_tag_dicts() -> None:
 
 
 @pytest.mark.unit
-def test_deadline_keeps_a_reserve() -> None:
+def test_deadline_keeps_a_reserve(monkeypatch: pytest.MonkeyPatch) -> None:
     class Context:
         def get_remaining_time_in_millis(self) -> int:
             return 30_000
 
     deadline = Deadline.from_context(Context(), reserve=20)
-    assert 9 < deadline.remaining() <= 10 and not deadline.expired()
+    assert (deadline.remaining_at_start, deadline.reserve) == (30.0, 20)
+    elapsed = [0.5]  # the monotonic clock, frozen at this many seconds after the deadline began
+    monkeypatch.setattr(runtime, "time", SimpleNamespace(monotonic=lambda: deadline._start + elapsed[0]))
+    assert deadline.remaining() == 9.5 and not deadline.expired()
+    elapsed[0] = 10.0
+    assert deadline.remaining() == 0.0 and deadline.expired()
+    elapsed[0] = 11.0
+    assert deadline.remaining() == 0.0  # never negative
     assert Deadline(remaining_at_start=5, reserve=10).expired()
 
 

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from autopilot.notify import MAX_SUBJECT, Digest, Item, make_subject, plural, publish
 
-pytestmark = pytest.mark.unit
+# Every test is unit (pure rendering) except the one that publishes through moto's SNS.
 
 
+@pytest.mark.unit
 def test_subject_starts_with_the_stack_and_folds_to_ascii() -> None:
     assert make_subject("ops", "DOWN: https://example.com — expected text missing") == (
         "[ops] DOWN: https://example.com - expected text missing"
@@ -21,6 +22,7 @@ def test_subject_starts_with_the_stack_and_folds_to_ascii() -> None:
     assert make_subject("ops", "2 instances stopped", dry_run=True) == "[ops] DRY RUN: 2 instances stopped"
 
 
+@pytest.mark.unit
 @given(stack=st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,60}", fullmatch=True), text=st.text(max_size=400))
 def test_subject_is_always_one_printable_ascii_line_of_at_most_99_chars(stack: str, text: str) -> None:
     subject = make_subject(stack, text)
@@ -29,11 +31,13 @@ def test_subject_is_always_one_printable_ascii_line_of_at_most_99_chars(stack: s
     assert subject.isascii() and subject.isprintable() and "\n" not in subject
 
 
+@pytest.mark.unit
 def test_plural() -> None:
     assert plural(1, "instance") == "1 instance" and plural(3, "instance") == "3 instances"
     assert plural(2, "policy", "policies") == "2 policies"
 
 
+@pytest.mark.unit
 def test_body_has_sections_items_links_advice_and_footer() -> None:
     digest = Digest("idle_stopper", "ops", "eu-west-1", dry_run=True)
     digest.section("Stopped (1)", [Item("i-1 web (Owner: ann)", ["idle 12 of 12 h"], "https://console/i-1")])
@@ -48,6 +52,7 @@ def test_body_has_sections_items_links_advice_and_footer() -> None:
     assert "stack ops, automation idle_stopper, region eu-west-1" in body
 
 
+@pytest.mark.unit
 def test_long_sections_are_cut_with_a_count() -> None:
     digest = Digest("x", "ops", "eu-west-1")
     digest.section("Many", [Item(f"i-{n}") for n in range(120)])
@@ -55,6 +60,7 @@ def test_long_sections_are_cut_with_a_count() -> None:
     assert "- i-49" in body and "- i-50" not in body and "... and 70 more" in body
 
 
+@pytest.mark.unit
 def test_huge_bodies_stay_under_the_sns_limit() -> None:
     digest = Digest("x", "ops", "eu-west-1")
     for n in range(200):
@@ -62,12 +68,14 @@ def test_huge_bodies_stay_under_the_sns_limit() -> None:
     assert len(digest.body("s").encode()) < 256 * 1024
 
 
+@pytest.mark.unit
 def test_empty_digest_renders_no_mail() -> None:
     digest = Digest("x", "ops", "eu-west-1")
     digest.section("Nothing")
     assert digest.mail("subject", "summary", "info") is None
 
 
+@pytest.mark.integration
 def test_the_mail_is_publishable_with_subject_body_and_attributes(
     topic_arn: str, mailbox: Callable[[], list[dict[str, Any]]]
 ) -> None:
@@ -82,6 +90,7 @@ def test_the_mail_is_publishable_with_subject_body_and_attributes(
     assert sent["body"].startswith("Summary.")
 
 
+@pytest.mark.unit
 def test_unknown_severity_is_refused() -> None:
     digest = Digest("x", "ops", "eu-west-1")
     digest.section("s", [Item("a")])

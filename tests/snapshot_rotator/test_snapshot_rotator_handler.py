@@ -160,6 +160,7 @@ def test_dry_run_changes_nothing_but_mails_what_it_would_do(
     assert mail["subject"] == f"[{STACK}] DRY RUN: 3 snapshots would be created, 6 deleted"
 
 
+@pytest.mark.slow
 def test_exact_calls_of_one_run_runner_included(
     history: History, load_event: Any, calls: CallRecorder, mailbox: Mailbox
 ) -> None:

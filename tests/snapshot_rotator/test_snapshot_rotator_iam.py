@@ -11,7 +11,7 @@ import pytest
 from snapshot_rotator.app import PERMISSIONS
 from template_tools import as_list, cloudformation_template, policy_statements
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit  # the template alone: no AWS
 
 STACK_REF = {"Ref": "AWS::StackName"}
 

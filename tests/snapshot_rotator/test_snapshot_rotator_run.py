@@ -136,14 +136,16 @@ def test_retention_over_simulated_days_keeps_newest_and_never_touches_others(
 
 def test_gfs_tiers_over_a_simulated_quarter(fleet: Any, rotate: Rotate) -> None:
     vol = fleet.volume({"Backup": "true"})
-    for day in range(90, 0, -1):
+    for day in range(90, 0, -1):  # one a day at 03:00, the last yesterday (NOW: Monday 2026-11-23)
         fleet.snapshot(vol, NOW - day * DAY)
-    rotate(keep_newest=2, keep_daily=5, keep_weekly=4, keep_monthly=3)
+    before = set(fleet.backend.snapshots)
+    rotation = rotate(keep_newest=2, keep_daily=5, keep_weekly=4, keep_monthly=3)
+    fleet.backdate_new(before, NOW)  # moto stamps the new one with the real clock: the run's time
     kept = sorted(s["StartTime"] for s in fleet.snapshots(vol).values())
-    # 1 new + newest 2 / 5 daily (overlapping) + up to 4 weekly + up to 3 monthly, all distinct periods
-    assert 5 <= len(kept) <= 1 + 5 + 4 + 3
-    # monthly: the newest of November, October and September; the last is September 30
-    assert kept[0].date() == (NOW - 54 * DAY).date(), "the oldest monthly keeper must survive"
+    # The new one; newest 2 (1, 2 days ago) inside daily 5 (1-5); weekly 4: the newest of ISO
+    # weeks 47, 46, 45, 44 (1, 8, 15, 22); monthly 3: November (1), October 31 (23), September 30 (54).
+    assert kept == [NOW - days * DAY for days in (54, 23, 22, 15, 8, 5, 4, 3, 2, 1, 0)]
+    assert rotation.created == 1 and len(rotation.deleted) == 90 - 10
 
 
 def test_retry_the_same_day_does_not_snapshot_twice(fleet: Any, rotate: Rotate, calls: CallRecorder) -> None:

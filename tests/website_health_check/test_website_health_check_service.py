@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import boto3
 import pytest
+from cryptography import x509
 
 from autopilot.recorder import CallRecorder
 from autopilot.runtime import Deadline
@@ -22,9 +24,11 @@ from website_health_check.service import MAX_BODY_BYTES
 pytestmark = pytest.mark.integration
 
 
-def check_site(site: Site, budget_s: float, cert_warning_days: int) -> CheckResult:
-    """One site as a run checks it: the probe (service), then its meaning (decide)."""
-    return classify(site, service.probe(site, budget_s, datetime.now(UTC)), cert_warning_days)
+def check_site(
+    site: Site, budget_s: float, cert_warning_days: int, now: datetime | None = None
+) -> CheckResult:
+    """One site as a run checks it at ``now``: the probe (service), then its meaning (decide)."""
+    return classify(site, service.probe(site, budget_s, now or datetime.now(UTC)), cert_warning_days)
 
 
 def url(server: ThreadingHTTPServer, path: str, scheme: str = "http") -> str:
@@ -95,13 +99,21 @@ def test_dns_failure() -> None:
     assert result.status is Status.DOWN and result.category == "dns"
 
 
-def test_certificate_expiring_in_3_days_is_degraded(tls_web: ThreadingHTTPServer) -> None:
-    result = check_site(site(url(tls_web, "/ok", "https")), budget_s=10, cert_warning_days=14)
+def test_certificate_expiring_in_3_days_is_degraded(tls_web: ThreadingHTTPServer, tmp_path: Path) -> None:
+    # The run's "now" is pinned to 3 days before the certificate's expiry (the handshake itself
+    # checks the certificate against the real clock, so the certificate is made from it).
+    expires = x509.load_pem_x509_certificate((tmp_path / "cert.pem").read_bytes()).not_valid_after_utc
+    now = expires - timedelta(days=3)
+    result = check_site(site(url(tls_web, "/ok", "https")), budget_s=10, cert_warning_days=14, now=now)
     assert result.status is Status.DEGRADED and result.category == "cert_expiring"
-    assert result.cert_days_left is not None and 2.9 < result.cert_days_left <= 3.0
-    assert (
-        check_site(site(url(tls_web, "/ok", "https")), budget_s=10, cert_warning_days=2).status is Status.UP
+    assert result.cert_days_left == 3.0
+    assert result.reason == "TLS certificate expires in 3.0 days (warning below 14)"
+    later = check_site(
+        site(url(tls_web, "/ok", "https")), 10, cert_warning_days=14, now=now + timedelta(hours=6)
     )
+    assert later.cert_days_left == 2.75
+    not_yet = check_site(site(url(tls_web, "/ok", "https")), budget_s=10, cert_warning_days=3, now=now)
+    assert not_yet.status is Status.UP and not_yet.cert_days_left == 3.0  # warned only below 3 days
 
 
 def test_untrusted_certificate_is_a_tls_error(untrusted_tls_web: ThreadingHTTPServer) -> None:

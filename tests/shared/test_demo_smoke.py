@@ -1,0 +1,67 @@
+"""`make demo` works: ``python -m demo`` (with the Makefile's PYTHONPATH) runs every automation's
+demo scenario against its local moto server, exits 0, and prints each automation's heading
+followed by at least one of its mails. No network beyond 127.0.0.1: every proxy variable
+points at a closed local port (so any other HTTP request fails) and instance metadata is off."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# The demo scenarios, one per automation (demo/__main__.py runs them in this order).
+NAMES = sorted(p.stem for p in (ROOT / "demo" / "scenarios").glob("*.py") if p.stem != "__init__")
+AUTOMATIONS = sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
+BAR = "=" * 78
+MAIL = "  | Subject: [ops-autopilot-demo] "
+CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens there
+
+
+@pytest.fixture(scope="module")
+def demo() -> subprocess.CompletedProcess[str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("AWS_")
+        and key.lower() not in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+    }
+    env |= {
+        "PYTHONPATH": os.pathsep.join(["layers/autopilot/python", "functions", "."]),  # as `make demo`
+        "HTTP_PROXY": CLOSED,
+        "HTTPS_PROXY": CLOSED,
+        "ALL_PROXY": CLOSED,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "demo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_the_demo_exits_0(demo: subprocess.CompletedProcess[str]) -> None:
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert demo.stdout.rstrip().endswith("Demo finished.")
+
+
+def test_each_automation_shows_its_heading_and_mails(demo: subprocess.CompletedProcess[str]) -> None:
+    lines = demo.stdout.splitlines()
+    headings = [i + 1 for i, line in enumerate(lines[:-2]) if line == BAR and lines[i + 2] == BAR]
+    shown = [lines[i].split(":")[0] for i in headings]
+    assert shown == NAMES == AUTOMATIONS, shown  # every automation has a demo, shown once, in order
+    for name, start, end in zip(NAMES, headings, [*headings[1:], len(lines)], strict=True):
+        section = lines[start:end]
+        assert any(line.startswith(MAIL) for line in section), f"{name} showed no mail:\n" + "\n".join(
+            section
+        )
