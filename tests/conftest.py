@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools import Metrics
 from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 from moto.utilities.utils import load_resource
@@ -170,6 +171,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def reliability_report() -> list[str]:
     """Lines printed at the end of the run (faults survived ...), from every xdist worker."""
     return figures.lines
+
+
+@pytest.fixture(autouse=True)
+def _no_metrics_left_by_earlier_tests() -> None:
+    """Powertools keeps the metrics added and not yet flushed in dicts shared by every Metrics
+    instance (class attributes): a test that runs code adding metrics without the handler's
+    log_metrics flush would hand them to whichever test runs next in the same process."""
+    Metrics._metrics.clear()
+    Metrics._metadata.clear()
+    Metrics._dimensions.clear()
+    Metrics._dimensions.update(Metrics._default_dimensions)
 
 
 # DynamoDB applies each write - its condition check and the write itself - atomically. moto
