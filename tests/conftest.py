@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 import pytest
 from aws_lambda_powertools import Metrics
 from moto import mock_aws
@@ -46,6 +47,25 @@ def _only_motos_bundled_amis() -> None:
 
 
 _only_motos_bundled_amis()
+
+
+def _one_botocore_loader_per_process() -> None:
+    """moto gives every test a new boto3 default session, and every botocore session makes
+    its own data loader: each test read and parsed again the JSON service models its clients
+    use (EC2's alone is megabytes; about 0.4 s a test). A loader only reads and caches the
+    files of botocore's data path, so one loader per data path serves every session alike."""
+    original = botocore.session.create_loader
+    loaders: dict[str | None, Any] = {}
+
+    def shared(search_path_string: str | None = None) -> Any:
+        if search_path_string not in loaders:
+            loaders[search_path_string] = original(search_path_string)
+        return loaders[search_path_string]
+
+    botocore.session.create_loader = shared
+
+
+_one_botocore_loader_per_process()
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -87,8 +107,12 @@ IAM_CHECK = "tests/reliability/test_iam_observed.py"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Which test folders run in full in this session: the observed-IAM judgement only judges
-    automations whose whole test folder (and tests/reliability/) ran unfiltered."""
+    """Slow tests first; and which test folders run in full in this session: the observed-IAM
+    judgement only judges automations whose whole test folder (and tests/reliability/) ran
+    unfiltered."""
+    # Under xdist the long tests then start while there is still short work for the other
+    # worker, rather than one worker finishing a long test alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
     filtered = bool(config.getoption("keyword") or config.getoption("markexpr"))
     files = {Path(str(item.path)) for item in items}
     complete = {folder.name for folder in {f.parent for f in files} if set(folder.glob("test_*.py")) <= files}

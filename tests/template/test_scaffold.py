@@ -34,8 +34,7 @@ from samcli.yamlhelper import yaml_parse
 
 from template_tools import ROOT
 
-# One xdist worker runs the whole module (--dist loadgroup): the copy is made once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("scaffold")]
+pytestmark = pytest.mark.slow
 IGNORE = shutil.ignore_patterns(
     ".venv",
     ".venv-scan",
