@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,19 @@ import requests
 from autopilot import aws
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def sample_event(path: str) -> dict[str, Any]:
+    """events/<path>.json as delivered now: its ``time`` (and a CloudTrail event's
+    ``eventTime``) the clock's, since the runner refuses events far from its clock."""
+    event: dict[str, Any] = json.loads((ROOT / "events" / f"{path.removesuffix('.json')}.json").read_text())
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event["time"] = now
+    if isinstance(event.get("detail"), dict) and "eventTime" in event["detail"]:
+        event["detail"]["eventTime"] = now
+    return event
+
+
 REGION = "eu-west-1"
 STACK = "ops-autopilot-demo"
 
@@ -110,10 +124,11 @@ class Sandbox:
         relative to events/, without .json) or a dict, with the function's environment.
 
         An event read from events/ gets a fresh id, as every scheduled occurrence or API call
-        has its own in EventBridge (the runner treats one id as one delivery); a dict is used
-        as given (to show a duplicate delivery, pass the same dict twice)."""
+        has its own in EventBridge (the runner treats one id as one delivery), and the time of
+        now (the runner refuses events far from its clock); a dict is used as given (to show a
+        duplicate delivery, pass the same dict twice)."""
         if isinstance(event, str):
-            event = json.loads((ROOT / "events" / f"{event}.json").read_text())
+            event = sample_event(event)
             event["id"] = str(uuid.uuid4())
         output = io.StringIO()  # the function's log lines and EMF metrics, kept out of the story
         with (

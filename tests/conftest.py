@@ -246,14 +246,29 @@ def _fake_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def load_event() -> Callable[[str], dict[str, Any]]:
-    """load_event("owner_tagger/run_instances.sso_user") -> the parsed events/<path>.json."""
+    """load_event("owner_tagger/run_instances.sso_user") -> the parsed events/<path>.json, its
+    time the runner's clock's (``as_delivered_now=False``: the file's own time)."""
 
-    def load(name: str) -> dict[str, Any]:
+    def load(name: str, as_delivered_now: bool = True) -> dict[str, Any]:
         path = EVENTS / (name if name.endswith(".json") else f"{name}.json")
         data: dict[str, Any] = json.loads(path.read_text())
-        return data
+        return at_clock(data) if as_delivered_now else data
 
     return load
+
+
+def at_clock(event: dict[str, Any]) -> dict[str, Any]:
+    """The sample event as delivered now: its ``time`` (and a CloudTrail event's ``eventTime``)
+    set to the runner's clock, which refuses events far from it (autopilot.events.require_fresh)."""
+    from autopilot import runner
+
+    now = runner.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(event.get("time"), str):
+        event["time"] = now
+    detail = event.get("detail")
+    if isinstance(detail, dict) and isinstance(detail.get("eventTime"), str):
+        detail["eventTime"] = now
+    return event
 
 
 @pytest.fixture

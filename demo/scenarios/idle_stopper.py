@@ -5,7 +5,6 @@ next hour's run that finds nothing left to stop."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
-from demo.sandbox import ROOT, Sandbox, step
+from demo.sandbox import Sandbox, sample_event, step
 from idle_stopper.decide import Policy
 
 TITLE = "stop forgotten instances: idle 23 of the last 24 hours, or past their StopAfter tag"
@@ -108,7 +107,7 @@ def _table(sb: Sandbox, ids: dict[str, str]) -> None:
 
 def _scheduled(now: datetime) -> dict[str, Any]:
     """The sample scheduled event of one run: its own id (the runner claims a run by it)."""
-    event: dict[str, Any] = json.loads((ROOT / "events" / f"{EVENT}.json").read_text())
+    event: dict[str, Any] = sample_event(EVENT)
     event["id"] = str(uuid.uuid4())
     event["time"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     return event

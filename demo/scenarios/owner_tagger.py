@@ -5,13 +5,12 @@ duplicate delivery, a failed call, and an identity that names nobody (the only c
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from autopilot.recorder import CallRecorder
 from demo.cloudtrail import run_instances_event
-from demo.sandbox import ROOT, Sandbox, step
+from demo.sandbox import Sandbox, sample_event, step
 
 TITLE = "tag new instances, their volumes and network interfaces with who launched them"
 
@@ -19,7 +18,7 @@ TITLE = "tag new instances, their volumes and network interfaces with who launch
 def _event(name: str) -> dict[str, Any]:
     """A sample event with an id of its own (EventBridge gives every event one; the runner
     treats one id as one delivery)."""
-    data: dict[str, Any] = json.loads((ROOT / "events" / "owner_tagger" / f"{name}.json").read_text())
+    data: dict[str, Any] = sample_event(f"owner_tagger/{name}")
     data["id"] = str(uuid.uuid4())
     return data
 

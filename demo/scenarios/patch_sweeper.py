@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,7 @@ from botocore.awsrequest import AWSResponse
 
 from autopilot import aws
 from autopilot.recorder import CallRecorder
-from demo.sandbox import ROOT, LambdaContext, Sandbox, step
+from demo.sandbox import LambdaContext, Sandbox, sample_event, step
 
 TITLE = "weekly SSM patch sweep: who can be patched, the commands sent, one digest per sweep"
 TABLE = "ops-autopilot-demo-patch-sweeper-state"
@@ -253,7 +252,7 @@ def run(sb: Sandbox) -> None:
         "OUTPUT_LOG_GROUP": LOG_GROUP,
         "STATE_TABLE": TABLE,
     }
-    schedule = json.loads((ROOT / "events/patch_sweeper/eventbridge.weekly_schedule.json").read_text())
+    schedule = sample_event("patch_sweeper/eventbridge.weekly_schedule")
 
     step("Dry run (DRY_RUN=true): the weekly schedule fires; targets and not-patchable list, no command")
     dry_schedule = {**schedule, "id": str(uuid.uuid4())}  # another week's event
@@ -284,7 +283,7 @@ def run(sb: Sandbox) -> None:
     print(f"   handler returned {result}")
 
     step("SIMULATED agent: each command ends; SSM's EC2 Command Status-change Notification arrives")
-    template = json.loads((ROOT / "events/patch_sweeper/ssm.command_status.success.json").read_text())
+    template = sample_event("patch_sweeper/ssm.command_status.success")
     for command in commands:
         failed = any(sim.result(i) == "fail" for i in command["InstanceIds"])
         event = copy.deepcopy(template)
@@ -307,5 +306,5 @@ def run(sb: Sandbox) -> None:
     sb.print_mails()
 
     step("Someone else's AWS-RunShellScript command finishing: ignored with one log line")
-    other = json.loads((ROOT / "events/patch_sweeper/ssm.command_status.other_document.json").read_text())
+    other = sample_event("patch_sweeper/ssm.command_status.other_document")
     print(f"   handler returned {invoke(sb, sim, other, env)}")

@@ -3,7 +3,6 @@ behind an AMI), a dry run, the real run, a duplicate delivery and a second run t
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
-from demo.sandbox import ROOT, Sandbox, step
+from demo.sandbox import Sandbox, sample_event, step
 
 TITLE = "daily EBS snapshots with newest-N + weekly/monthly retention that never loses a backup"
 EVENT = "snapshot_rotator/eventbridge.scheduled"
@@ -137,7 +136,7 @@ def run(sb: Sandbox) -> None:
     env.update({"DRY_RUN": "false", "SUMMARY_MAIL": "true"})
     backend: Any = ec2_backends[DEFAULT_ACCOUNT_ID][sb.region]
     before = set(backend.snapshots)
-    scheduled = json.loads((ROOT / "events" / f"{EVENT}.json").read_text())
+    scheduled = sample_event(EVENT)
     scheduled["id"] = str(uuid.uuid4())  # this occurrence of the schedule
     print(f"  result: {sb.invoke('snapshot_rotator', scheduled, env)}")
     sb.print_mails()

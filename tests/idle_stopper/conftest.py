@@ -57,19 +57,19 @@ def env(
 
 @pytest.fixture
 def new_event(load_event: Callable[[str], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
-    """new_event() -> the scheduled sample event of a new run: its own id, the time NOW."""
+    """new_event() -> the scheduled sample event of a new run: its own id, the clock's time."""
 
     def make() -> dict[str, Any]:
         scheduled = load_event("idle_stopper/eventbridge.scheduled")
         scheduled["id"] = str(uuid.uuid4())
-        scheduled["time"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
         return scheduled
 
     return make
 
 
 @pytest.fixture
-def event(new_event: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def event(env: dict[str, str], new_event: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The scheduled event of a new run, dated by the pinned clock (hence ``env`` first)."""
     return new_event()
 
 

@@ -247,11 +247,27 @@ def test_every_opt_out_word_keeps_an_instance_running(
 def test_a_forged_event_time_does_not_stop_anything_early(
     env: dict[str, str], event: dict[str, Any], mailbox: Any, ec2: Any
 ) -> None:
-    """The run's "now" is the clock's: an event claiming to be a month in the future does not
-    make a StopAfter=8h instance, running 3 hours, look expired (PRODUCT.md safety rule 7)."""
+    """An event claiming to be a month in the future is refused outright (it is no delivery
+    EventBridge makes): a StopAfter=8h instance running 3 hours keeps running, nothing is
+    tagged or mailed, and the refusal is counted (PRODUCT.md safety rule 7)."""
     instance_id = ec2.launch("workshop", tags={"StopAfter": "8h"}, age=timedelta(hours=3))[0]
     event["time"] = (ec2.now + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     result = app.lambda_handler(event, ec2.context())
+    assert result["status"] == "ignored" and "ahead of the clock" in result["reason"]
+    assert ec2.states()[instance_id] == "running"
+    assert "StoppedBy" not in ec2.tags_of(instance_id)
+    assert mailbox() == []
+
+
+def test_now_is_the_clocks_even_for_an_accepted_event_time(
+    env: dict[str, str], event: dict[str, Any], mailbox: Any, ec2: Any
+) -> None:
+    """Within the accepted skew the event's time still decides nothing: a StopAfter=8h instance
+    that has run 7 h 58 min is not expired by an event dated 4 minutes ahead of the clock."""
+    instance_id = ec2.launch("workshop", tags={"StopAfter": "8h"}, age=timedelta(hours=7, minutes=58))[0]
+    event["time"] = (ec2.now + timedelta(minutes=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = app.lambda_handler(event, ec2.context())
+    assert result["status"] == "done"
     assert ec2.states()[instance_id] == "running"
     assert result["Changed"] == 0 and result["SkippedTooYoung"] == 1
     assert "StoppedBy" not in ec2.tags_of(instance_id)

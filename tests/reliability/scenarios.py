@@ -22,7 +22,7 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
-from conftest import EVENTS, REGION
+from conftest import EVENTS, REGION, at_clock
 
 AMI = "ami-12c6146b"
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -32,7 +32,7 @@ NAMES = tuple(sorted(p.parent.name for p in (ROOT / "functions").glob("*/app.py"
 
 def event(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
-    return data
+    return at_clock(data)
 
 
 def ec2() -> Any:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from autopilot.events import BadEvent, require_own_account
 from autopilot.recorder import CallRecorder
-from conftest import EVENTS, REGION, FakeContext
+from conftest import EVENTS, REGION, FakeContext, at_clock
 from reliability import figures as session_figures
 from reliability.scenarios import NAMES, module
 
@@ -42,13 +42,13 @@ OTHER_ACCOUNT = "999988887777"
 
 
 def samples(name: str) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((EVENTS / name).glob("*.json"))]
+    return [at_clock(json.loads(p.read_text())) for p in sorted((EVENTS / name).glob("*.json"))]
 
 
 def valid_sample(name: str) -> dict[str, Any]:
     preferred = module(name).VALID_SAMPLE
     data: dict[str, Any] = json.loads((EVENTS / name / f"{preferred}.json").read_text())
-    return data
+    return at_clock(data)
 
 
 def accepted(name: str, event: Any) -> bool:

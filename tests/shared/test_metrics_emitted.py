@@ -3,7 +3,8 @@ real handler (imported afresh in its template environment, as Lambda imports it 
 start) once on its reliability scenario, and the Embedded Metric Format JSON that Powertools
 prints is parsed: namespace OpsAutopilot, the one dimension service=<name>, and Checked,
 Changed, Skipped and Failed (plus the automation's own) with the numbers the run returned.
-A malformed event emits the four at zero and MalformedEvents=1."""
+A run that got to its end adds RunsCompleted=1 (the silence alarm's metric). A malformed event
+emits the four at zero and MalformedEvents=1; one far from the clock, StaleEvents=1."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ import importlib
 import importlib.util
 import json
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from autopilot.runner import STANDARD_METRICS
-from conftest import ROOT, FakeContext
+from autopilot import runner
+from autopilot.events import MAX_EVENT_AGE
+from autopilot.recorder import CallRecorder
+from autopilot.runner import COMPLETED_METRIC, STANDARD_METRICS
+from conftest import EVENTS, ROOT, FakeContext
 from reliability.faults import FaultInjector
 from reliability.scenarios import BUILDERS, NAMES, Ctx, ctx, module
 from template_tools import camel, expanded_template
@@ -131,6 +136,7 @@ def test_a_run_emits_the_four_counts_under_its_service(
         assert blob["service"] == name
         emitted = run_metrics(blob)
         assert set(STANDARD_METRICS) <= emitted.keys()
+        assert emitted.pop(COMPLETED_METRIC) == 1.0  # the silence alarm's metric, once per run
         returned = {k: v for k, v in result.items() if k not in NOT_METRICS}
         assert emitted == returned, (emitted, result)  # the numbers of this run, extras included
         checked += emitted["Checked"]
@@ -159,3 +165,33 @@ def test_a_malformed_event_emits_zeros_and_one_malformed_event(
     (blob,) = emf_blobs(capsys.readouterr().out)
     assert blob["service"] == name
     assert run_metrics(blob) == {**dict.fromkeys(STANDARD_METRICS, 0.0), "MalformedEvents": 1.0}
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "offset", [-MAX_EVENT_AGE - timedelta(minutes=1), timedelta(hours=1)], ids=["old", "ahead"]
+)
+def test_an_event_far_from_the_clock_changes_nothing_and_completes_no_run(
+    name: str,
+    offset: timedelta,
+    stack_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    metrics_on: None,
+    cold_start: Callable[[str], list[dict[str, Any]]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every automation's valid sample, dated past the oldest real delivery or ahead of the
+    clock (replayed or forged), is refused before any call: StaleEvents=1, no RunsCompleted."""
+    for key, value in module(name).BAD_INPUT_ENV.items():
+        monkeypatch.setenv(key, value)
+    sample = json.loads((EVENTS / name / f"{module(name).VALID_SAMPLE}.json").read_text())
+    sample["time"] = (runner.clock() + offset).strftime("%Y-%m-%dT%H:%M:%SZ")
+    results = cold_start(name)
+    capsys.readouterr()
+    with CallRecorder() as calls:
+        importlib.import_module(f"{name}.app").lambda_handler(sample, FakeContext())
+    (result,) = results
+    assert result["status"] == "ignored" and "clock" in result["reason"], result
+    assert calls.count() == 0  # not even a read: refused before the claim
+    (blob,) = emf_blobs(capsys.readouterr().out)
+    assert run_metrics(blob) == {**dict.fromkeys(STANDARD_METRICS, 0.0), "StaleEvents": 1.0}

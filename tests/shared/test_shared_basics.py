@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import boto3
@@ -14,7 +14,16 @@ from hypothesis import strategies as st
 
 from autopilot import aws, console, runtime, tags
 from autopilot.config import CommonConfig, ConfigError, env_bool, env_int
-from autopilot.events import BadEvent, describe, parse_scheduled, require
+from autopilot.events import (
+    MAX_EVENT_AGE,
+    MAX_EVENT_AHEAD,
+    BadEvent,
+    StaleEvent,
+    describe,
+    parse_scheduled,
+    require,
+    require_fresh,
+)
 from autopilot.recorder import CallRecorder
 from autopilot.runtime import Deadline
 
@@ -67,7 +76,7 @@ def test_env_int_and_bool_bounds() -> None:
 
 @pytest.mark.unit
 def test_scheduled_event_parsing(load_event) -> None:  # type: ignore[no-untyped-def]
-    run = parse_scheduled(load_event("website_health_check/eventbridge.scheduled"))
+    run = parse_scheduled(load_event("website_health_check/eventbridge.scheduled", as_delivered_now=False))
     assert run.time == datetime(2026, 11, 23, 10, 5, tzinfo=UTC) and run.region == "eu-west-1"
     with pytest.raises(BadEvent, match="expected a scheduled event"):
         parse_scheduled(load_event("website_health_check/eventbridge.not_a_schedule"))
@@ -207,3 +216,22 @@ def test_other_values_do_not_opt_out(value: str | None) -> None:
 )  # fmt: skip
 def test_one_tag_key_rule(key: str, valid: bool) -> None:
     assert tags.valid_key(key) is valid
+
+
+@pytest.mark.unit
+def test_an_event_is_fresh_within_a_deliverys_age_and_the_clocks_skew_only() -> None:
+    """The bounds themselves: a delivery as late as EventBridge's and Lambda's retries allow, or
+    a few minutes ahead of the clock, is accepted; a second beyond either is refused."""
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+    def at(when: datetime) -> dict[str, str]:
+        return {"time": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+    assert require_fresh(at(now - MAX_EVENT_AGE), now) == now - MAX_EVENT_AGE
+    assert require_fresh(at(now + MAX_EVENT_AHEAD), now) == now + MAX_EVENT_AHEAD
+    with pytest.raises(StaleEvent, match="before the clock"):
+        require_fresh(at(now - MAX_EVENT_AGE - timedelta(seconds=1)), now)
+    with pytest.raises(StaleEvent, match="ahead of the clock"):
+        require_fresh(at(now + MAX_EVENT_AHEAD + timedelta(seconds=1)), now)
+    with pytest.raises(BadEvent, match="not an ISO 8601 time"):
+        require_fresh({"time": "now"}, now)

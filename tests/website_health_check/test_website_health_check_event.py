@@ -13,12 +13,12 @@ from autopilot.recorder import CallRecorder
 from conftest import FakeContext
 from website_health_check import app, event
 
-Load = Callable[[str], dict[str, Any]]
+Load = Callable[..., dict[str, Any]]
 
 
 @pytest.mark.unit
 def test_the_scheduled_sample_parses_into_its_run(load_event: Load) -> None:
-    run = event.parse(load_event("website_health_check/eventbridge.scheduled"))
+    run = event.parse(load_event("website_health_check/eventbridge.scheduled", as_delivered_now=False))
     assert run.id == "89d1a02d-5ec7-412e-82f5-13505f849b41"
     assert run.time == datetime(2026, 11, 23, 10, 5, tzinfo=UTC)
     assert (run.account, run.region) == ("123456789012", "eu-west-1")

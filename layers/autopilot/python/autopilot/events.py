@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -17,6 +17,19 @@ T = TypeVar("T")
 
 class BadEvent(ValueError):
     """The event is not one this function can act on; nothing was changed."""
+
+
+class StaleEvent(BadEvent):
+    """The event's time is far from the clock's: too old to be a delivery EventBridge and
+    Lambda would still make (or replayed), or ahead of the clock (forged). Nothing changed."""
+
+
+# The oldest event a real delivery can be: EventBridge retries a target for up to an hour
+# (the rules' RetryPolicy) and Lambda keeps an asynchronous event for up to an hour
+# (EventInvokeConfig MaximumEventAgeInSeconds), plus a margin for the run itself.
+MAX_EVENT_AGE = timedelta(hours=2, minutes=15)
+# How far ahead of this function's clock an event's time may be (clock skew between services).
+MAX_EVENT_AHEAD = timedelta(minutes=5)
 
 
 def require(mapping: Any, key: str, kind: type | tuple[type, ...], where: str = "event") -> Any:
@@ -83,11 +96,49 @@ def require_own_account(event: Any, context: Any) -> None:
         raise BadEvent(f"event of account {account[:20]!r}; this function runs in account {own}")
 
 
-def accept(event: Any, context: Any, parser: Callable[[Any], T]) -> T:
+def require_fresh(
+    event: Any, now: datetime, max_age: timedelta = MAX_EVENT_AGE, max_ahead: timedelta = MAX_EVENT_AHEAD
+) -> datetime:
+    """The event's ``time`` (every EventBridge event has one), or StaleEvent if it lies more
+    than ``max_age`` before ``now`` (the clock's) or more than ``max_ahead`` after it.
+
+    Whoever may invoke a function could hand it any event; this bounds what a replayed or
+    forged one can do to "now, give or take a delivery's retries". The time decides nothing
+    else: "now" is always the clock's (PRODUCT.md safety rule 7)."""
+    when = parse_time(require(event, "time", str))
+    if when < now - max_age:
+        raise StaleEvent(
+            f"event time {when.isoformat()} is {_ago(now - when)} before the clock's {now.isoformat()} "
+            f"(at most {_ago(max_age)} is accepted): replayed, or retried for too long"
+        )
+    if when > now + max_ahead:
+        raise StaleEvent(
+            f"event time {when.isoformat()} is {_ago(when - now)} ahead of the clock's {now.isoformat()} "
+            f"(at most {_ago(max_ahead)} is accepted): not a real delivery"
+        )
+    return when
+
+
+def _ago(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
+
+def accept(
+    event: Any,
+    context: Any,
+    parser: Callable[[Any], T],
+    now: datetime | None = None,
+    max_age: timedelta = MAX_EVENT_AGE,
+) -> T:
     """The one way a handler reads its event: reject another account's event, then parse it
-    with the automation's own parser. Raises BadEvent; nothing has been changed yet."""
+    with the automation's own parser, then (given the clock's ``now``) reject an event whose
+    time is far from it. Raises BadEvent; nothing has been changed yet."""
     require_own_account(event, context)
-    return parser(event)
+    trigger = parser(event)
+    if now is not None:
+        require_fresh(event, now, max_age)
+    return trigger
 
 
 def describe(event: Any) -> dict[str, Any]:
@@ -108,8 +159,12 @@ def describe(event: Any) -> dict[str, Any]:
 
 def reject(err: BadEvent, event: Any, logger: Any, metrics: Any) -> dict[str, Any]:
     """The one way a handler turns down an event: one error log line naming the reason and
-    a safe summary of the event, a MalformedEvents metric, and a normal return (so the event
+    a safe summary of the event, a MalformedEvents (or StaleEvents) metric, and a normal return (so the event
     is not retried). Nothing has been changed at this point."""
-    logger.error("ignored malformed event", extra={"reason": str(err), "event": describe(event)})
-    metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
+    if isinstance(err, StaleEvent):
+        logger.error("ignored stale event", extra={"reason": str(err), "event": describe(event)})
+        metrics.add_metric(name="StaleEvents", unit="Count", value=1)
+    else:
+        logger.error("ignored malformed event", extra={"reason": str(err), "event": describe(event)})
+        metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
     return {"status": "ignored", "reason": str(err)}

@@ -10,8 +10,10 @@
 
 :func:`handle` owns everything the automations share, in this order:
 
-1. **accept** - another account's event or a malformed one: one log line, the metrics (zeros
-   and ``MalformedEvents``), a normal return; nothing changed.
+1. **accept** - another account's event, a malformed one, or one whose time is far from the
+   clock's (older than a real delivery can be, or ahead of it: replayed or forged): one log
+   line, the metrics (zeros and ``MalformedEvents`` or ``StaleEvents``), a normal return;
+   nothing changed.
 2. **config** - the stack-wide settings (:class:`autopilot.config.CommonConfig`) and the
    automation's own frozen config; a bad value raises, naming the variable.
 3. **claim** - Powertools Idempotency on the stack's table, keyed by the event id and leased to
@@ -25,7 +27,9 @@
    after SNS accepted it; one that was not stays in the outbox and the invocation raises, so the
    retry (or the next run) sends it.
 6. **metrics** - Checked, Changed, Skipped and Failed always (zeros included), plus the
-   automation's own; one ``decision`` log line per decision, one ``run finished`` line.
+   automation's own; ``RunsCompleted`` = 1 only when the run got to its end (the template's
+   silence alarm fires when a scheduled automation has none for too long: PRODUCT.md rule 8);
+   one ``decision`` log line per decision, one ``run finished`` line.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -48,7 +52,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 
 from autopilot import aws
 from autopilot.config import CommonConfig, ConfigError, env_str
-from autopilot.events import BadEvent, accept, reject
+from autopilot.events import MAX_EVENT_AGE, BadEvent, accept, reject
 from autopilot.notify import make_subject, publish
 from autopilot.outbox import Entry, Mail, Outbox, OutboxError
 from autopilot.runtime import Deadline
@@ -72,6 +76,7 @@ MAX_ATTEMPTS = 3  # invocations that may try to finish an earlier run's work bef
 GIVEN_UP_INTENT_CHARS = 20_000
 CLAIM_KEEPS_SECONDS = 2 * 86400  # a duplicate delivery up to two days later is still recognised
 STANDARD_METRICS = ("Checked", "Changed", "Skipped", "Failed")
+COMPLETED_METRIC = "RunsCompleted"  # 1 per run that got to its end; the silence alarm's metric
 
 # The clock every automation reads "now" from (never the event's time). Tests may replace it.
 clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
@@ -153,6 +158,8 @@ class Automation(Generic[C, T]):
     act: Callable[[Context[C], Mapping[str, Any]], dict[str, Any]]  # run.py: idempotent; no-op in dry run
     report: Callable[[Context[C], Mapping[str, Any], Mapping[str, Any]], Mail | None]  # report.py: pure
     counts: Callable[[Mapping[str, Any], Mapping[str, Any]], Counts]  # report.py: act-side numbers
+    # The oldest event (by its ``time``, against the clock) the automation acts on.
+    max_event_age: timedelta = MAX_EVENT_AGE
 
 
 _stores: dict[tuple[str, str], DynamoDBPersistenceLayer] = {}
@@ -179,7 +186,7 @@ def handle(
 ) -> dict[str, Any]:
     """Run one invocation of ``automation`` (see the module doc for the steps)."""
     try:
-        trigger = accept(event, context, automation.parse)
+        trigger = accept(event, context, automation.parse, clock(), automation.max_event_age)
         if not isinstance(event.get("id"), str) or not event["id"].strip():
             raise BadEvent("event has no id (every EventBridge event has one; it keys the run's claim)")
     except BadEvent as err:
@@ -229,7 +236,7 @@ def handle(
         total, held = _finish_earlier(automation, config, common, outbox, deadline, logger, metrics)
         _emit(metrics, total)
         _raise_if_held(held)
-        return {**result, "status": "duplicate"}
+        return {**result, "status": "duplicate"}  # not a run of its own: no RunsCompleted
     # Raised only now, after the claim was marked done: the retry sends the mail and does not
     # do the work (or send the same news) again.
     _raise_if_held(int(result.get("mails_held", 0)))
@@ -265,6 +272,7 @@ def _work(
             held += 1
 
     _emit(metrics, total)
+    metrics.add_metric(name=COMPLETED_METRIC, unit=MetricUnit.Count, value=1)
     summary = {"status": "done", "dry_run": common.dry_run, **total.as_metrics(), "mails_held": held}
     logger.info("run finished", extra=summary)
     return summary
