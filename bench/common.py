@@ -104,6 +104,20 @@ def _indexed_get_tags(self: Any) -> list[dict[str, str]]:
     return [{"resource_id": self.id, "key": k, "value": v, "resource_type": kind} for k, v in tags.items()]
 
 
+def sample_event(path: Path) -> dict[str, Any]:
+    """A sample event from events/ as delivered now: its ``time`` (and a CloudTrail event's
+    ``eventTime``) the clock's, since the runner refuses events far from its clock."""
+    import json
+    from datetime import UTC, datetime
+
+    event: dict[str, Any] = json.loads(path.read_text())
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event["time"] = now
+    if isinstance(event.get("detail"), dict) and "eventTime" in event["detail"]:
+        event["detail"]["eventTime"] = now
+    return event
+
+
 @contextmanager
 def sandbox() -> Iterator[None]:
     """An empty in-process moto account with the scale fixes above; fresh clients."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -38,7 +37,7 @@ from unittest import mock
 import boto3
 from moto.ec2.models import ec2_backends
 
-from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sandbox
+from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sample_event, sandbox
 
 CAP = 10
 LAUNCH_BATCH = 500
@@ -117,7 +116,7 @@ def run(count: int) -> Run:
     with sandbox():
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
         _seed(count, now)
-        event: dict[str, Any] = json.loads(SAMPLE.read_text())
+        event: dict[str, Any] = sample_event(SAMPLE)
         event["id"] = str(uuid.uuid4())
         env = {
             "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,

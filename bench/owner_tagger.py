@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import uuid
 from typing import Any
@@ -30,7 +29,7 @@ from unittest import mock
 
 import boto3
 
-from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sandbox
+from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sample_event, sandbox
 from demo.cloudtrail import run_instances_event
 
 SAMPLE = ROOT / "events" / "owner_tagger" / "cloudtrail.run_instances.sso_user.json"
@@ -54,7 +53,7 @@ class _Context:
 
 def _event_for(instances: list[Any]) -> dict[str, Any]:
     """The sample event, its instancesSet replaced by the moto instances (ids and ENIs)."""
-    event = run_instances_event(json.loads(SAMPLE.read_text()), instances)
+    event = run_instances_event(sample_event(SAMPLE), instances)
     event["id"] = str(uuid.uuid4())
     return event
 

@@ -45,7 +45,7 @@ import boto3
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from autopilot import aws
-from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sandbox
+from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sample_event, sandbox
 
 TABLE = "bench-patch-sweeper"
 OUTBOX = "bench-outbox"
@@ -192,8 +192,8 @@ class _Context:
 def run(count: int) -> Run:
     from patch_sweeper import app
 
-    schedule = json.loads((ROOT / "events/patch_sweeper/eventbridge.weekly_schedule.json").read_text())
-    status = json.loads((ROOT / "events/patch_sweeper/ssm.command_status.success.json").read_text())
+    schedule = sample_event(ROOT / "events/patch_sweeper/eventbridge.weekly_schedule.json")
+    status = sample_event(ROOT / "events/patch_sweeper/ssm.command_status.success.json")
     with sandbox():
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
         ids = _seed(count)
@@ -211,6 +211,7 @@ def run(count: int) -> Run:
             "PATCH_MAX_CONCURRENCY": "20%",
             "PATCH_MAX_ERRORS": "10%",
             "OUTPUT_LOG_GROUP": "/bench/patch",
+            "SCHEDULE": "cron(* * * * ? *)",  # names every minute: the event (dated now) is on time
         }
         with (
             mock.patch.dict(os.environ, env),

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -39,7 +38,7 @@ import boto3
 from moto.ec2.models import ec2_backends
 
 from autopilot import runner
-from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sandbox
+from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sample_event, sandbox
 
 PER_VOLUME = 10
 KEEP = 7
@@ -106,12 +105,12 @@ def run(volumes: int) -> Run:
     with sandbox():
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
         _seed(volumes)
-        event: dict[str, Any] = json.loads(SAMPLE.read_text())
+        event: dict[str, Any] = sample_event(SAMPLE)
         event["id"] = str(uuid.uuid4())
         env = {
             "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,
             "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": _outbox_table(),
-            "SNAPSHOT_SCHEDULE": "rate(1 day)", "KEEP_NEWEST": str(KEEP), "KEEP_DAYS": "0",
+            "SCHEDULE": "rate(1 day)", "KEEP_NEWEST": str(KEEP), "KEEP_DAYS": "0",
             "KEEP_DAILY": "0", "KEEP_WEEKLY": "0", "KEEP_MONTHLY": "0", "SUMMARY_MAIL": "false",
         }  # fmt: skip
         with (

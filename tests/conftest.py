@@ -316,13 +316,16 @@ def mailbox(topic_arn: str) -> Callable[[], list[dict[str, Any]]]:
 
 @pytest.fixture
 def stack_env(monkeypatch: pytest.MonkeyPatch, topic_arn: str) -> dict[str, str]:
-    """The environment every function gets from template Globals (DRY_RUN=false here)."""
+    """The environment every function gets from template Globals (DRY_RUN=false here), and a
+    schedule (each scheduled function's own SCHEDULE) that names every minute, so a scheduled
+    event delivered now is on time."""
     env = {
         "STACK_NAME": STACK,
         "TOPIC_ARN": topic_arn,
         "DRY_RUN": "false",
         "OWNER_TAG_KEY": "Owner",
         "OUTBOX_TABLE": create_outbox_table(),
+        "SCHEDULE": EVERY_MINUTE,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -330,6 +333,7 @@ def stack_env(monkeypatch: pytest.MonkeyPatch, topic_arn: str) -> dict[str, str]
 
 
 OUTBOX_TABLE = "ops-autopilot-test-outbox"
+EVERY_MINUTE = "cron(* * * * ? *)"
 
 
 def create_outbox_table(name: str = OUTBOX_TABLE) -> str:

@@ -13,6 +13,7 @@ import copy
 import importlib
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.awsrequest import AWSResponse
@@ -185,6 +186,18 @@ def invoke(sb: Sandbox, sim: SimulatedSSM, event: dict[str, Any], env: dict[str,
         return module.lambda_handler(event, LambdaContext())
 
 
+def forged_trigger(sb: Sandbox, sim: SimulatedSSM, schedule: dict[str, Any], env: dict[str, str]) -> None:
+    """A well-formed scheduled event, dated now, handed to the function by someone while its
+    weekly schedule last fired six hours ago: refused, no call."""
+    six_hours_ago = datetime.now(UTC) - timedelta(hours=6)
+    weekly = f"cron({six_hours_ago.minute} {six_hours_ago.hour} ? * {six_hours_ago.strftime('%a').upper()} *)"
+    step(f"Someone invokes the sweeper with a scheduled event of their own; its schedule is {weekly}")
+    with CallRecorder() as calls:
+        result = invoke(sb, sim, {**schedule, "id": str(uuid.uuid4())}, {**env, "SCHEDULE": weekly})
+    print(f"   handler returned {result}")
+    print_calls(calls)
+
+
 def seed(sb: Sandbox) -> dict[str, str]:
     ec2 = sb.client("ec2")
     ids: dict[str, str] = {}
@@ -251,8 +264,12 @@ def run(sb: Sandbox) -> None:
         "PATCH_MAX_ERRORS": "10%",
         "OUTPUT_LOG_GROUP": LOG_GROUP,
         "STATE_TABLE": TABLE,
+        # The function's own schedule (template: PatchSweeperSchedule). The sandbox's names every
+        # minute, so the sample event, dated now, is on time.
+        "SCHEDULE": "cron(* * * * ? *)",
     }
     schedule = sample_event("patch_sweeper/eventbridge.weekly_schedule")
+    forged_trigger(sb, sim, schedule, env)
 
     step("Dry run (DRY_RUN=true): the weekly schedule fires; targets and not-patchable list, no command")
     dry_schedule = {**schedule, "id": str(uuid.uuid4())}  # another week's event

@@ -120,7 +120,7 @@ def run(sb: Sandbox) -> None:
 
     env = {
         **sb.base_env(dry_run=True),
-        "SNAPSHOT_SCHEDULE": "rate(1 day)",
+        "SCHEDULE": "rate(1 day)",
         "KEEP_NEWEST": "3",
         "KEEP_DAYS": "0",
         "KEEP_DAILY": "0",

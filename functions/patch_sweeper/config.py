@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from autopilot.config import ConfigError, env_str
+from autopilot.schedule import BadSchedule, Schedule
 from autopilot.tags import valid_key
 
 OPERATIONS = ("Scan", "Install")
@@ -33,6 +34,7 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        _require_cron(env)
         opt_out_tag = env_str("OPT_OUT_TAG", env, default="AutoPatch")
         if not valid_key(opt_out_tag):
             raise ConfigError(f"environment variable OPT_OUT_TAG={opt_out_tag!r} is not a valid EC2 tag key")
@@ -44,6 +46,21 @@ class Config:
             output_log_group=_matching("OUTPUT_LOG_GROUP", _LOG_GROUP, env),
             state_table=env_str("STATE_TABLE", env),
             opt_out_tag=opt_out_tag,
+        )
+
+
+def _require_cron(env: Mapping[str, str] | None) -> None:
+    """A sweep may reboot every instance, so it must run only at times its schedule names, and
+    the runner can only check that against a cron(...) (a rate(...) names no times)."""
+    value = env_str("SCHEDULE", env)
+    try:
+        anchored = Schedule.parse(value).anchored
+    except BadSchedule as err:
+        raise ConfigError(f"environment variable SCHEDULE: {err}") from None
+    if not anchored:
+        raise ConfigError(
+            f"environment variable SCHEDULE={value!r} must be a cron(...) expression: a patch sweep "
+            "may reboot instances, so it runs only at the times its schedule names"
         )
 
 

@@ -7,7 +7,8 @@ Two triggers, dispatched on the parsed type (:data:`PLANNERS`) and on the intent
 - **the weekly schedule** -> plan: the fleet (service) and who is patched (decide); the
   intent holds the sweep id, the batches and the not-patchable list. act: create the sweep
   record, send AWS-RunPatchBaseline per batch, each command id recorded before the next
-  send, then "all sent"; a sweep with nothing left running (no targets, every batch refused,
+  send, then "all sent"; resumed, it first asks SSM (ListCommands) which batches were sent
+  but not recorded, so none is sent twice; a sweep with nothing left running (no targets, every batch refused,
   every command already final) makes its digest at once.
 - **a command's final status** -> plan: the sweep record (one GetItem) and what the event
   means for it (decide). act: take the command off the pending set (atomic); if it was the
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -38,6 +41,11 @@ from patch_sweeper.decide import SHOWN, SendFailure, SweepRecord
 from patch_sweeper.event import CommandFinished, Trigger
 
 logger = Logger(child=True)
+
+
+# How long before the sweep's recorded start its commands are looked for (clock skew only: the
+# start is recorded before the first SendCommand).
+COMMAND_LOOKUP_MARGIN = timedelta(minutes=5)
 
 
 class SweepIncomplete(RuntimeError):
@@ -168,7 +176,7 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
             )
             return {"status": "duplicate", "sweep_id": sweep_id}
         logger.info("resuming an interrupted sweep", extra={"sweep_id": sweep_id})
-        record = stored
+        record = _recover_sent(table, stored)
     total = len(record.batches)
     for index, batch in record.batches_to_send():
         if ctx.deadline.expired():
@@ -208,6 +216,33 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
         if digest is not None:
             result["digest"] = digest
     return result
+
+
+def _recover_sent(table: str, record: SweepRecord) -> SweepRecord:
+    """The stored sweep, with every batch SSM has a command for recorded as sent. The earlier run
+    may have died (or failed to write) between a SendCommand and recording it; sending that
+    batch again would patch, and with RebootIfNeeded reboot, each of its instances twice.
+    SendCommand takes no idempotency token, so SSM is asked (ListCommands: this sweep's
+    SnapshotId and the batch's instances)."""
+    unrecorded = record.batches_to_send()
+    if not unrecorded:
+        return record
+    since = datetime.fromisoformat(record.started_at) - COMMAND_LOOKUP_MARGIN
+    by_instances = {
+        instances: command_id for command_id, instances in service.sent_commands(record.sweep_id, since)
+    }
+    sent = dict(record.sent)
+    for index, batch in unrecorded:
+        command_id = by_instances.get(frozenset(batch))
+        if command_id is None:
+            continue
+        logger.warning(
+            "batch was sent before the run died; recorded now, not sent again",
+            extra={"sweep_id": record.sweep_id, "batch": index, "command_id": command_id},
+        )
+        store.record_sent(table, record.sweep_id, index, command_id)
+        sent[index] = command_id
+    return replace(record, sent=sent, pending=record.pending | {sent[i] for i, _ in unrecorded if i in sent})
 
 
 def _act_command(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:

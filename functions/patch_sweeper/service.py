@@ -6,7 +6,8 @@ sweep of N targets in B = ceil(N / 50) commands:
 
 - gather: ec2:DescribeInstances ceil(N / 1000) pages, ssm:DescribeInstanceInformation
   ceil(N / 50) pages;
-- send: ssm:SendCommand B;
+- send: ssm:SendCommand B; a resumed sweep first ssm:ListCommands ceil(C / 50) pages (the
+  account's C patch commands since the sweep started) to find batches already sent;
 - results: ssm:ListCommandInvocations B (50 per page), ssm:GetCommandInvocation 1 per failed
   instance (at most 50), ssm:DescribeInstancePatchStates B (50 ids per call),
   ec2:DescribeInstances 1 per 200 listed instances (Name and owner of at most 150).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -40,6 +42,7 @@ from patch_sweeper.event import DOCUMENT
 DESCRIBE_INSTANCES_PAGE = 1000  # DescribeInstances MaxResults maximum
 INSTANCE_INFORMATION_PAGE = 50  # DescribeInstanceInformation MaxResults maximum
 INVOCATIONS_PAGE = 50  # ListCommandInvocations MaxResults maximum
+LIST_COMMANDS_PAGE = 50  # ListCommands MaxResults maximum
 PATCH_STATES_IDS = 50  # DescribeInstancePatchStates InstanceIds maximum
 FILTER_VALUES = 200  # values per EC2 filter
 COMMAND_TIMEOUT_SECONDS = 14400  # how long an instance may wait for its turn (MaxConcurrency waves)
@@ -143,6 +146,32 @@ def send_patch_command(request: CommandRequest) -> str:
         },
     )
     return str(response["Command"]["CommandId"])
+
+
+def sent_commands(sweep_id: str, since: datetime) -> list[tuple[str, frozenset[str]]]:
+    """(command id, instance ids) of every AWS-RunPatchBaseline command of this sweep (its
+    SnapshotId parameter) invoked since ``since``: ceil(C / 50) ListCommands for the C patch
+    commands of the account in that time. SendCommand has no idempotency token, so this is how
+    a resumed sweep finds a batch that was sent just before the run died, before it was
+    recorded, and does not send (and reboot) it again."""
+    filters = [
+        {"key": "DocumentName", "value": DOCUMENT},
+        {"key": "InvokedAfter", "value": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+    ]
+    found: list[tuple[str, frozenset[str]]] = []
+    for command in aws.paginate(
+        aws.client("ssm"),
+        "list_commands",
+        "Commands[]",
+        Filters=filters,
+        PaginationConfig={"PageSize": LIST_COMMANDS_PAGE},
+    ):
+        if command.get("DocumentName") != DOCUMENT:
+            continue
+        if command.get("Parameters", {}).get("SnapshotId") != [sweep_id]:
+            continue
+        found.append((str(command["CommandId"]), frozenset(command.get("InstanceIds", []))))
+    return found
 
 
 # -- the results ----------------------------------------------------------------------------------

@@ -4,32 +4,22 @@ required: a missing or invalid one raises ConfigError naming it). The product-wi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 from autopilot.config import ConfigError, env_bool, env_int, env_str
+from autopilot.schedule import BadSchedule, Schedule
 from snapshot_rotator.decide.retention import RetentionPolicy
-
-_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
-_UNITS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 
 def schedule_period(expression: str) -> timedelta:
     """The time between two scheduled runs: exact for rate(), one day for cron()."""
-    expression = expression.strip()
-    rate = _RATE.match(expression)
-    if rate:
-        value = int(rate.group(1))
-        if value < 1:
-            raise ConfigError(f"environment variable SNAPSHOT_SCHEDULE={expression!r} has a zero rate")
-        return value * _UNITS[rate.group(2).rstrip("s")]
-    if expression.startswith("cron(") and expression.endswith(")"):
-        return timedelta(days=1)
-    raise ConfigError(
-        f"environment variable SNAPSHOT_SCHEDULE={expression!r} is not a rate(...) or cron(...) expression"
-    )
+    try:
+        schedule = Schedule.parse(expression)
+    except BadSchedule as err:
+        raise ConfigError(f"environment variable SCHEDULE: {err}") from None
+    return schedule.period if schedule.period is not None else timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -41,7 +31,7 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
-        period = schedule_period(env_str("SNAPSHOT_SCHEDULE", env))
+        period = schedule_period(env_str("SCHEDULE", env))
         policy = RetentionPolicy(
             keep_newest=env_int("KEEP_NEWEST", env, minimum=1, maximum=1000),
             keep_days=env_int("KEEP_DAYS", env, minimum=0, maximum=3650),

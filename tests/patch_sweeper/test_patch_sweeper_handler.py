@@ -13,7 +13,7 @@ import copy
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from autopilot import aws, runner
+from autopilot.config import ConfigError
 from autopilot.outbox import OutboxError, partition
 from autopilot.recorder import CallRecorder
 from conftest import OUTBOX_TABLE, STACK, FakeContext
-from patch_sweeper import app, service, store
+from patch_sweeper import app, run, service, store
+from patch_sweeper.config import Config
 from patch_sweeper.run import SweepIncomplete, sweep_id_for
 from reliability.faults import FaultInjector
 from reliability.scenarios import Ctx, module
@@ -662,8 +664,10 @@ def test_sweep_out_of_time_fails_and_the_retry_resumes(
     assert [op for op, _ in ssm_calls].count("SendCommand") == 0
     assert [i["status"]["S"] for i in outbox_items()] == ["acting"]  # the intent was recorded
 
-    # the retry: the recorded intent is carried out first (the batch sent), then its own plan
-    # looks at the fleet again and finds the sweep started: nothing is sent twice
+    # the retry: the recorded intent is carried out first (SSM has no command of the sweep yet,
+    # so the batch is sent), then its own plan looks at the fleet again and finds the sweep
+    # started: nothing is sent twice
+    stub_list_commands(ssm, record(load_event).started_at, [])
     ssm.add_response("send_command", command_reply(str(uuid.uuid4())), expected_send(ids, sid, 1, 1))
     stub_instance_information(ssm, ids)
     app.lambda_handler(event, lambda_context)
@@ -804,6 +808,8 @@ def test_a_sweep_killed_between_two_batches_is_finished_by_the_retry(
         app.lambda_handler(event, lambda_context)
     assert record(load_event).sent == {0: first}
 
+    # SSM knows the first command only (the second send never happened)
+    stub_list_commands(ssm, record(load_event).started_at, [(first, ids[:50], sid)])
     ssm.add_response("send_command", command_reply(second), expected_send(ids[50:], sid, 2, 2))
     stub_instance_information(ssm, ids)  # the retry's own plan, after finishing the intent
     app.lambda_handler(event, lambda_context)
@@ -813,6 +819,83 @@ def test_a_sweep_killed_between_two_batches_is_finished_by_the_retry(
     final = record(load_event)
     assert final.sent == {0: first, 1: second} and final.phase == "sent"
     assert outbox_items() == []
+
+
+def test_a_batch_sent_just_before_the_run_died_is_not_sent_again(
+    env: dict[str, str],
+    ssm: Stubber,
+    ssm_calls: list[tuple[str, dict[str, Any]]],
+    load_event: Loader,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed (or DynamoDB failing) after SSM accepted the second SendCommand but before it was
+    recorded: the retry asks SSM which of the sweep's batches it has (ListCommands: the sweep's
+    SnapshotId and the batch's instances), records that command and sends nothing again - with
+    RebootIfNeeded a second command would reboot every instance of the batch again."""
+    ids = sorted(launch(60))
+    sid = sweep_id(load_event)
+    stub_instance_information(ssm, ids)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    ssm.add_response("send_command", command_reply(first), expected_send(ids[:50], sid, 1, 2))
+    ssm.add_response("send_command", command_reply(second), expected_send(ids[50:], sid, 2, 2))
+    real = store.record_sent
+    records = [0]
+
+    def record_sent(table: str, sweep: str, batch: int, command_id: str) -> None:
+        records[0] += 1
+        if records[0] == 2:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "down"}}, "UpdateItem")
+        real(table, sweep, batch, command_id)
+
+    monkeypatch.setattr(store, "record_sent", record_sent)
+    event = load_event(SCHEDULE)
+    with pytest.raises(ClientError, match="InternalServerError"):
+        app.lambda_handler(event, lambda_context)
+    assert record(load_event).sent == {0: first}
+    monkeypatch.setattr(store, "record_sent", real)
+
+    other_sweep = str(uuid.uuid4())  # another sweep's command for the same instances is not ours
+    stub_list_commands(
+        ssm,
+        record(load_event).started_at,
+        [(first, ids[:50], sid), (str(uuid.uuid4()), ids[50:], other_sweep), (second, ids[50:], sid)],
+    )
+    stub_instance_information(ssm, ids)  # the retry's own plan, after finishing the intent
+    app.lambda_handler(event, lambda_context)
+    ssm.assert_no_pending_responses()
+    sent = [p["InstanceIds"] for op, p in ssm_calls if op == "SendCommand"]
+    assert sent == [ids[:50], ids[50:]]  # the second batch once, by the run that died
+    final = record(load_event)
+    assert final.sent == {0: first, 1: second} and final.phase == "sent"
+    assert final.pending == {first, second}
+    assert outbox_items() == []
+
+
+def stub_list_commands(ssm: Stubber, started_at: str, commands: list[tuple[str, list[str], str]]) -> None:
+    """ListCommands as a resumed sweep asks it, answering (command id, instances, SnapshotId)."""
+    since = (datetime.fromisoformat(started_at) - run.COMMAND_LOOKUP_MARGIN).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ssm.add_response(
+        "list_commands",
+        {
+            "Commands": [
+                {
+                    "CommandId": command_id,
+                    "DocumentName": "AWS-RunPatchBaseline",
+                    "InstanceIds": instances,
+                    "Parameters": {"Operation": ["Install"], "SnapshotId": [snapshot]},
+                }
+                for command_id, instances, snapshot in commands
+            ]
+        },
+        {
+            "Filters": [
+                {"key": "DocumentName", "value": "AWS-RunPatchBaseline"},
+                {"key": "InvokedAfter", "value": since},
+            ],
+            "MaxResults": 50,
+        },
+    )
 
 
 # -- product-wide settings -------------------------------------------------------------------
@@ -875,12 +958,13 @@ def test_two_concurrent_deliveries_send_each_batch_once_whatever_the_day(
     clock: datetime,
 ) -> None:
     """The reliability scenario's two concurrent deliveries of the schedule event, with the
-    clock and the event's time moved to other days and hours: one SendCommand per batch, the
+    clock moved to other days and hours and the event delivered late: one SendCommand per batch, the
     same sweep id (SnapshotId) every time, one digest."""
     monkeypatch.setattr(runner, "clock", lambda: clock)
     scenarios = module("patch_sweeper")
     real_event = scenarios.event
-    shifted = clock.replace(hour=(clock.hour + 7) % 24).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # a late delivery (an hour after its time, as retries make), so the event's time is not the clock's
+    shifted = (clock - timedelta(hours=1, minutes=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
     monkeypatch.setattr(scenarios, "event", lambda name: {**real_event(name), "time": shifted})
     scenario = scenarios.scenario(Ctx(monkeypatch, mailbox, tmp_path), count=60)
     FaultInjector(fakes=scenario.fakes).install(monkeypatch)
@@ -905,3 +989,64 @@ def test_two_concurrent_deliveries_send_each_batch_once_whatever_the_day(
     scenario.check_concurrent(calls, scenario.mails())
     snapshots = {p["Parameters"]["SnapshotId"][0] for p in calls.of("ssm", "SendCommand")}
     assert snapshots == {sweep_id_for(STACK, "6a7e8feb-b491-4cf7-a9f1-bf3703467718")}
+
+
+# -- issue 13: a sweep runs only at the times its schedule names -----------------------------
+
+WEEKLY = "cron(0 3 ? * SUN *)"  # the template's default PatchSweeperSchedule
+
+
+@pytest.mark.parametrize(
+    ("clock", "runs"),
+    [
+        (datetime(2026, 11, 25, 14, 0, tzinfo=UTC), False),  # a Wednesday afternoon: forged
+        (datetime(2026, 11, 22, 5, 16, tzinfo=UTC), False),  # Sunday, but later than any delivery
+        (datetime(2026, 11, 22, 3, 0, 20, tzinfo=UTC), True),  # the rule's own delivery
+        (datetime(2026, 11, 22, 5, 14, tzinfo=UTC), True),  # a delivery retried for 2 hours
+    ],
+    ids=["wednesday", "too-late", "on-time", "retried"],
+)
+def test_a_scheduled_event_at_a_time_the_schedule_does_not_name_starts_no_sweep(
+    env: dict[str, str],
+    ssm: Stubber,
+    ssm_calls: list[tuple[str, dict[str, Any]]],
+    load_event: Loader,
+    mailbox: Mailbox,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: datetime,
+    runs: bool,
+) -> None:
+    """Whoever may invoke the function can hand it a well-formed scheduled event dated now; with
+    RebootIfNeeded that would reboot the fleet in business hours. The clock is checked against
+    the function's own cron schedule: no time it named within a delivery's age, no sweep."""
+    monkeypatch.setenv("SCHEDULE", WEEKLY)
+    monkeypatch.setattr(runner, "clock", lambda: clock)
+    ids = sorted(launch(2))
+    event = load_event(SCHEDULE)  # dated by the (pinned) clock: fresh, so only the schedule decides
+    if runs:
+        stub_instance_information(ssm, ids)
+        ssm.add_response(
+            "send_command", command_reply(str(uuid.uuid4())), expected_send(ids, sweep_id(load_event), 1, 1)
+        )
+    result = app.lambda_handler(event, lambda_context)
+    ssm.assert_no_pending_responses()
+    if runs:
+        assert result["status"] == "done" and [op for op, _ in ssm_calls] == [
+            "DescribeInstanceInformation",
+            "SendCommand",
+        ]
+    else:
+        assert result["status"] == "ignored" and "named no time" in result["reason"], result
+        assert ssm_calls == [] and mailbox() == [] and outbox_items() == []
+
+
+@pytest.mark.parametrize("schedule", ["rate(7 days)", "weekly", ""])
+def test_the_sweeper_refuses_a_schedule_it_cannot_check(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, schedule: str
+) -> None:
+    """A rate(...) names no times, so a forged event could never be told from the rule's: the
+    sweeper (which may reboot) accepts only a cron(...) schedule, and says so."""
+    monkeypatch.setenv("SCHEDULE", schedule)
+    with pytest.raises(ConfigError, match="SCHEDULE"):
+        Config.from_env()

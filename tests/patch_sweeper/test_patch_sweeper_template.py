@@ -94,6 +94,7 @@ def test_defaults_are_valid_config_and_match_samconfig(template: dict[str, Any])
         "PATCH_MAX_ERRORS": params["PatchSweeperMaxErrors"]["Default"],
         "OUTPUT_LOG_GROUP": "/ops/patch-sweeper/commands",
         "STATE_TABLE": "t",
+        "SCHEDULE": params["PatchSweeperSchedule"]["Default"],
     }
     config = Config.from_env(env)
     assert (config.operation, config.reboot_option) == ("Install", "NoReboot")

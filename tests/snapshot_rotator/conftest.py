@@ -143,7 +143,7 @@ def fleet() -> Fleet:
 
 ENV = {  # the template's variables of SnapshotRotatorFunction (their defaults), for the handler
     "POWERTOOLS_SERVICE_NAME": "snapshot_rotator",
-    "SNAPSHOT_SCHEDULE": "rate(1 day)",
+    "SCHEDULE": "rate(1 day)",
     "KEEP_NEWEST": "7",
     "KEEP_DAYS": "0",
     "KEEP_DAILY": "0",

@@ -14,7 +14,7 @@ from reliability.scenarios import Ctx, Scenario, backend, ec2, event
 # (every variable of the function is required).
 BAD_INPUT_ENV: dict[str, str] = {
     "POWERTOOLS_SERVICE_NAME": "snapshot_rotator",
-    "SNAPSHOT_SCHEDULE": "rate(1 day)",
+    "SCHEDULE": "rate(1 day)",
     "KEEP_NEWEST": "7",
     "KEEP_DAYS": "0",
     "KEEP_DAILY": "0",

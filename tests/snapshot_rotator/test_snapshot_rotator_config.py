@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 DAY = timedelta(days=1)
 ENV = {
-    "SNAPSHOT_SCHEDULE": "rate(1 day)",
+    "SCHEDULE": "rate(1 day)",
     "KEEP_NEWEST": "7",
     "KEEP_DAYS": "0",
     "KEEP_DAILY": "7",
@@ -41,8 +41,8 @@ def test_config_from_the_environment() -> None:
 def test_config_fails_fast_and_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="KEEP_NEWEST"):
         Config.from_env({**ENV, "KEEP_NEWEST": "0"})
-    with pytest.raises(ConfigError, match="SNAPSHOT_SCHEDULE"):
-        Config.from_env({**ENV, "SNAPSHOT_SCHEDULE": "daily"})
+    with pytest.raises(ConfigError, match="SCHEDULE"):
+        Config.from_env({**ENV, "SCHEDULE": "daily"})
     with pytest.raises(ConfigError, match="SUMMARY_MAIL"):
         Config.from_env({**ENV, "SUMMARY_MAIL": "maybe"})
 

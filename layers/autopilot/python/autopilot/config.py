@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from autopilot.schedule import BadSchedule, Schedule
 from autopilot.tags import valid_key
 
 _TRUE = {"true", "yes", "1"}
@@ -92,6 +93,9 @@ class CommonConfig:
     topic_arn: str
     dry_run: bool
     owner_tag_key: str = "Owner"
+    # The function's own EventBridge schedule (SCHEDULE; scheduled automations only): the runner
+    # refuses a scheduled event at a time a cron(...) schedule does not name.
+    schedule: Schedule | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
@@ -109,10 +113,16 @@ class CommonConfig:
             raise ConfigError(
                 f"environment variable OWNER_TAG_KEY={owner_tag_key!r} is not a valid EC2 tag key"
             )
+        schedule_text = env_str("SCHEDULE", env, default="")
+        try:
+            schedule = Schedule.parse(schedule_text) if schedule_text else None
+        except BadSchedule as err:
+            raise ConfigError(f"environment variable SCHEDULE: {err}") from None
         return cls(
             stack_name=stack_name,
             region=region,
             topic_arn=topic_arn,
             dry_run=env_bool("DRY_RUN", env),
             owner_tag_key=owner_tag_key,
+            schedule=schedule,
         )

@@ -15,7 +15,9 @@
    line, the metrics (zeros and ``MalformedEvents`` or ``StaleEvents``), a normal return;
    nothing changed.
 2. **config** - the stack-wide settings (:class:`autopilot.config.CommonConfig`) and the
-   automation's own frozen config; a bad value raises, naming the variable.
+   automation's own frozen config; a bad value raises, naming the variable. A scheduled event
+   at a time the function's own ``cron(...)`` schedule (``SCHEDULE``) did not name is refused
+   like a stale one: someone invoked the function, its rule did not.
 3. **claim** - Powertools Idempotency on the stack's table, keyed by the event id and leased to
    this invocation's deadline: a duplicate delivery while the first is running does nothing, one
    after it returns the first's result; a run that raised releases the claim for its retry.
@@ -52,10 +54,19 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAl
 
 from autopilot import aws
 from autopilot.config import CommonConfig, ConfigError, env_str
-from autopilot.events import MAX_EVENT_AGE, BadEvent, accept, reject
+from autopilot.events import (
+    MAX_EVENT_AGE,
+    MAX_EVENT_AHEAD,
+    BadEvent,
+    ScheduledRun,
+    StaleEvent,
+    accept,
+    reject,
+)
 from autopilot.notify import make_subject, publish
 from autopilot.outbox import Entry, Mail, Outbox, OutboxError
 from autopilot.runtime import Deadline
+from autopilot.schedule import Schedule
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -199,6 +210,11 @@ def handle(
     except ConfigError:
         _emit(metrics, Counts(failed=1))  # a broken deployment fails loudly, and still reports
         raise
+    try:
+        _require_scheduled_time(trigger, common.schedule, automation.max_event_age)
+    except BadEvent as err:
+        _emit(metrics, Counts())
+        return reject(err, event, logger, metrics)
     deadline = Deadline.from_context(context)
     outbox = Outbox(table, automation.name)
     ran: list[bool] = []
@@ -276,6 +292,21 @@ def _work(
     summary = {"status": "done", "dry_run": common.dry_run, **total.as_metrics(), "mails_held": held}
     logger.info("run finished", extra=summary)
     return summary
+
+
+def _require_scheduled_time(trigger: Any, schedule: Schedule | None, max_age: timedelta) -> None:
+    """StaleEvent if ``trigger`` is a scheduled run but the function's own cron(...) schedule
+    named no time between a delivery's oldest age ago and now (by the clock): a scheduled event
+    handed to the function by someone, not by its rule. A rate(...) schedule names no times, so
+    it cannot be checked (an automation that must not run at any time requires a cron)."""
+    if not isinstance(trigger, ScheduledRun) or schedule is None or not schedule.anchored:
+        return
+    if schedule.fired_within(clock(), max_age, MAX_EVENT_AHEAD) is None:
+        raise StaleEvent(
+            f"scheduled event at {clock().isoformat(timespec='seconds')} by the clock, but the schedule "
+            f"{schedule.expression} named no time in the {int(max_age.total_seconds() // 60)} minutes "
+            "before: not a delivery of this function's rule"
+        )
 
 
 def _lease(deadline: Deadline) -> float:
