@@ -19,7 +19,16 @@ from owner_tagger import event, report, run
 from owner_tagger.config import Config
 
 # Every IAM action this function calls, the runner's included; the template grants exactly these.
-PERMISSIONS = runner.PERMISSIONS | frozenset({"ec2:DescribeInstances", "ec2:DescribeTags", "ec2:CreateTags"})
+PERMISSIONS = runner.PERMISSIONS | frozenset(
+    {
+        "ec2:DescribeInstances",
+        "ec2:DescribeVolumes",
+        "ec2:DescribeSnapshots",
+        "ec2:DescribeImages",
+        "ec2:DescribeTags",
+        "ec2:CreateTags",
+    }
+)
 AUTOMATION = Automation(
     name="owner_tagger",
     parse=event.parse,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 import jmespath  # type: ignore[import-untyped]  # no stubs published; used for one search
@@ -84,6 +85,8 @@ class CreationEvent:
     # False when tags may have been set at creation without showing in the event (a launch
     # template, or launch data in a shape we do not recognise): then current tags are read.
     creation_tags_known: bool = True
+    # When the call was made (CloudTrail's eventTime): the resources it names were created then.
+    event_time: datetime | None = None
 
 
 def valid_id(resource_type: str, value: object) -> bool:
@@ -107,7 +110,9 @@ def parse(event: Any) -> CreationEvent:
     call = CREATION_CALLS[name]
     event_id = str(detail.get("eventID") or event["id"])
     region = str(detail.get("awsRegion") or event.get("region") or "")
-    parse_time(require(event, "time", str))
+    delivered = parse_time(require(event, "time", str))
+    call_time = detail.get("eventTime")
+    event_time = parse_time(call_time, "event.detail.eventTime") if isinstance(call_time, str) else delivered
     error_code = detail.get("errorCode")
     if error_code is not None:
         raise BadEvent(f"{name} failed ({str(error_code)[:100]}): it created nothing to tag")
@@ -138,6 +143,7 @@ def parse(event: Any) -> CreationEvent:
         instances=instances,
         creation_tags=creation_tags,
         creation_tags_known=known,
+        event_time=event_time,
     )
 
 

@@ -2,7 +2,8 @@
 
 Tagging is routine and silent. A mail (severity ``warning``, one per event) only when a person
 has to do something: the owner is unknown (resources left untagged), tagging failed for some
-resources, or an instance's volumes were never attached within the bounded wait.
+resources, an instance's volumes were never attached within the bounded wait, or the event
+named resources created long before its call (forged or replayed: nothing written).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from autopilot.notify import Digest, Item, plural
 from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
 from owner_tagger.config import Config
+from owner_tagger.decide import CREATED_WITHIN
 
 Resource = Mapping[str, Any]  # a target in the intent: id, type, parent, name (+ value, source)
 
@@ -24,7 +26,8 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     unresolved: list[Resource] = list(intent.get("unresolved", []))
     failures: list[Mapping[str, str]] = list(result.get("failed", []))
     missing: list[Resource] = list(intent.get("volumes_missing", []))
-    if not (unresolved or failures or missing):
+    not_new: list[Resource] = list(intent.get("not_new", []))
+    if not (unresolved or failures or missing or not_new):
         return None
     common = ctx.common
     event = intent["event"]
@@ -63,6 +66,24 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
                 for r in missing
             ],
         )
+    if not_new:
+        digest.section(
+            "Not tagged: created long before the event (a forged or replayed event?)",
+            [
+                Item(
+                    _title(r),
+                    [
+                        f"The {event['name']} event (id {event['id']}, call time "
+                        f"{intent.get('event_time') or 'unknown'}) names it, but it was created "
+                        f"more than {int(CREATED_WITHIN.total_seconds() // 60)} minutes away from that "
+                        "call, so the call did not create it.",
+                        "Nothing was written. Check who may invoke this function or put events on its rule.",
+                    ],
+                    _link(common.region, r),
+                )
+                for r in not_new
+            ],
+        )
     digest.advice += [
         f"Set the tag yourself: aws ec2 create-tags --resources <id> --tags Key={key},Value=<owner>",
         f"owner_tagger never overwrites an existing {key} tag, so your value stays.",
@@ -74,6 +95,8 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
         parts.append(f"tagging failed for {plural(len(failures), 'resource')}")
     if missing:
         parts.append(f"volumes not tagged on {plural(len(missing), 'instance')}")
+    if not_new:
+        parts.append(f"{plural(len(not_new), 'old resource')} named by the event, not tagged")
     summary = (
         f"{event['name']} by {who} created resources that did not get an owner tag "
         f"({key}). They need a person to set it."

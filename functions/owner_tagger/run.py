@@ -9,7 +9,9 @@ AWS calls of one event (plan, then act):
 - an EBS-backed instance whose volume is not attached yet: DescribeInstances again after 2, 4
   and 8 s at most (never past the invocation's deadline);
 - CreateVolume, CreateSnapshot(s), CopySnapshot, CreateImage, CopyImage, RegisterImage:
-  1 DescribeTags + 1 CreateTags;
+  1 DescribeVolumes / DescribeSnapshots / DescribeImages (creation time and tags) + 1 CreateTags;
+- a resource created long before the event's call time (decide.CREATED_WITHIN) is refused,
+  whatever the event says: a forged or replayed event cannot give an old resource an owner;
 - act resumed (a run died between two CreateTags; the runner calls ``act`` again on its
   recorded intent): 1 DescribeTags of the intended resources first, so that an owner set
   meanwhile stays, then CreateTags for the rest only;
@@ -44,6 +46,7 @@ def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
     owner = decide.resolve_owner(event.identity)
     gone: tuple[str, ...] = ()
     missing: tuple[decide.Target, ...] = ()
+    not_new: tuple[decide.Target, ...] = ()
     waited = 0.0
     if event.resource_type == "instance":
         views, waited = _instances(event, run, sleep)
@@ -52,11 +55,37 @@ def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
         if launch.to_read:
             current.update(service.owner_tags(launch.to_read, key))
         targets, gone, missing = list(launch.targets), launch.gone, launch.volumes_missing
+        not_new = launch.not_new
     else:
-        targets = [decide.Target(i, event.resource_type) for i in event.resource_ids]
-        current = service.owner_tags(event.resource_ids, key)
+        found = service.created(event.resource_type, event.resource_ids, key)
+        gone = tuple(i for i in event.resource_ids if i not in found)
+        new = [i for i in event.resource_ids if i in found]
+        not_new = tuple(
+            decide.Target(i, event.resource_type)
+            for i in new
+            if not decide.created_by_the_call(found[i].created_at, event.event_time)
+        )
+        refused = {t.id for t in not_new}
+        targets = [decide.Target(i, event.resource_type) for i in new if i not in refused]
+        current = {t.id: owner_value for t in targets if (owner_value := found[t.id].owner) is not None}
     decided = decide.decide(targets, current, owner)
-    lines: list[dict[str, Any]] = [{"resource": i, "type": "instance", "action": "gone"} for i in gone]
+    lines: list[dict[str, Any]] = [
+        {
+            "resource": i,
+            "type": event.resource_type if event.resource_type != "instance" else "instance",
+            "action": "gone",
+        }
+        for i in gone
+    ]
+    lines += [
+        {
+            "resource": t.id,
+            "type": t.type,
+            "action": "refused",
+            "reason": f"created more than {decide.CREATED_WITHIN} away from the call: not made by it",
+        }
+        for t in not_new
+    ]
     lines += [
         {
             "resource": d.target.id,
@@ -71,10 +100,11 @@ def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
     ]
     counts = Counts(
         checked=len(decided.decisions),
-        skipped=len(decided.of("keep")) + len(gone),
-        extra={"ResourcesTagged": 0, "OwnersUnresolved": 0},  # always emitted; report.counts adds
+        skipped=len(decided.of("keep")) + len(gone) + len(not_new),
+        # always emitted; report.counts adds
+        extra={"ResourcesTagged": 0, "OwnersUnresolved": 0, "ResourcesNotNew": len(not_new)},
     )
-    intent = decide.intent(event, owner, decided, decide.caller(event.identity), missing, waited)
+    intent = decide.intent(event, owner, decided, decide.caller(event.identity), missing, waited, not_new)
     return Plan(intent=intent, counts=counts, decisions=lines)
 
 

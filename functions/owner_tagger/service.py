@@ -5,6 +5,7 @@ Batching: DescribeInstances and DescribeTags take at most 200 values per filter,
 most 1,000 resource ids per call (one tag set per call, so one batch per owner value). For ``n``
 ids, with every answer paginated:
 - :func:`describe_instances`: ceil(n / 200) DescribeInstances;
+- :func:`created`: ceil(n / 200) DescribeVolumes, DescribeSnapshots or DescribeImages;
 - :func:`owner_tags`: ceil(n / 200) DescribeTags;
 - :func:`create_tags`: ceil(n / 1000) CreateTags, plus one per id of a batch refused for a
   permanent reason (the batch is retried id by id).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
@@ -36,6 +38,22 @@ class TagFailure:
         return {"id": self.resource_id, "code": self.code, "message": self.message}
 
 
+def _created_at(instance: Mapping[str, Any]) -> datetime | None:
+    """When the instance was created: the attach time of its primary network interface (device
+    index 0), which stays when the instance is stopped and started; LaunchTime (the last start)
+    only for an instance without one."""
+    for interface in instance.get("NetworkInterfaces", []):
+        attachment = interface.get("Attachment", {})
+        if attachment.get("DeviceIndex") == 0 and isinstance(attachment.get("AttachTime"), datetime):
+            return _utc(attachment["AttachTime"])
+    launched = instance.get("LaunchTime")
+    return _utc(launched) if isinstance(launched, datetime) else None
+
+
+def _utc(when: datetime) -> datetime:
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def _view(instance: Mapping[str, Any]) -> InstanceView:
     return InstanceView(
         id=str(instance["InstanceId"]),
@@ -52,6 +70,7 @@ def _view(instance: Mapping[str, Any]) -> InstanceView:
             for n in instance.get("NetworkInterfaces", [])
             if n.get("NetworkInterfaceId")
         ),
+        created_at=_created_at(instance),
     )
 
 
@@ -67,6 +86,52 @@ def describe_instances(ids: Iterable[str]) -> dict[str, InstanceView]:
             view = _view(instance)
             found[view.id] = view
     return found
+
+
+@dataclass(frozen=True)
+class Created:
+    """When a volume, snapshot or image was created, and its owner tag (None: it has none)."""
+
+    created_at: datetime | None
+    owner: str | None
+
+
+# Per resource type: the Describe call, its id filter, the list in its answer, its id field
+# and its creation-time field (CreateTime; a snapshot's StartTime; an image's CreationDate).
+_DESCRIBE: Final = {
+    "volume": ("describe_volumes", "volume-id", "Volumes[]", "VolumeId", "CreateTime"),
+    "snapshot": ("describe_snapshots", "snapshot-id", "Snapshots[]", "SnapshotId", "StartTime"),
+    "image": ("describe_images", "image-id", "Images[]", "ImageId", "CreationDate"),
+}
+
+
+def created(resource_type: str, ids: Iterable[str], key: str) -> dict[str, Created]:
+    """Resource id -> when it was created and its ``key`` tag, for those of ``ids`` that exist:
+    ceil(n / 200) DescribeVolumes, DescribeSnapshots or DescribeImages (an id filter, so that
+    one that no longer exists is only absent). The tags come with the answer: no DescribeTags."""
+    operation, id_filter, path, id_field, time_field = _DESCRIBE[resource_type]
+    ec2 = aws.client("ec2")
+    found: dict[str, Created] = {}
+    for batch in aws.chunked(ids, FILTER_VALUES_MAX):
+        extra: dict[str, Any] = {"OwnerIds": ["self"]} if resource_type == "snapshot" else {}
+        if resource_type == "image":
+            extra = {"Owners": ["self"]}
+        pages = aws.paginate(ec2, operation, path, Filters=[{"Name": id_filter, "Values": batch}], **extra)
+        for item in pages:
+            tags = as_dict(item.get("Tags"))
+            found[str(item[id_field])] = Created(_time(item.get(time_field)), tags.get(key))
+    return found
+
+
+def _time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return _utc(value)
+    if isinstance(value, str):  # DescribeImages' CreationDate is an ISO 8601 string
+        try:
+            return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
 
 
 def owner_tags(ids: Iterable[str], key: str) -> dict[str, str]:

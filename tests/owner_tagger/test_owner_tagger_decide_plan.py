@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autopilot.tags import clean_value
-from owner_tagger.decide import InstanceView, Resolution, Target, caller, decide, intent, launch, waiting
+from owner_tagger.decide import (
+    CREATED_WITHIN,
+    InstanceView,
+    Resolution,
+    Target,
+    caller,
+    created_by_the_call,
+    decide,
+    intent,
+    launch,
+    waiting,
+)
 from owner_tagger.event import parse
 
 pytestmark = pytest.mark.unit
@@ -109,6 +121,7 @@ def _views(event: Any, **changes: Any) -> dict[str, InstanceView]:
                 "root_device_type": "ebs",
                 "volume_ids": (f"vol-{n:017x}",),
                 "network_interface_ids": i.network_interface_ids,
+                "created_at": event.event_time,  # created by the call (the usual case)
                 **changes,
             }
         )
@@ -153,7 +166,7 @@ def test_gone_and_volumeless_instances(load_event: Load) -> None:
     first, second, third = event.resource_ids
     views = _views(event)
     views[second] = InstanceView(second, "terminated", "ebs")
-    views[third] = InstanceView(third, "pending", "ebs")
+    views[third] = InstanceView(third, "pending", "ebs", created_at=event.event_time)
     del views[first]
     found = launch(event, views, "Owner")
     assert found.gone == (first, second)
@@ -194,3 +207,13 @@ def test_nothing_to_write_or_tell_is_no_intent(load_event: Load) -> None:
     assert intent(event, BOB, kept, None) is None
     unresolved = intent(event, NOBODY, decide([INSTANCE], {}, NOBODY), None)
     assert unresolved is not None and unresolved["tag"] == [] and len(unresolved["unresolved"]) == 1
+
+
+@pytest.mark.unit
+def test_created_by_the_call_means_within_15_minutes_of_it_and_known() -> None:
+    call = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    assert created_by_the_call(call + timedelta(seconds=2), call)
+    assert created_by_the_call(call - CREATED_WITHIN, call)
+    assert not created_by_the_call(call - CREATED_WITHIN - timedelta(seconds=1), call)
+    assert not created_by_the_call(call + CREATED_WITHIN + timedelta(seconds=1), call)
+    assert not created_by_the_call(None, call) and not created_by_the_call(call, None)

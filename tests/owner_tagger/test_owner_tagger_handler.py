@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -280,7 +281,8 @@ def test_other_creation_calls(
     }[field]()
     run(helpers.set_resource_id(load_event(f"owner_tagger/{sample}"), field, created), lambda_context)
     assert helpers.tags_of(ec2, created)["Owner"] == owner
-    assert ops(calls) == {**RUNNER_WITH_INTENT, "ec2.DescribeTags": 1, "ec2.CreateTags": 1}
+    describe = {"volumeId": "DescribeVolumes", "snapshotId": "DescribeSnapshots", "imageId": "DescribeImages"}
+    assert ops(calls) == {**RUNNER_WITH_INTENT, f"ec2.{describe[field]}": 1, "ec2.CreateTags": 1}
 
 
 def test_create_snapshots_tags_every_snapshot(
@@ -300,7 +302,7 @@ def test_create_snapshots_tags_every_snapshot(
         item["snapshotId"] = snapshot_id
     run(event, lambda_context)
     assert all(helpers.tags_of(ec2, s)["Owner"] == "dlm.amazonaws.com" for s in snapshots)
-    assert ec2_ops(calls) == {"ec2.DescribeTags": 1, "ec2.CreateTags": 1}
+    assert ec2_ops(calls) == {"ec2.DescribeSnapshots": 1, "ec2.CreateTags": 1}
 
 
 def test_failed_call_changes_nothing(
@@ -469,6 +471,7 @@ def test_custom_owner_tag_key_is_written_and_mailed(
 
 
 def test_tagging_failure_is_per_resource_reported_and_mailed(
+    monkeypatch: pytest.MonkeyPatch,
     owner_env: dict[str, str],
     load_event: Load,
     launch: Any,
@@ -478,15 +481,22 @@ def test_tagging_failure_is_per_resource_reported_and_mailed(
     lambda_context: Any,
     mailbox: Any,
 ) -> None:
-    """The snapshot is deleted between the event and the tagging: that one fails (by error
-    code), the batch is retried one by one, the others still get their tag."""
+    """The snapshot is deleted between the plan (which found it) and the tagging: that one
+    fails (by error code), the batch is retried one by one, the others still get their tag."""
     volume_id = helpers.attachments(ec2, launch(1)[0]["InstanceId"])[0][0]
     snapshots = [ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"] for _ in range(2)]
     event = helpers.fresh(load_event("owner_tagger/cloudtrail.create_snapshots.aws_service"))
     items = event["detail"]["responseElements"]["CreateSnapshotsResponse"]["snapshotSet"]["item"]
     for item, snapshot_id in zip(items, snapshots, strict=True):
         item["snapshotId"] = snapshot_id
-    ec2.delete_snapshot(SnapshotId=snapshots[1])
+    real = service.created
+
+    def created_then_deleted(*args: Any) -> Any:
+        found = real(*args)
+        ec2.delete_snapshot(SnapshotId=snapshots[1])
+        return found
+
+    monkeypatch.setattr(service, "created", created_then_deleted)
     result = run(event, lambda_context)
     assert helpers.tags_of(ec2, snapshots[0])["Owner"] == "dlm.amazonaws.com"
     assert (result["Failed"], result["Changed"]) == (1, 1)
@@ -648,3 +658,58 @@ def test_the_retry_of_the_same_event_after_sns_refused_mails_once(
     sns_down[0] = False
     run(unknown, lambda_context)  # Lambda's retry of the same event
     assert len(mailbox()) == 1
+
+
+# -- issue 13: a forged or replayed event cannot give an old resource an owner -----------------
+
+
+def _backend() -> Any:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    return ec2_backends[DEFAULT_ACCOUNT_ID]["eu-west-1"]
+
+
+def test_a_forged_launch_event_naming_an_old_instance_writes_no_owner(
+    owner_env: dict[str, str],
+    load_event: Load,
+    launch: Any,
+    ec2: Any,
+    helpers: Any,
+    calls: CallRecorder,
+    lambda_context: Any,
+    mailbox: Any,
+) -> None:
+    """Someone who may invoke the function hands it a RunInstances event, dated now, naming an
+    untagged instance created a month ago (stopped and started since: its LaunchTime is recent).
+    Its primary interface's attach time says when it was created: nothing is written, the
+    refusal is counted and mailed."""
+    old = launch(1)[0]
+    instance = _backend().get_instance(old["InstanceId"])
+    month_ago = runner.clock().replace(tzinfo=None) - timedelta(days=30)
+    for nic in instance.nics.values():
+        nic.attach_time = month_ago  # created then; launch_time stays recent (a restart)
+    result = run(
+        helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.sso_user"), [old]), lambda_context
+    )
+    assert "Owner" not in helpers.tags_of(ec2, old["InstanceId"])
+    assert calls.count("ec2", "CreateTags") == 0
+    assert (result["ResourcesNotNew"], result["Changed"], result["Skipped"]) == (1, 0, 1)
+    (mail,) = mailbox()
+    assert "1 old resource named by the event, not tagged" in mail["subject"]
+    assert old["InstanceId"] in mail["body"] and "created long before the event" in mail["body"]
+
+
+@pytest.mark.parametrize("age", [timedelta(minutes=14), timedelta(minutes=16), timedelta(days=400)])
+def test_a_volume_is_tagged_only_if_the_call_created_it(
+    owner_env: dict[str, str], load_event: Load, ec2: Any, helpers: Any, lambda_context: Any, age: timedelta
+) -> None:
+    """CreateVolume naming a volume created ``age`` before the call: within 15 minutes it is
+    the call's own (tagged), beyond that it is not (left alone)."""
+    volume_id = ec2.create_volume(Size=8, AvailabilityZone="eu-west-1a")["VolumeId"]
+    _backend().volumes[volume_id].create_time = runner.clock().replace(tzinfo=None) - age
+    event = helpers.set_resource_id(
+        load_event("owner_tagger/cloudtrail.create_volume.iam_user"), "volumeId", volume_id
+    )
+    run(event, lambda_context)
+    assert ("Owner" in helpers.tags_of(ec2, volume_id)) is (age <= timedelta(minutes=15))

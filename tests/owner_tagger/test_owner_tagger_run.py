@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from autopilot import aws
+from autopilot import aws, runner
 from autopilot.recorder import CallRecorder
 from owner_tagger import run
 
@@ -24,6 +24,7 @@ def _pending(instance_id: str, enis: list[str] | None = None) -> dict[str, Any]:
         "RootDeviceType": "ebs",
         "BlockDeviceMappings": [],
         "NetworkInterfaces": [{"NetworkInterfaceId": n} for n in enis or []],
+        "LaunchTime": runner.clock(),  # launched by the event's call (the samples are dated now)
     }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from autopilot.tags import clean_value
@@ -28,6 +29,18 @@ Action = Literal["tag", "keep", "unresolved"]
 # Waits before re-reading instances whose EBS volumes are not attached yet: 14 s at most.
 ATTACH_WAITS: Final = (2.0, 4.0, 8.0)
 ATTACHMENT_TYPES: Final = ("volume", "network-interface")
+# A resource the event names must have been created this close to the event's call time. The
+# creation call makes it within seconds; one created long before is not this call's (a forged
+# or replayed event naming someone else's old resource) and gets no owner from this event.
+CREATED_WITHIN: Final = timedelta(minutes=15)
+
+
+def created_by_the_call(created_at: datetime | None, event_time: datetime | None) -> bool:
+    """Was the resource created at the time of the creation call (within CREATED_WITHIN)? An
+    unknown creation time or call time is not proof: False."""
+    if created_at is None or event_time is None:
+        return False
+    return abs(created_at - event_time) <= CREATED_WITHIN
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,9 @@ class InstanceView:
     tags: Mapping[str, str] = field(default_factory=dict)
     volume_ids: tuple[str, ...] = ()
     network_interface_ids: tuple[str, ...] = ()
+    # When the instance was created: its primary network interface's attach time (LaunchTime
+    # changes at every start, so a stopped-and-started old instance would look new).
+    created_at: datetime | None = None
 
     @property
     def gone(self) -> bool:
@@ -138,6 +154,7 @@ class Launch:
     gone: tuple[str, ...]  # instances terminated or not found
     volumes_missing: tuple[Target, ...]  # instances whose volumes were never attached
     to_read: tuple[str, ...]  # attachments whose owner tags must be read (DescribeTags)
+    not_new: tuple[Target, ...] = ()  # instances created long before the event: not this call's
 
 
 def launch(event: CreationEvent, views: Mapping[str, InstanceView], key: str) -> Launch:
@@ -155,6 +172,7 @@ def launch(event: CreationEvent, views: Mapping[str, InstanceView], key: str) ->
     current: dict[str, str] = {}
     gone: list[str] = []
     missing: list[Target] = []
+    not_new: list[Target] = []
     for instance_id in event.resource_ids:
         view = views.get(instance_id)
         if view is None or view.gone:
@@ -162,6 +180,9 @@ def launch(event: CreationEvent, views: Mapping[str, InstanceView], key: str) ->
             continue
         name = view.tags.get("Name", "")
         instance = Target(instance_id, "instance", name=name)
+        if not created_by_the_call(view.created_at, event.event_time):
+            not_new.append(instance)  # nor its volumes and interfaces: none of it is tagged
+            continue
         targets.append(instance)
         if key in view.tags:
             current[instance_id] = view.tags[key]
@@ -181,7 +202,7 @@ def launch(event: CreationEvent, views: Mapping[str, InstanceView], key: str) ->
                 current[target.id] = launch_tags[key]
     elif attachments:
         to_read = tuple(t.id for t in attachments)
-    return Launch(tuple(targets), current, tuple(gone), tuple(missing), to_read)
+    return Launch(tuple(targets), current, tuple(gone), tuple(missing), to_read, tuple(not_new))
 
 
 # -- the intent ------------------------------------------------------------------------------
@@ -194,14 +215,16 @@ def intent(
     caller: Mapping[str, str] | None,
     volumes_missing: Sequence[Target] = (),
     waited: float = 0.0,
+    not_new: Sequence[Target] = (),
 ) -> dict[str, Any] | None:
     """What the run is about to do and has to tell, as plain JSON (recorded before acting):
-    the owner writes, the resources left unresolved, the instances whose volumes never came.
+    the owner writes, the resources left unresolved, the instances whose volumes never came, the
+    resources refused because they were created long before the event.
     None when there is nothing to write and nothing a person must hear about (every resource
     kept its owner: a repeat delivery, or owners set at launch)."""
     tag = [{**d.target.as_dict(), "value": d.value, "source": d.source} for d in decided.of("tag")]
     unresolved = [d.target.as_dict() for d in decided.of("unresolved")]
-    if not (tag or unresolved or volumes_missing):
+    if not (tag or unresolved or volumes_missing or not_new):
         return None
     return {
         "event": {"id": event.event_id, "name": event.event_name, "caller": caller},
@@ -210,4 +233,6 @@ def intent(
         "unresolved": unresolved,
         "volumes_missing": [t.as_dict() for t in volumes_missing],
         "waited_seconds": waited,
+        "not_new": [t.as_dict() for t in not_new],
+        "event_time": event.event_time.isoformat() if event.event_time else None,
     }
