@@ -38,6 +38,7 @@ def dynamodb_calls(calls: Any) -> dict[str, int]:
 def test_stops_idle_and_expired_instances_only_tags_them_and_mails_once(
     env: dict[str, str], event: dict[str, Any], fleet: dict[str, str], mailbox: Any, calls: Any, ec2: Any
 ) -> None:
+    fleet_tags = {kind: ec2.tags_of(instance_id) for kind, instance_id in fleet.items()}
     result = app.lambda_handler(event, ec2.context())
 
     stopped = {k for k, i in fleet.items() if ec2.states()[i] != "running"}
@@ -62,6 +63,14 @@ def test_stops_idle_and_expired_instances_only_tags_them_and_mails_once(
     )
     for kind in fleet.keys() - stopped:
         assert "StoppedBy" not in ec2.tags_of(fleet[kind]), kind
+    # it writes the three tags that explain a stop and nothing else: never an opt-in or opt-out
+    # tag (AutoStop, StopAfter), never another automation's (PRODUCT.md: tags steer automations)
+    written = [tag["Key"] for call in calls.of("ec2", "CreateTags") for tag in call["Tags"]]
+    assert set(written) == {"StoppedBy", "StoppedReason", "StoppedAt"}
+    for kind in stopped:
+        before, after = fleet_tags[kind], ec2.tags_of(fleet[kind])
+        assert after.keys() - before.keys() == {"StoppedBy", "StoppedReason", "StoppedAt"}, kind
+        assert {k: after[k] for k in before} == before, kind  # no tag of its own changed
 
     mails = mailbox()
     assert len(mails) == 1
