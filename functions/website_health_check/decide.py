@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 60.0
@@ -51,14 +51,58 @@ class SiteConfigError(ValueError):
         self.problems = problems
 
 
+# Query parameters whose values are secrets (a heartbeat token, a signed URL's signature).
+_SECRET_PARAMETER = re.compile(r"token|key|secret|pass|pwd|sig|auth|cred|session", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """The URL as logs, metrics, mails and the state table show it: without the user and
+    password of ``https://user:password@host/`` and with the values of secret-looking query
+    parameters (token, key, signature, ...) replaced by ``***``. Everything else is kept."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(_SECRET_PARAMETER.search(k) for k, _ in pairs):
+        query = urlencode([(k, REDACTED if _SECRET_PARAMETER.search(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def secrets_of(url: str) -> list[str]:
+    """The secret parts of ``url`` (user, password, secret query values), longest first, to be
+    cut out of any text about it (an exception's message may quote the URL)."""
+    parts = urlsplit(url)
+    found = [p for p in (parts.username, parts.password) if p]
+    found += [
+        v for k, v in parse_qsl(parts.query, keep_blank_values=True) if v and _SECRET_PARAMETER.search(k)
+    ]
+    found += [quote(f, safe="") for f in found] + [unquote(f) for f in found]
+    return sorted({f for f in found if len(f) >= 3}, key=len, reverse=True)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` with every secret part of ``url`` replaced by ``***``."""
+    for secret in secrets_of(url):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 @dataclass(frozen=True)
 class Site:
+    # The URL as shown everywhere (redact_url); the request itself goes to request_url.
     url: str
     name: str
     expect_text: str | None = None
     status_ranges: tuple[tuple[int, int], ...] = ((200, 399),)
     timeout: float = DEFAULT_TIMEOUT
     max_latency_ms: int | None = None
+    request_url: str = ""  # the URL as configured, credentials included ("" = url)
+
+    @property
+    def target(self) -> str:
+        """Where the request goes (the only use of the configured URL itself)."""
+        return self.request_url or self.url
 
     def accepts(self, status: int) -> bool:
         return any(low <= status <= high for low, high in self.status_ranges)
@@ -111,10 +155,12 @@ def _parse_entry(entry: Any, where: str, problems: list[str]) -> Site | None:
     unknown = set(entry) - _FIELDS
     if unknown:
         problems.append(f"{where} has unknown field(s) {', '.join(sorted(unknown))}")
-    url = entry.get("url")
-    if not isinstance(url, str) or not _valid_url(url):
-        problems.append(f"{where}: url {url!r} is not an http:// or https:// URL with a host")
+    configured = entry.get("url")
+    if not isinstance(configured, str) or not _valid_url(configured):
+        shown = _shown(configured)
+        problems.append(f"{where}: url {shown!r} is not an http:// or https:// URL with a host")
         return None
+    url = redact_url(configured)
     where = url
     expect = entry.get("expect_text")
     if expect is not None and (not isinstance(expect, str) or not expect):
@@ -135,12 +181,24 @@ def _parse_entry(entry: Any, where: str, problems: list[str]) -> Site | None:
         return None
     return Site(
         url=url,
-        name=name.strip(),
+        name=scrub(name.strip(), configured),
         expect_text=expect,
         status_ranges=ranges,
         timeout=float(timeout),
         max_latency_ms=latency,
+        request_url=configured if configured != url else "",
     )
+
+
+def _shown(value: object) -> object:
+    """An invalid url entry as a problem message may quote it: its secrets cut out if it can be
+    read as a URL at all, else only its type."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return redact_url(value)
+    except ValueError:
+        return f"(a string of {len(value)} characters that is no URL)"
 
 
 def _valid_url(url: str) -> bool:

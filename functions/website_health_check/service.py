@@ -25,7 +25,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from autopilot import aws
 from autopilot.runtime import Deadline
-from website_health_check.decide import CheckResult, Probe, Site
+from website_health_check.decide import CheckResult, Probe, Site, scrub
 
 MAX_BODY_BYTES = 1024 * 1024  # the expected text is searched in the first 1 MiB of the body
 MAX_REDIRECTS = 5
@@ -56,7 +56,7 @@ def probe(site: Site, budget_s: float, now: datetime) -> Probe:
         with requests.Session() as session:
             session.max_redirects = MAX_REDIRECTS
             session.headers["User-Agent"] = USER_AGENT
-            response = session.get(site.url, timeout=timeout, stream=True, allow_redirects=True)
+            response = session.get(site.target, timeout=timeout, stream=True, allow_redirects=True)
             with response:
                 body = _read_capped(response, started + timeout)
                 latency_ms = (time.monotonic() - started) * 1000
@@ -65,13 +65,16 @@ def probe(site: Site, budget_s: float, now: datetime) -> Probe:
     except requests.exceptions.TooManyRedirects:
         return Probe(site.url, ("redirects", f"more than {MAX_REDIRECTS} redirects (redirect loop?)"))
     except requests.exceptions.SSLError as err:
-        return Probe(site.url, ("tls", f"TLS error: {_tls_reason(err)}"))
+        return Probe(site.url, ("tls", scrub(f"TLS error: {_tls_reason(err)}", site.target)))
     except (requests.exceptions.Timeout, TimeoutError):
         return Probe(site.url, ("timeout", f"no answer within {timeout:g} s (timeout)"))
     except requests.exceptions.ConnectionError as err:
-        return Probe(site.url, _connection_reason(err))
+        category, reason = _connection_reason(err)
+        return Probe(site.url, (category, scrub(reason, site.target)))
     except requests.exceptions.RequestException as err:
-        return Probe(site.url, ("error", f"request failed: {type(err).__name__}: {err}"[:300]))
+        return Probe(
+            site.url, ("error", scrub(f"request failed: {type(err).__name__}: {err}", site.target)[:300])
+        )
 
     cert_days = None
     if urlsplit(final_url).scheme == "https":

@@ -18,6 +18,7 @@ from website_health_check.decide import (
     advance,
     classify,
     parse_sites,
+    scrub,
 )
 
 pytestmark = pytest.mark.unit
@@ -189,3 +190,31 @@ def test_slow_and_expiring_certificates_are_degraded() -> None:
     assert expiring.status is Status.DEGRADED and expiring.category == "cert_expiring"
     assert expiring.reason == "TLS certificate expires in 3.0 days (warning below 14)"
     assert classify(SHOP, answer(cert_days_left=3.04), cert_warning_days=2).status is Status.UP
+
+
+@pytest.mark.parametrize(
+    ("configured", "shown"),
+    [
+        ("https://example.com/health", "https://example.com/health"),
+        ("https://user:pass@example.com:8443/x", "https://example.com:8443/x"),
+        ("https://example.com/ping?token=abc123&name=web", "https://example.com/ping?token=***&name=web"),
+        (
+            "https://example.com/?X-Amz-Signature=f00d&X-Amz-Credential=me",
+            "https://example.com/?X-Amz-Signature=***&X-Amz-Credential=***",
+        ),
+        ("https://example.com/?q=token", "https://example.com/?q=token"),  # a value, not a key
+    ],
+)
+def test_a_site_is_shown_without_its_secrets_and_requested_with_them(configured: str, shown: str) -> None:
+    (site,) = parse_sites(configured)
+    assert site.url == shown and site.name == shown
+    assert site.target == configured
+
+
+def test_secrets_are_cut_out_of_any_text_about_the_site() -> None:
+    url = "https://al%40ce:p%2Fss@example.com/?token=t0k3n"
+    text = "GET https://al%40ce:p%2Fss@example.com/?token=t0k3n failed for al@ce (p/ss)"
+    assert scrub(text, url) == "GET https://***:***@example.com/?token=*** failed for *** (***)"
+    with pytest.raises(SiteConfigError) as raised:
+        parse_sites('[{"url": "ftp://root:hunter2@example.com/"}]')
+    assert "hunter2" not in str(raised.value) and "ftp://example.com/" in str(raised.value)

@@ -264,3 +264,34 @@ def test_the_owner_tag_key_is_irrelevant_here(
     sites(f"http://127.0.0.1:{web.server_port}/ok")
     assert invoke()["Checked"] == 1
     assert not [c for c in calls.calls if "Tag" in c.operation]
+
+
+def test_credentials_in_a_site_url_reach_the_site_and_nothing_else(
+    web: ThreadingHTTPServer,
+    invoke: Invoke,
+    sites: Sites,
+    states: States,
+    mailbox: Mailbox,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A site checked with a user and password and a heartbeat token in its URL: the request
+    carries them, but the logs, the EMF metrics, the mails and the state table show the URL
+    without them (issue 13: they leaked into all four)."""
+    port = web.server_port
+    secret_url = f"http://alice:pw-s3cr3t@127.0.0.1:{port}/toggle?token=tok-0123456789&lang=en"
+    dead = "http://bob:pw-0th3r@127.0.0.1:9/?api_key=key-9876543210"  # nothing listens on port 9
+    sites(f"{secret_url}, {dead}")
+    web.healthy = False  # type: ignore[attr-defined]
+    capsys.readouterr()
+    invoke()
+    invoke()
+    shown = f"http://127.0.0.1:{port}/toggle?token=***&lang=en"
+    assert set(states()) == {shown, "http://127.0.0.1:9/?api_key=***"}
+    mails = mailbox()
+    assert [m["subject"] for m in mails] == ["[ops-autopilot-test] 2 sites changed state: 2 DOWN"]
+    assert shown in mails[0]["body"] and "http://127.0.0.1:9/?api_key=***" in mails[0]["body"]
+    printed = capsys.readouterr().out  # every log line and EMF document of both runs
+    assert "127.0.0.1" in printed  # the sites are in the logs and metrics...
+    seen = printed + "".join(m["subject"] + m["body"] for m in mails)
+    for secret in ("pw-s3cr3t", "tok-0123456789", "pw-0th3r", "key-9876543210", "alice", "bob:"):
+        assert secret not in seen, secret  # ... their secrets are not
