@@ -12,9 +12,11 @@ everything around it:
   a failed call and a call it does not handle);
 - tests/<name>/: unit and moto integration tests, and the reliability scenario (scenario.py);
 - demo/scenarios/<name>.py, docs/<name>.md;
-- template.yaml: the three automation lists, the parameters and their ParameterGroup, the
-  dashboard alarm, a banner section with the function (least-privilege role, trigger with retry
-  and dead-letter queue); samconfig.toml defaults; a README row and the parameter table.
+- template.yaml: the three automation lists (its log group, the right to write to it, alarms),
+  the parameters and their ParameterGroup, the dashboard alarms, the failed-events queue's
+  rule list, a banner section with the function, its own least-privilege role (no managed
+  policy), its trigger with retry and dead-letter queue, and - scheduled - its silence alarm and
+  that alarm's condition; samconfig.toml defaults; a README row and the parameter table.
 
 Then `make test` passes with it. Templates are in tools/scaffold/: ``$name``-style placeholders
 (string.Template) and ``#if <flag>`` / ``#else`` / ``#endif`` lines, flags being ``mutating``,
@@ -235,7 +237,16 @@ def parameter(options: Options, setting: str) -> tuple[str, str]:
 
 def settings(options: Options) -> list[str]:
     """The automation's parameters, by setting (the parameter is <CamelName><setting>)."""
-    return ["NameTagKey"] if options.events else ["Schedule", "NameTagKey"]
+    return ["NameTagKey"] if options.events else ["Schedule", "SilenceAlarmHours", "NameTagKey"]
+
+
+def _insert_after_last(text: str, pattern: str, line: str, what: str) -> str:
+    """``line`` after the last line matching ``pattern`` (a list the template keeps one per line)."""
+    matches = list(re.finditer(pattern, text, re.MULTILINE))
+    if not matches:
+        fail(f"template.yaml: cannot find {what}")
+    end = matches[-1].end()
+    return text[:end] + line + text[end:]
 
 
 def wire_template(options: Options, text: str) -> str:
@@ -258,10 +269,30 @@ def wire_template(options: Options, text: str) -> str:
     text = _insert_before(text, "\nParameters:\n", group)
     block = "".join(parameter(options, setting)[0] for setting in settings(options))
     text = _insert_before(text, "\nConditions:\n", f"\n  # ---- {name}\n{block}")
-    alarms = re.compile(r'("alarms": \[)([^\]]*)\]')
-    if not alarms.search(text):
-        fail("template.yaml: cannot find the dashboard's alarm list")
-    text = alarms.sub(lambda m: f'{m.group(1)}{m.group(2)}, "${{{c}FailedAlarm.Arn}}"]', text, count=1)
+    if '"${SilenceAlarms}]' not in text:
+        fail("template.yaml: cannot find the dashboard's alarm list (ending in ${SilenceAlarms}])")
+    text = text.replace('"${SilenceAlarms}]', f'", "${{{c}FailedAlarm.Arn}}"${{SilenceAlarms}}]', 1)
+    # The dead-letter rule of its trigger may send to the failed-events queue (its policy).
+    rule = f"{c}Function{'ApiCalls' if options.events else 'Schedule'}"
+    text = _insert_after_last(
+        text,
+        r'^ +"aws:SourceArn":  # rule list\n(?: +- !GetAtt \w+\.Arn\n)+',
+        f"                  - !GetAtt {rule}.Arn\n",
+        "the failed-events queue policy's rule list",
+    )
+    if not options.events:  # scheduled: a silence alarm, its condition and its dashboard entry
+        text = _insert_after_last(
+            text,
+            r"^  \w+SilenceAlarmOn: .*\n",
+            f'  {c}SilenceAlarmOn: !Not [!Equals [!Ref {c}SilenceAlarmHours, "0"]]\n',
+            "the SilenceAlarmOn conditions",
+        )
+        text = _insert_after_last(
+            text,
+            r"^ +- !If \[\w+SilenceAlarmOn, .*\n",
+            f'                      - !If [{c}SilenceAlarmOn, !Sub \', "${{{c}SilenceAlarm.Arn}}"\', ""]\n',
+            "the dashboard's silence alarm list",
+        )
     section = render(SKELETON / "template-section.yaml", options)
     return _insert_before(text, "\nOutputs:\n", section)
 

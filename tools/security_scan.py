@@ -1,20 +1,27 @@
-"""Security scan of the deployed template: checkov on the transformed CloudFormation.
+"""Security scan of the deployed template: checkov and parliament on every rendering.
 
     .venv/bin/python tools/security_scan.py
 
 1. builds .venv-scan from requirements-scan.txt if it is missing or out of date (checkov's pins
    conflict with aws-sam-cli's, so it cannot live in .venv);
-2. writes the template as CloudFormation will see it (Fn::ForEach expanded, SAM transform
-   applied: tests/template_tools.py) to a temporary file;
-3. runs checkov on it; any finding not suppressed inline in template.yaml (``Metadata:
-   checkov: skip: [{id, comment}]``, which the SAM transform copies onto the generated
-   AWS::Lambda::Function) fails the scan.
+2. renders the template as CloudFormation deploys it (Fn::ForEach expanded, SAM transform
+   applied, conditions evaluated: tests/template_tools.py) twice - with the default parameters,
+   and with every optional feature on (every Condition of the template true: the values are
+   found from the Conditions themselves, so a new optional feature is scanned too);
+3. runs checkov on each rendering; any finding not suppressed inline in template.yaml
+   (``Metadata: checkov: skip: [{id, comment}]``, which the SAM transform copies onto the
+   generated AWS::Lambda::Function) fails the scan;
+4. runs parliament (an IAM linter) on every policy of each rendering - every role's own and
+   attached policies, its trust policy, and every resource policy (key, topic, queue, bucket):
+   any finding not explained in PARLIAMENT_EXPLAINED below fails the scan, and so does an
+   explanation that no longer matches a finding (it would hide the next one).
 
 cfn-lint runs in ``sam validate --lint`` (tests/template/test_sam_cli.py).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -23,10 +30,40 @@ import sys
 import tempfile
 import venv
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements-scan.txt"
 SCAN_VENV = ROOT / ".venv-scan"
+
+# Why a parliament finding is not a problem: (issue, where, Sid) patterns (fnmatch: where is
+# "<resource>" or "<role>/<policy name>", Sid is "#<n>" for a statement without one) -> reason.
+# Every entry must match a finding of some rendering: a stale one fails the scan.
+SPLIT = (
+    "authorised on several resource types at once, granted in one statement per type so that each "
+    "type gets its own scope and condition; IAM allows the call only if every type is allowed "
+    "(tests/template/test_iam_semantics.py asks the whole call)"
+)
+PARLIAMENT_EXPLAINED: dict[tuple[str, str, str], str] = {
+    ("RESOURCE_STAR", "NotificationKey", "*"): (
+        'in a key policy Resource "*" means this key (a key policy cannot name another); the '
+        "principals and the encryption-context conditions bound who may use it for what"
+    ),
+    ("MALFORMED", "*FunctionRole/trust", "*"): (
+        "a role's trust policy has no Resource (IAM refuses one that has); parliament reads every "
+        "document as an identity policy"
+    ),
+    ("RESOURCE_MISMATCH", "PatchSweeperFunctionRole/*", "ReadPatchStatesOfInstances"): (
+        "EC2 instances only: the sweep's targets come from DescribeInstances, so the hybrid "
+        "managed-instance/* resource type is left out on purpose"
+    ),
+    ("RESOURCE_MISMATCH", "PatchSweeperFunctionRole/*", "RunPatchBaselineOnly"): (
+        "AWS-owned documents' ARNs have no account (arn:<partition>:ssm:<region>::document/"
+        "AWS-RunPatchBaseline); parliament's pattern wants one"
+    ),
+    ("RESOURCE_MISMATCH", "SnapshotRotatorFunctionRole/*", "*"): "CreateSnapshot(s) is " + SPLIT,
+    ("RESOURCE_MISMATCH", "WebsiteHealthCheckFunctionRole/*-vpc", "*"): "CreateNetworkInterface is " + SPLIT,
+}
 
 
 def _python() -> Path:
@@ -45,14 +82,44 @@ def ensure_scan_venv() -> Path:
     return _python()
 
 
-def write_template(directory: Path) -> Path:
+def _template_tools() -> Any:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    sys.path[:0] = [str(ROOT / "tests")]
-    from template_tools import cloudformation_template
+    if str(ROOT / "tests") not in sys.path:
+        sys.path[:0] = [str(ROOT / "tests")]
+    import template_tools
 
-    path = directory / "template.json"
-    path.write_text(json.dumps(cloudformation_template(), indent=1, default=str))
-    return path
+    return template_tools
+
+
+def renderings() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """name -> (the rendering checkov scans: conditions applied, references kept; the same fully
+    resolved, for reading its policies as IAM does)."""
+    tools = _template_tools()
+    template = tools.cloudformation_template()
+    return {
+        name: (tools.render(template, values, resolve=False), tools.render(template, values))
+        for name, values in tools.renderings(template).items()
+    }
+
+
+def policies(resolved: dict[str, Any]) -> dict[str, Any]:
+    """where -> policy document, for every policy of a resolved rendering."""
+    found: dict[str, Any] = {}
+    resources = resolved["Resources"]
+    for name, resource in resources.items():
+        props = resource.get("Properties", {})
+        kind = resource["Type"]
+        if kind == "AWS::IAM::Role":
+            found[f"{name}/trust"] = props["AssumeRolePolicyDocument"]
+            for policy in props.get("Policies", []):
+                found[f"{name}/{policy['PolicyName']}"] = policy["PolicyDocument"]
+        elif kind in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            found[name] = props["PolicyDocument"]
+        elif kind == "AWS::KMS::Key":
+            found[name] = props["KeyPolicy"]
+        elif "PolicyDocument" in props:  # topic, queue and bucket policies
+            found[name] = props["PolicyDocument"]
+    return found
 
 
 def run_checkov(python: Path, template: Path) -> int:
@@ -73,14 +140,85 @@ def run_checkov(python: Path, template: Path) -> int:
     return result.returncode
 
 
+def run_parliament(python: Path, documents: Path) -> list[dict[str, str]]:
+    """parliament's findings on every document of the file, run in .venv-scan (this file again,
+    with --parliament: the part below that imports nothing of the repository)."""
+    result = subprocess.run(
+        [str(python), "-W", "ignore::UserWarning", __file__, "--parliament", str(documents)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    findings: list[dict[str, str]] = json.loads(result.stdout)
+    return findings
+
+
+def _parliament_main(documents: Path) -> int:
+    """In .venv-scan: print parliament's findings as JSON, one statement at a time (so that each
+    finding names the statement it is about: its Sid, or its position)."""
+    import parliament  # type: ignore[import-not-found]
+
+    findings = []
+    for where, document in json.loads(documents.read_text()).items():
+        statements = document["Statement"]
+        for index, statement in enumerate(statements if isinstance(statements, list) else [statements]):
+            single = {"Version": document.get("Version", "2012-10-17"), "Statement": [statement]}
+            for finding in parliament.analyze_policy_string(json.dumps(single)).findings:
+                sid = str(statement.get("Sid") or f"#{index}")
+                findings.append(
+                    {"issue": finding.issue, "where": where, "sid": sid, "detail": str(finding.detail)}
+                )
+    print(json.dumps(findings))
+    return 0
+
+
+def _explains(key: tuple[str, str, str], finding: dict[str, str]) -> bool:
+    issue, where, sid = key
+    return (
+        finding["issue"] == issue
+        and fnmatch.fnmatchcase(finding["where"], where)
+        and fnmatch.fnmatchcase(finding["sid"], sid)
+    )
+
+
 def main() -> int:
     python = ensure_scan_venv()
+    failed = False
+    explained_seen: set[tuple[str, str, str]] = set()
+    print(f"parliament: {len(PARLIAMENT_EXPLAINED)} explained finding patterns (tools/security_scan.py)")
     with tempfile.TemporaryDirectory(prefix="ops-autopilot-scan-") as tmp:
-        template = write_template(Path(tmp))
-        code = run_checkov(python, template)
-    print("security scan: " + ("no unsuppressed findings" if code == 0 else "FAILED (findings above)"))
-    return code
+        for name, (scanned, resolved) in renderings().items():
+            print(f"== rendering: {name}", flush=True)
+            template = Path(tmp) / f"template-{name}.json"
+            template.write_text(json.dumps(scanned, indent=1, default=str))
+            if run_checkov(python, template) != 0:
+                failed = True
+                print(f"checkov ({name}): FAILED (findings above)")
+            documents = Path(tmp) / f"policies-{name}.json"
+            documents.write_text(json.dumps(policies(resolved), default=str))
+            found = run_parliament(python, documents)
+            unexplained = []
+            for finding in found:
+                keys = [key for key in PARLIAMENT_EXPLAINED if _explains(key, finding)]
+                explained_seen.update(keys)
+                if not keys:
+                    unexplained.append(finding)
+            print(
+                f"parliament ({name}): {len(policies(resolved))} policies, {len(found)} findings, "
+                f"{len(found) - len(unexplained)} explained"
+            )
+            for finding in unexplained:
+                failed = True
+                where = f"{finding['where']} {finding['sid']}"
+                print(f"  UNEXPLAINED {finding['issue']} in {where}: {finding['detail']}")
+    for key in sorted(set(PARLIAMENT_EXPLAINED) - explained_seen):
+        failed = True
+        print(f"parliament: stale explanation (no such finding any more): {key}")
+    print("security scan: " + ("FAILED (findings above)" if failed else "no unsuppressed findings"))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--parliament"]:
+        sys.exit(_parliament_main(Path(sys.argv[2])))
     sys.exit(main())

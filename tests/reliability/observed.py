@@ -29,8 +29,6 @@ AUTOMATIONS = frozenset(p.parent.name for p in (ROOT / "functions").glob("*/app.
 IAM_PREFIX: dict[str, str] = {"monitoring": "cloudwatch"}
 # (service, operation) that also need another action when the request carries tags.
 TAG_ON_CREATE = {("ec2", "CreateSnapshot"), ("ec2", "CreateSnapshots"), ("ec2", "RunInstances")}
-# Added by SAM, not called by the code: Lambda itself sends failed async events to the queue.
-IMPLICIT_ACTIONS = {"sqs:SendMessage"}
 
 _lock = threading.Lock()
 observed: dict[str, set[str]] = defaultdict(set)
@@ -69,14 +67,16 @@ def hook(service: str, operation: str, params: dict[str, Any]) -> None:
 
 
 def granted(name: str) -> set[str]:
-    """The actions the automation's function role allows (template.yaml, as deployed)."""
-    from template_tools import as_list, camel, cloudformation_template, policy_statements
+    """The actions the automation's function role allows (template.yaml, as deployed): every
+    policy attached to it, inline or its own resource (template_tools.role_statements), but
+    those granted for Lambda itself, which the code never calls (the on-failure destination,
+    the function's logs, the health check's network interfaces: template_tools.RUNTIME_ACTIONS)."""
+    from template_tools import RUNTIME_ACTIONS, as_list, camel, role_statements
 
-    role = cloudformation_template()["Resources"][f"{camel(name)}FunctionRole"]
     return {
         a
-        for s in policy_statements(role)
+        for s in role_statements(f"{camel(name)}FunctionRole")
         if s["Effect"] == "Allow"
         for a in as_list(s["Action"])
-        if a not in IMPLICIT_ACTIONS
+        if a not in RUNTIME_ACTIONS
     }

@@ -89,3 +89,49 @@ def test_calls_are_attributed_to_the_automation_on_the_call_stack() -> None:
         service.aws.running_instances = original  # type: ignore[assignment]
     assert seen == ["idle_stopper"]
     assert observed.automation_on_stack() is None  # test code belongs to no automation
+
+
+def test_granted_reads_every_policy_a_role_gets_and_refuses_one_it_cannot_read() -> None:
+    """A grant may live in the role's own Policies or in a policy resource naming the role: both
+    count. An AWS managed policy (ManagedPolicyArns) cannot be read from the template, so a role
+    that has one cannot be judged: that is an error, never a pass."""
+    from template_tools import cloudformation_template, role_statements
+
+    def document(action: str) -> dict[str, object]:
+        return {"Statement": [{"Effect": "Allow", "Action": action, "Resource": "*"}]}
+
+    template = {
+        "Resources": {
+            "FnRole": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "Policies": [{"PolicyName": "own", "PolicyDocument": document("ec2:DescribeTags")}]
+                },
+            },
+            "Extra": {
+                "Type": "AWS::IAM::RolePolicy",
+                "Properties": {
+                    "RoleName": {"Ref": "FnRole"},
+                    "PolicyDocument": document("ec2:StopInstances"),
+                },
+            },
+        }
+    }
+    assert {s["Action"] for s in role_statements("FnRole", template)} == {
+        "ec2:DescribeTags",
+        "ec2:StopInstances",
+    }
+    managed = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+    template["Resources"]["FnRole"]["Properties"]["ManagedPolicyArns"] = [managed]  # type: ignore[index]
+    with pytest.raises(ValueError, match="cannot judge"):
+        role_statements("FnRole", template)
+    # the deployed template: every function role is readable, and its log grant is counted
+    resources = cloudformation_template()["Resources"]
+    for name in sorted(observed.AUTOMATIONS):
+        role = f"{''.join(p.capitalize() for p in name.split('_'))}FunctionRole"
+        assert "ManagedPolicyArns" not in resources[role]["Properties"], role
+        assert "logs:PutLogEvents" in str(role_statements(role)), role
+        assert observed.granted(name) and not observed.granted(name) & {
+            "logs:PutLogEvents",
+            "sqs:SendMessage",
+        }

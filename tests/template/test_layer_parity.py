@@ -1,13 +1,10 @@
-"""The layer ships exactly the libraries the tests run with: every pin of
-layers/autopilot/requirements.txt equals requirements-dev.txt's, the AWS SDK included (the
-runtime's own SDK version varies by region and over time and is never tested), and the
-layer's packages satisfy each other's requirements - so no library of the layer runs next to
-a version of another that it does not accept (the issue: the layer's urllib3 and jmespath
-shadowed the ones the runtime's botocore was built for)."""
+"""The layer's packages, installed as the layer's Makefile installs them, satisfy each other's
+requirements (its pins are the tested ones: test_layer_pins.py), so no library of the layer
+runs next to a version of another that it does not accept (the issue: the layer's urllib3
+and jmespath shadowed the ones the runtime's botocore was built for)."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from importlib.metadata import PathDistribution
@@ -17,25 +14,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from template_tools import ROOT
-
-LAYER_REQUIREMENTS = ROOT / "layers" / "autopilot" / "requirements.txt"
-SDK = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "python-dateutil", "six")
-
-
-def pins(path: Path) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if match := re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s;#]+)", line.strip()):
-            found[canonicalize_name(match.group(1))] = match.group(2)
-    return found
-
-
-@pytest.mark.unit
-def test_the_layer_pins_the_tested_versions_the_sdk_included() -> None:
-    layer, dev = pins(LAYER_REQUIREMENTS), pins(ROOT / "requirements-dev.txt")
-    assert set(SDK) <= layer.keys(), sorted(set(SDK) - layer.keys())
-    assert {name: layer[name] for name in layer} == {name: dev.get(name) for name in layer}
+from template_tools import LAYER_REQUIREMENTS
+from template_tools import LAYER_SDK as SDK
 
 
 @pytest.fixture(scope="module")

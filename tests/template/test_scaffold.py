@@ -147,20 +147,43 @@ def test_every_piece_is_made_and_wired(repo: Path) -> None:
     tagger = resources["ExampleTaggerFunction"]["Properties"]
     pattern = tagger["Events"]["ApiCalls"]["Properties"]["Pattern"]
     assert pattern["source"] == ["aws.ec2"] and pattern["detail-type"] == ["AWS API Call via CloudTrail"]
+    assert pattern["account"] == [{"Ref": "AWS::AccountId"}]
     assert pattern["detail"] == {
         "eventSource": ["ec2.amazonaws.com"],
         "eventName": ["RunInstances", "StartInstances"],
         "errorCode": [{"exists": False}],
     }
-    assert not any(p.startswith("ExampleTaggerSchedule") for p in parameters)
-    statements = {s["Sid"]: s for s in tagger["Policies"][0]["Statement"]}
+    assert not any(p.startswith(("ExampleTaggerSchedule", "ExampleTaggerSilence")) for p in parameters)
+    # Its own role (SAM then attaches no managed policy), its log group's policy, its rule may
+    # dead-letter to the queue; scheduled: its silence alarm, off when its hours are 0.
+    for camel in ("ExampleProbe", "ExampleTagger"):
+        assert resources[f"{camel}Function"]["Properties"]["Role"] == {
+            "Fn::GetAtt": [f"{camel}FunctionRole", "Arn"]
+        }
+        assert "Policies" not in resources[f"{camel}Function"]["Properties"]
+        assert "ManagedPolicyArns" not in resources[f"{camel}FunctionRole"]["Properties"]
+        assert camel in template["Resources"]["Fn::ForEach::Automation"][1]
+    queue_policy = str(resources["FailedEventsQueuePolicy"])
+    assert "ExampleProbeFunctionSchedule" in queue_policy and "ExampleTaggerFunctionApiCalls" in queue_policy
+    alarm = resources["ExampleProbeSilenceAlarm"]
+    assert (
+        alarm["Condition"] == "ExampleProbeSilenceAlarmOn"
+        and "ExampleProbeSilenceAlarmOn" in template["Conditions"]
+    )
+    assert alarm["Properties"]["TreatMissingData"] == "breaching"
+    assert "ExampleTaggerSilenceAlarm" not in resources
+    role = resources["ExampleTaggerFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    statements = {s["Sid"]: s for s in role["Statement"]}
     assert statements["WriteOnlyTheNeedsNameTag"]["Condition"] == {
         "ForAllValues:StringEquals": {"aws:TagKeys": ["NeedsName"]},
         "Null": {"aws:TagKeys": "false"},
     }
-    assert "ec2:CreateTags" not in str(resources["ExampleProbeFunction"])
+    assert "ec2:CreateTags" not in str(resources["ExampleProbeFunction"]) + str(
+        resources["ExampleProbeFunctionRole"]
+    )
     samconfig = (repo / "samconfig.toml").read_text()
     assert '"ExampleProbeSchedule=\\"rate(1 day)\\""' in samconfig
+    assert '"ExampleProbeSilenceAlarmHours=\\"26\\""' in samconfig
     assert '"ExampleTaggerNameTagKey=\\"Name\\""' in samconfig
 
 
