@@ -106,6 +106,28 @@ SHARE = "ops_autopilot_figures"
 IAM_CHECK = "tests/reliability/test_iam_observed.py"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every selected test this many times (make stress: the concurrency tests under load)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    count = int(metafunc.config.getoption("repeat"))
+    if count > 1:
+        metafunc.fixturenames.append("repetition")
+        metafunc.parametrize("repetition", range(1, count + 1), indirect=True, ids=lambda n: f"rep{n}")
+
+
+@pytest.fixture
+def repetition(request: pytest.FixtureRequest) -> int:
+    """Which repetition of the test this is (``--repeat N``); 1 without it."""
+    return int(getattr(request, "param", 1))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Slow tests first; and which test folders run in full in this session: the observed-IAM
     judgement only judges automations whose whole test folder (and tests/reliability/) ran

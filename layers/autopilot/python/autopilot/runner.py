@@ -37,6 +37,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -173,12 +174,16 @@ class Automation(Generic[C, T]):
     max_event_age: timedelta = MAX_EVENT_AGE
 
 
-_stores: dict[tuple[str, str], DynamoDBPersistenceLayer] = {}
+# One claim store per thread: Powertools configures a store on its first use in a way two
+# threads can interleave (one marks it configured, the other uses it before its event-key
+# expression is set). Lambda runs one invocation per process at a time; tests run two at once.
+_stores: dict[tuple[str, str, int], DynamoDBPersistenceLayer] = {}
 
 
 def _claim_store(table: str, automation: str) -> DynamoDBPersistenceLayer:
     client = aws.client("dynamodb")
-    store = _stores.get((table, automation))
+    key = (table, automation, threading.get_ident())
+    store = _stores.get(key)
     if store is None or store.client is not client:
         store = DynamoDBPersistenceLayer(
             table_name=table,
@@ -188,7 +193,7 @@ def _claim_store(table: str, automation: str) -> DynamoDBPersistenceLayer:
             expiry_attr="expiration",
             boto3_client=client,
         )
-        _stores[(table, automation)] = store
+        _stores[key] = store
     return store
 
 
