@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' -f1)
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv test demo bench check lint format typecheck scan validate build new-automation docs lock clean
+.PHONY: help venv test stress demo bench mutate check lint format typecheck scan validate build new-automation docs lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,11 +40,23 @@ test: $(STAMP) ## Run every test: unit, moto integration, template checks, sam v
 	@$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
+# Every test that runs two deliveries (or runs) at once, STRESS_COUNT times, on 2 workers: a
+# race that shows only under load fails here. STRESS_ARGS come after (e.g. -x).
+STRESS_COUNT ?= 50
+stress: $(STAMP) ## Run the concurrency tests STRESS_COUNT (50) times under load, 2 workers
+	@$(BIN)/python -m pytest -n 2 -q -p no:cacheprovider -k concurrent --repeat $(STRESS_COUNT) $(STRESS_ARGS)
+
 demo: $(STAMP) ## Run every automation locally against a moto sandbox and print the mails
 	@PYTHONPATH=layers/autopilot/python:functions:. $(BIN)/python -m demo $(DEMO_ARGS)
 
 bench: $(STAMP) ## Benchmarks: API calls per resource, scaling, cold start, cost (writes docs/benchmarks.md)
 	@PYTHONPATH=layers/autopilot/python:functions:. $(BIN)/python -m bench $(BENCH_ARGS)
+
+# Never through $(STAMP): .venv is neither built nor touched. tools/mutate.py builds its own
+# .venv-mutate (requirements-dev.txt + requirements-mutate.txt) and mutates only a copy in /tmp.
+# MUTATE_ARGS: group names (--list), --template, --python, --jobs 1, --keep, --no-write.
+mutate: ## Mutation testing: mutmut on the safety modules, IAM policy mutants (writes docs/mutation.json)
+	@$(PYTHON) tools/mutate.py $(MUTATE_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check
 	@$(BIN)/ruff check .
@@ -82,4 +94,4 @@ lock: ## Re-pin requirements-dev.txt from requirements-dev.in
 	  /tmp/ops-autopilot-lock/bin/pip freeze; } > requirements-dev.txt
 
 clean: ## Remove the virtualenv and build output
-	rm -rf $(VENV) .venv-scan .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-scan .venv-mutate .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis

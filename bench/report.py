@@ -350,6 +350,10 @@ def render(
         f"- EC2 API throttling: {limits.__doc__.split('Source: ')[1].split()[0] if limits.__doc__ else ''}",
         "",
     ]
+    # `make mutate`'s section (from docs/mutation.json): kept, not measured here.
+    from tools.mutate import render_section
+
+    md += render_section()
     return "\n".join(md)
 
 
