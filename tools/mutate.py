@@ -810,9 +810,8 @@ def _table(rows: list[dict[str, Any]], first: str) -> list[str]:
     out = [f"| {first} | mutants | killed | survived | timeout | score % |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if r.get("error"):
-            out.append(
-                f"| {r['module']} | not run: the tests fail unmutated (see `make mutate`'s output) | | | | |"
-            )
+            why = r["error"].splitlines()[0].split(" (")[0]
+            out.append(f"| {r['module']} | not run: {why} (see `make mutate`'s output) | | | | |")
             continue
         if not r["mutants"]:
             continue  # nothing to mutate (a package's __init__.py)
@@ -851,14 +850,17 @@ def render_section(data: dict[str, Any] | None = None) -> list[str]:
     runs = data.get("runs", {})
     full = data.get("full_run_seconds")
     per_group = ", ".join(
-        f"{g} {_minutes(r['seconds'])}" + (f" on {r['tree']}" if r.get("tree") else "")
+        f"{g} {_minutes(r['seconds'])}" + (f" ({r['tree'].split(' +')[0]})" if r.get("tree") else "")
         for g, r in runs.items()
     )
     if full:
         took = f"A full run took {_minutes(full)} on 2 cores, 2 mutants at a time ({per_group})."
     else:  # the groups were last run separately: their times add up to a full run's
         total = sum(r["seconds"] for r in runs.values())
-        took = f"A full run takes about {_minutes(total)} on 2 cores, 2 mutants at a time ({per_group})."
+        took = (
+            f"The groups' last runs add up to {_minutes(total)} on 2 cores, 2 mutants at a time, some "
+            f"beside other runs ({per_group}; each tree with tests/*/test_mutants_*.py)."
+        )
     md = [
         SECTION,
         "",
@@ -877,8 +879,8 @@ def render_section(data: dict[str, Any] | None = None) -> list[str]:
         "progress break the tests). " + took,
         "",
         "A mutant is *killed* when a test fails, *timeout* when the tests ran 15x (Python) or 10x "
-        "(template) longer than unmutated; score = (killed + timeout) / mutants. Every survivor on a line "
-        "that implements a safety rule is killed by a test or explained in "
+        "(template) longer than unmutated; score = (killed + timeout) / mutants. Survivors on lines that "
+        "implement a safety rule are killed by a test written for them, explained, or listed as open in "
         "[mutation-survivors.md](mutation-survivors.md); `make mutate` prints them all (file:line and the "
         "diff), docs/mutation.json lists them.",
         "",

@@ -79,8 +79,8 @@ def test_the_claim_is_written_in_the_automations_own_partition_with_its_expiry(
     stack_env: dict[str, str], load_event: Any
 ) -> None:
     # x__claim_store__mutmut_14 (the claim's partition not claim#<automation>: in AWS the role's
-    # dynamodb:LeadingKeys condition refuses the write, and every run fails), _20, _21, _27,
-    # _28 (the TTL attribute not "expiration": claims would never expire).
+    # dynamodb:LeadingKeys condition refuses the write, and every run fails), _20, _27, _28
+    # (the TTL attribute not "expiration": claims would never expire).
     _invoke(Toy(), _event(load_event), Log())
     items = boto3.client("dynamodb", region_name=REGION).scan(TableName=stack_env["OUTBOX_TABLE"])["Items"]
     assert [item["pk"]["S"] for item in items] == ["claim#toy"]  # the outbox entry is gone: done
