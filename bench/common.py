@@ -105,17 +105,12 @@ def _indexed_get_tags(self: Any) -> list[dict[str, str]]:
 
 
 def sample_event(path: Path) -> dict[str, Any]:
-    """A sample event from events/ as delivered now: its ``time`` (and a CloudTrail event's
-    ``eventTime``) the clock's, since the runner refuses events far from its clock."""
-    import json
-    from datetime import UTC, datetime
+    """A sample event from events/ as delivered now (demo.sandbox.sample_event: its time the
+    clock's, since the runner refuses events far from its clock)."""
+    from demo.sandbox import ROOT as DEMO_ROOT
+    from demo.sandbox import sample_event as delivered_now
 
-    event: dict[str, Any] = json.loads(path.read_text())
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event["time"] = now
-    if isinstance(event.get("detail"), dict) and "eventTime" in event["detail"]:
-        event["detail"]["eventTime"] = now
-    return event
+    return delivered_now(str(path.resolve().relative_to(DEMO_ROOT / "events")))
 
 
 @contextmanager
