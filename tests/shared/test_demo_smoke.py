@@ -13,7 +13,8 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# One worker runs both tests (xdist loadgroup), so the demo (about 13 s) runs once, not once per worker.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 # The demo scenarios, one per automation (demo/__main__.py runs them in this order).
 NAMES = sorted(p.stem for p in (ROOT / "demo" / "scenarios").glob("*.py") if p.stem != "__init__")

@@ -25,7 +25,8 @@ import pytest
 
 from template_tools import ROOT, automation_folders, camel, sam_functions
 
-pytestmark = pytest.mark.slow
+# One worker runs every case (xdist loadgroup), so `sam build` runs once, not once per worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("built_layer")]
 
 SAM = Path(sys.executable).with_name("sam")
 SITE_PACKAGES = Path(boto3.__file__).resolve().parent.parent

@@ -34,10 +34,12 @@ from samcli.yamlhelper import yaml_parse
 
 from template_tools import ROOT
 
-pytestmark = pytest.mark.slow
+# One worker runs the module (xdist loadgroup): the repo copy and its scaffolding are made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("scaffold")]
 IGNORE = shutil.ignore_patterns(
     ".venv",
-    ".venv-scan",
+    ".venv-*",  # .venv-scan is linked below; .venv-mutate is never needed
+    "mutants",
     ".aws-sam",
     ".git",
     "__pycache__",
@@ -86,6 +88,8 @@ def copy_repo(destination: Path) -> Path:
     for venv in (".venv", ".venv-scan"):  # built from the same pins: reuse, do not rebuild
         if (ROOT / venv).is_dir():
             (destination / venv).symlink_to(ROOT / venv)
+    if (ROOT / ".mypy_cache").is_dir():  # mypy then checks only what the scaffold added
+        shutil.copytree(ROOT / ".mypy_cache", destination / ".mypy_cache")
     return destination
 
 
