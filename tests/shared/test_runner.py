@@ -214,6 +214,42 @@ def test_work_that_cannot_be_finished_blocks_new_work_then_is_given_up_with_a_ma
     assert _entries() == []
 
 
+def test_given_up_work_whose_mail_sns_refused_is_only_mailed_later_never_tried_again(
+    toy: Toy, load_event: Any, mailbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Giving up is recorded before its mail is sent: when SNS refuses the given-up mail, the
+    next run sends it - it does not take the entry for unfinished work and act a fourth time."""
+    toy.fail_after = 1
+    with pytest.raises(RuntimeError, match="killed"):
+        _invoke(toy, _event(load_event, 1))
+    toy.fail_after, toy.fail_resumed = None, True
+    for n in (2, 3):
+        with pytest.raises(OutboxError, match="could not be finished"):
+            _invoke(toy, _event(load_event, n), request=f"r{n}")
+    sns_down = [True]
+    real_publish = runner.publish
+
+    def publish(*args: Any, **kwargs: Any) -> str:
+        if sns_down[0]:
+            raise ClientError({"Error": {"Code": "Throttling", "Message": "down"}}, "Publish")
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "publish", publish)
+    with pytest.raises(OutboxError, match="not accepted by SNS"):
+        _invoke(toy, _event(load_event, 4), request="r4")  # given up (mail refused), new work done
+    acts = list(toy.acts)
+    assert acts[-2:] == [True, False] and mailbox() == []
+    sns_down[0] = False
+    _invoke(toy, _event(load_event, 5), request="r5")
+    assert toy.acts == acts  # nothing acted again: neither the given-up work nor the new work
+    mails = mailbox()
+    assert sorted(m["attributes"]["severity"] for m in mails) == ["critical", "info"], mails
+    given_up = [m for m in mails if m["attributes"]["severity"] == "critical"]
+    assert "could not finish a run, given up" in given_up[0]["subject"]
+    assert "3 invocations tried" in given_up[0]["body"]
+    assert _entries() == []
+
+
 def test_the_retry_of_a_run_whose_mail_sns_refused_sends_it_and_does_nothing_again(
     toy: Toy, load_event: Any, mailbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -355,8 +355,10 @@ def _finish_earlier(
                 total += Counts(failed=1)
                 if entry.attempts >= MAX_ATTEMPTS:
                     logger.exception("giving up an earlier run's work", extra={"entry": entry.sk})
-                    entry.mail = _given_up(automation.name, common, entry, err)
-                    entry.status = "acted"
+                    # Recorded before the mail is sent: if SNS refuses it, the next run only
+                    # sends it (the entry is "acted"); it never tries the given-up work again.
+                    given_up = {"given_up": f"{type(err).__name__}: {err}"}
+                    outbox.acted(entry, given_up, _given_up(automation.name, common, entry, err))
                 else:
                     logger.exception("could not finish an earlier run's work", extra={"entry": entry.sk})
                     outbox.release(entry)
