@@ -102,6 +102,20 @@ def stack_env_table() -> str:
     return os.environ["OUTBOX_TABLE"]
 
 
+def _sns_refuses(monkeypatch: pytest.MonkeyPatch, code: str) -> list[bool]:
+    """SNS refuses every Publish (with ``code``) while the returned switch's [0] is True."""
+    sns_down = [True]
+    real_publish = runner.publish
+
+    def publish(*args: Any, **kwargs: Any) -> str:
+        if sns_down[0]:
+            raise ClientError({"Error": {"Code": code, "Message": "refused"}}, "Publish")
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "publish", publish)
+    return sns_down
+
+
 def test_a_run_records_acts_mails_and_leaves_nothing_behind(toy: Toy, load_event: Any, mailbox: Any) -> None:
     result = _invoke(toy, _event(load_event))
     assert result["Changed"] == 3 and result["Checked"] == 3
@@ -159,15 +173,7 @@ def test_a_run_killed_between_two_steps_is_finished_and_mailed_by_the_retry(
 def test_a_mail_sns_refused_is_sent_by_the_next_run(
     toy: Toy, load_event: Any, mailbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sns_down = [True]
-    real_publish = runner.publish
-
-    def publish(*args: Any, **kwargs: Any) -> str:
-        if sns_down[0]:
-            raise ClientError({"Error": {"Code": "KMSDisabledException", "Message": "no"}}, "Publish")
-        return real_publish(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "publish", publish)
+    sns_down = _sns_refuses(monkeypatch, "KMSDisabledException")
     with pytest.raises(OutboxError):
         _invoke(toy, _event(load_event, 1))
     assert all(_tags(v).get("Seen") for v in toy.volumes)  # the work is done ...
@@ -192,17 +198,23 @@ def test_a_malformed_event_emits_the_standard_metrics_as_zeros(toy: Toy, load_ev
     assert dict(seen) == {"Checked": 0, "Changed": 0, "Skipped": 0, "Failed": 0, "MalformedEvents": 1}
 
 
-def test_work_that_cannot_be_finished_blocks_new_work_then_is_given_up_with_a_mail(
-    toy: Toy, load_event: Any, mailbox: Any
-) -> None:
+def _two_attempts_that_cannot_finish(toy: Toy, load_event: Any, mailbox: Any) -> None:
+    """A run killed midway (r1), then two runs (r2, r3) that try to finish its work first, fail,
+    and start nothing new: the next run is the third attempt."""
     toy.fail_after = 1
     with pytest.raises(RuntimeError, match="killed"):
         _invoke(toy, _event(load_event, 1))
     toy.fail_after, toy.fail_resumed = None, True
-    for n in (2, 3):  # the next runs try to finish it first, fail, and start nothing new
+    for n in (2, 3):
         with pytest.raises(OutboxError, match="could not be finished"):
             _invoke(toy, _event(load_event, n), request=f"r{n}")
         assert toy.acts[-1] is True and mailbox() == []
+
+
+def test_work_that_cannot_be_finished_blocks_new_work_then_is_given_up_with_a_mail(
+    toy: Toy, load_event: Any, mailbox: Any
+) -> None:
+    _two_attempts_that_cannot_finish(toy, load_event, mailbox)
     _invoke(toy, _event(load_event, 4), request="r4")  # third attempt: given up, then new work
     assert toy.acts[-2:] == [True, False]
     mails = mailbox()
@@ -219,22 +231,8 @@ def test_given_up_work_whose_mail_sns_refused_is_only_mailed_later_never_tried_a
 ) -> None:
     """Giving up is recorded before its mail is sent: when SNS refuses the given-up mail, the
     next run sends it - it does not take the entry for unfinished work and act a fourth time."""
-    toy.fail_after = 1
-    with pytest.raises(RuntimeError, match="killed"):
-        _invoke(toy, _event(load_event, 1))
-    toy.fail_after, toy.fail_resumed = None, True
-    for n in (2, 3):
-        with pytest.raises(OutboxError, match="could not be finished"):
-            _invoke(toy, _event(load_event, n), request=f"r{n}")
-    sns_down = [True]
-    real_publish = runner.publish
-
-    def publish(*args: Any, **kwargs: Any) -> str:
-        if sns_down[0]:
-            raise ClientError({"Error": {"Code": "Throttling", "Message": "down"}}, "Publish")
-        return real_publish(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "publish", publish)
+    _two_attempts_that_cannot_finish(toy, load_event, mailbox)
+    sns_down = _sns_refuses(monkeypatch, "Throttling")
     with pytest.raises(OutboxError, match="not accepted by SNS"):
         _invoke(toy, _event(load_event, 4), request="r4")  # given up (mail refused), new work done
     acts = list(toy.acts)
@@ -255,15 +253,7 @@ def test_the_retry_of_a_run_whose_mail_sns_refused_sends_it_and_does_nothing_aga
 ) -> None:
     """Lambda retries the same event after the OutboxError: the claim says the work is done, so
     the retry only sends the held mail - it neither acts nor builds the same news again."""
-    sns_down = [True]
-    real_publish = runner.publish
-
-    def publish(*args: Any, **kwargs: Any) -> str:
-        if sns_down[0]:
-            raise ClientError({"Error": {"Code": "Throttling", "Message": "down"}}, "Publish")
-        return real_publish(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "publish", publish)
+    sns_down = _sns_refuses(monkeypatch, "Throttling")
     event = _event(load_event, 7)
     with pytest.raises(OutboxError):
         _invoke(toy, event, request="r1")
