@@ -215,22 +215,29 @@ def test_no_function_has_network_interface_rights_outside_a_vpc(name: str, witho
 
 
 def test_in_a_vpc_the_health_check_makes_interfaces_only_in_its_subnets_with_its_groups() -> None:
+    """The given subnet and group IDs, in this account and region: another ID is refused, and so
+    is the same ID shared from another account (VPC sharing) or named in another region."""
     deployed = rendering("features-on")
     values = renderings(cloudformation_template())["features-on"]
     subnet, group = values["WebsiteHealthCheckSubnetIds"][0], values["WebsiteHealthCheckSecurityGroupIds"][0]
     statements = role(deployed, "website_health_check")
 
-    def create(subnet: str, group: str) -> str:
+    def create(subnet: str, group: str, subnet_arn: str = "", group_arn: str = "") -> str:
         resources = {
             ec2("network-interface", "*"): {},
-            ec2("subnet", subnet): {"ec2:SubnetID": subnet},
-            ec2("security-group", group): {"ec2:SecurityGroupID": group},
+            subnet_arn or ec2("subnet", subnet): {"ec2:SubnetID": subnet},
+            group_arn or ec2("security-group", group): {"ec2:SecurityGroupID": group},
         }
         return decide_all(statements, "ec2:CreateNetworkInterface", resources)
 
     assert create(subnet, group) == ALLOW
     assert create("subnet-0ther", group) != ALLOW
     assert create(subnet, "sg-0ther") != ALLOW
+    ours_subnet, ours_group = ec2("subnet", subnet), ec2("security-group", group)
+    assert create(subnet, group, subnet_arn=ec2("subnet", subnet, OTHER_ACCOUNT)) != ALLOW
+    assert create(subnet, group, group_arn=ec2("security-group", group, OTHER_ACCOUNT)) != ALLOW
+    assert create(subnet, group, subnet_arn=ours_subnet.replace(REGION, "us-east-1")) != ALLOW
+    assert create(subnet, group, group_arn=ours_group.replace(REGION, "us-east-1")) != ALLOW
     for action in (
         "ec2:DeleteNetworkInterface",
         "ec2:AssignPrivateIpAddresses",
