@@ -21,11 +21,12 @@ from autopilot.events import (
     require_fresh,
     require_own_account,
 )
+from template_tools import ACCOUNT
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
-OWN = "123456789012"
+OWN = ACCOUNT  # the account the test stack runs in
 FOREIGN = {"account": "210987654321"}
 
 
