@@ -39,6 +39,8 @@ from moto.ec2.models import ec2_backends
 
 from autopilot import runner
 from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sample_event, sandbox
+from snapshot_rotator import store
+from snapshot_rotator.store import Record
 
 PER_VOLUME = 10
 KEEP = 7
@@ -62,10 +64,10 @@ class _Context:
         return 900_000
 
 
-def _outbox_table() -> str:
+def _outbox_table(name: str = "bench-outbox") -> str:
     return str(
         boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName="bench-outbox",
+            TableName=name,
             AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
             KeySchema=[
                 {"AttributeName": "pk", "KeyType": "HASH"},
@@ -76,8 +78,11 @@ def _outbox_table() -> str:
     )
 
 
-def _seed(volumes: int) -> None:
+def _seed(volumes: int, ledger: str) -> None:
+    """The fleet in moto's backend, and the ledger's records of its snapshots (written with a
+    client of their own: the seeding is not the rotator's calls)."""
     backend = ec2_backends[ACCOUNT][REGION]
+    items = [store.since_item((NOW - timedelta(days=365)).isoformat())]
     for n in range(volumes):
         volume = backend.create_volume(size=8, zone_name=f"{REGION}a")
         volume.add_tags({"Backup": "true", "Name": f"data-{n}", "Owner": f"team-{n % 7}"})
@@ -85,6 +90,14 @@ def _seed(volumes: int) -> None:
             snap = backend.create_snapshot(volume.id, "history")
             snap.add_tags({"ManagedBy": STACK, "Name": f"data-{n} backup"})
             snap.start_time = NOW - timedelta(days=day)
+            items.append(
+                Record(snap.id, volume.id, REGION, "default", snap.start_time.isoformat(), "").item()
+            )
+    client = boto3.client("dynamodb", region_name=REGION)
+    for start in range(0, len(items), 25):
+        client.batch_write_item(
+            RequestItems={ledger: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
+        )
 
 
 def minimum(volumes: int) -> dict[str, int]:
@@ -95,7 +108,10 @@ def minimum(volumes: int) -> dict[str, int]:
         "ec2.DescribeVolumes": pages(volumes, 500),
         "ec2.CreateSnapshot": volumes,
         "ec2.DeleteSnapshot": volumes * (PER_VOLUME - KEEP),
-        **RUNNER_CALLS,
+        # the ledger: one Query page per MB of records (~6,000); 25 writes a BatchWriteItem
+        "dynamodb.Query": RUNNER_CALLS["dynamodb.Query"] + pages(volumes * PER_VOLUME, 6000),
+        "dynamodb.BatchWriteItem": pages(volumes, 25) + pages(volumes * (PER_VOLUME - KEEP), 25),
+        **{k: v for k, v in RUNNER_CALLS.items() if k != "dynamodb.Query"},
     }
 
 
@@ -104,14 +120,17 @@ def run(volumes: int) -> Run:
 
     with sandbox():
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
-        _seed(volumes)
+        ledger = _outbox_table("bench-ledger")
+        _seed(volumes, ledger)
         event: dict[str, Any] = sample_event(SAMPLE)
         event["id"] = str(uuid.uuid4())
+        event["time"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")  # delivered at the run's (fixed) clock
         env = {
             "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,
             "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": _outbox_table(),
             "SCHEDULE": "rate(1 day)", "KEEP_NEWEST": str(KEEP), "KEEP_DAYS": "0",
             "KEEP_DAILY": "0", "KEEP_WEEKLY": "0", "KEEP_MONTHLY": "0", "SUMMARY_MAIL": "false",
+            "KEEP_YEARLY": "0", "POLICIES": "", "LEDGER_TABLE": ledger,
         }  # fmt: skip
         with (
             mock.patch.dict(os.environ, env),

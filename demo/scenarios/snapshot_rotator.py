@@ -1,5 +1,6 @@
 """snapshot_rotator in the sandbox: volumes with a history of old snapshots (one hand-made, one
-behind an AMI), a dry run, the real run, a duplicate delivery and a second run that do nothing."""
+behind an AMI, one forged with the stack's ManagedBy tag), a dry run, the real run, a duplicate
+delivery and a second run that do nothing."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 
 from demo.sandbox import Sandbox, sample_event, step
+from snapshot_rotator.store import Record
+
+LEDGER = "ops-autopilot-demo-snapshot-ledger"  # the stack's SnapshotRotatorLedgerTable
 
 TITLE = "daily EBS snapshots with newest-N + weekly/monthly retention that never loses a backup"
 EVENT = "snapshot_rotator/eventbridge.scheduled"
@@ -20,7 +24,10 @@ def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-def _snapshot(sb: Sandbox, volume_id: str, when: datetime, tags: dict[str, str]) -> str:
+def _snapshot(
+    sb: Sandbox, volume_id: str, when: datetime, tags: dict[str, str], *, ours: bool = False
+) -> str:
+    """A backdated snapshot; ``ours``: one the stack created earlier (so in its ledger)."""
     ec2 = sb.client("ec2")
     snap_id = str(
         ec2.create_snapshot(
@@ -31,7 +38,19 @@ def _snapshot(sb: Sandbox, volume_id: str, when: datetime, tags: dict[str, str])
     )
     # The sandbox stamps snapshots with the real clock: backdate this one to build a history.
     ec2_backends[DEFAULT_ACCOUNT_ID][sb.region].snapshots[snap_id].start_time = when
+    if ours:
+        record = Record(snap_id, volume_id, sb.region, "default", when.isoformat(), "earlier")
+        sb.client("dynamodb").put_item(TableName=LEDGER, Item=record.item())
     return snap_id
+
+
+def _ledger(sb: Sandbox) -> None:
+    sb.client("dynamodb").create_table(
+        TableName=LEDGER,
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
 
 def _behind_ami(sb: Sandbox, snap_id: str) -> str:
@@ -64,6 +83,7 @@ def run(sb: Sandbox) -> None:
     ec2 = sb.client("ec2")
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     ours = {"ManagedBy": sb.stack_name}
+    _ledger(sb)
 
     step(
         "Seed: two opted-in volumes with 40 days of daily backups, an opted-in instance, one opted-out volume"
@@ -104,16 +124,23 @@ def run(sb: Sandbox) -> None:
     for day in range(1, 41):
         when = now - timedelta(days=day, hours=-1)
         _snapshot(
-            sb, db, when, {**ours, "Name": f"db-data backup {when:%Y-%m-%d}", "Owner": "alice@example.com"}
+            sb,
+            db,
+            when,
+            {**ours, "Name": f"db-data backup {when:%Y-%m-%d}", "Owner": "alice@example.com"},
+            ours=True,
         )
         if day <= 4:
-            _snapshot(sb, logs, when, {**ours, "Name": f"logs backup {when:%Y-%m-%d}"})
+            _snapshot(sb, logs, when, {**ours, "Name": f"logs backup {when:%Y-%m-%d}"}, ours=True)
     hand_made = _snapshot(sb, db, now - timedelta(days=200), {"Name": "before the migration (hand-made)"})
+    forged = _snapshot(sb, db, now - timedelta(days=90), {**ours, "Name": "tagged by hand to look like ours"})
     golden = _snapshot(
-        sb, db, now - timedelta(days=75), {**ours, "Name": "db-data backup (now behind an AMI)"}
+        sb, db, now - timedelta(days=75), {**ours, "Name": "db-data backup (now behind an AMI)"}, ours=True
     )
     image = _behind_ami(sb, golden)
     print(f"  db-data {db}: 40 daily backups, a hand-made snapshot {hand_made} (no ManagedBy tag),")
+    print(f"    {forged}, tagged ManagedBy={sb.stack_name} by hand (not in the stack's ledger:")
+    print("    never touched),")
     print(f"    and {golden}, 75 days old, used by AMI {image}")
     print(f"  logs {logs}: 4 daily backups; web-1 {web['InstanceId']} (tag Backup=true on the instance)")
     print(f"  scratch {scratch}: not opted in")
@@ -126,7 +153,10 @@ def run(sb: Sandbox) -> None:
         "KEEP_DAILY": "0",
         "KEEP_WEEKLY": "2",
         "KEEP_MONTHLY": "2",
+        "KEEP_YEARLY": "0",
         "SUMMARY_MAIL": "false",
+        "POLICIES": "",
+        "LEDGER_TABLE": LEDGER,
     }
     step("Retention: newest 3, plus the newest of each of the last 2 weeks and 2 months. DRY RUN first:")
     print(f"  result: {sb.invoke('snapshot_rotator', EVENT, env)}")
@@ -144,7 +174,7 @@ def run(sb: Sandbox) -> None:
     for snap_id in set(backend.snapshots) - before:
         backend.snapshots[snap_id].status = "pending"
 
-    step("What is left, per volume (the hand-made and the AMI snapshots are untouched):")
+    step("What is left, per volume (the hand-made, the forged and the AMI snapshots are untouched):")
     _table(sb, {db: "db-data", logs: "logs", web_root: "web-1 root", scratch: "scratch (not opted in)"})
 
     step("The same scheduled event delivered again (EventBridge retries): one event id, one run")

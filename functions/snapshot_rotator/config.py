@@ -4,12 +4,14 @@ required: a missing or invalid one raises ConfigError naming it). The product-wi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 from autopilot.config import ConfigError, env_bool, env_int, env_str
 from autopilot.schedule import BadSchedule, Schedule
+from snapshot_rotator.decide.policies import Policy, parse_policies
 from snapshot_rotator.decide.retention import RetentionPolicy
 
 
@@ -24,10 +26,24 @@ def schedule_period(expression: str) -> timedelta:
 
 @dataclass(frozen=True)
 class Config:
-    policy: RetentionPolicy
+    policy: RetentionPolicy  # the default policy (Backup=true)
     # A volume with a snapshot of this stack younger than this is not snapshotted again.
     retry_window: timedelta
     summary_mail: bool
+    ledger_table: str = ""  # the stack's record of the snapshots it created (store.py)
+    # the named policies (Backup=<name>), the default one included under "default"
+    policies: Mapping[str, Policy] | None = None
+    # A volume with no completed backup newer than this is stale (two periods: one missed run).
+    stale_after: timedelta = timedelta(days=2)
+
+    @property
+    def named(self) -> Mapping[str, Policy]:
+        return self.policies if self.policies is not None else {"default": Policy("default", self.policy)}
+
+    @property
+    def retention(self) -> dict[str, RetentionPolicy]:
+        """Policy name -> its retention rules (the default one included)."""
+        return {name: p.retention for name, p in self.named.items()}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -38,5 +54,20 @@ class Config:
             keep_daily=env_int("KEEP_DAILY", env, minimum=0, maximum=3650),
             keep_weekly=env_int("KEEP_WEEKLY", env, minimum=0, maximum=520),
             keep_monthly=env_int("KEEP_MONTHLY", env, minimum=0, maximum=240),
+            keep_yearly=env_int("KEEP_YEARLY", env, minimum=0, maximum=100),
         )
-        return cls(policy=policy, retry_window=period / 2, summary_mail=env_bool("SUMMARY_MAIL", env))
+        text = (os.environ if env is None else env).get("POLICIES")
+        if text is None:  # required, but may be empty (no named policies)
+            raise ConfigError("environment variable POLICIES is required but not set")
+        try:
+            policies = parse_policies(text, policy)
+        except ValueError as err:
+            raise ConfigError(f"environment variable POLICIES: {err}") from None
+        return cls(
+            policy=policy,
+            retry_window=period / 2,
+            summary_mail=env_bool("SUMMARY_MAIL", env),
+            ledger_table=env_str("LEDGER_TABLE", env),
+            policies=policies,
+            stale_after=period * 2,
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -15,7 +15,8 @@ from autopilot.notify import Digest, Item, Severity, plural
 from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
 from snapshot_rotator.config import Config
-from snapshot_rotator.decide.retention import Decision, Reason, RetentionPolicy
+from snapshot_rotator.decide.policies import DEFAULT, describe
+from snapshot_rotator.decide.retention import Decision, Reason, RetentionPolicy, Snapshot
 from snapshot_rotator.decide.selection import OPT_IN_TAG, CreateJob
 
 AUTOMATION = "snapshot_rotator"
@@ -75,9 +76,25 @@ class Outcome:
         return dict(self.intent.get("deferred") or {})
 
     @property
+    def failed_backups(self) -> list[Snapshot]:
+        """Snapshots of ours found in ``error`` state (said once; the next run deletes them)."""
+        return [Snapshot.from_json(f["snapshot"]) for f in self.intent.get("failed", [])]
+
+    @property
+    def news(self) -> dict[str, int]:
+        """What the backups themselves need from a person, by kind (each said once)."""
+        return {
+            "stale": len(self.intent.get("stale", {})),
+            "ended": len(self.intent.get("ended", {})),
+            "unknown": len(self.intent.get("unknown", {})),
+        }
+
+    @property
     def failed(self) -> int:
-        return sum(len(f["volumes"]) for f in self.result["create_failures"]) + len(
-            self.result["delete_failures"]
+        return (
+            sum(len(f["volumes"]) for f in self.result["create_failures"])
+            + len(self.result["delete_failures"])
+            + len(self.failed_backups)
         )
 
     @property
@@ -148,7 +165,12 @@ def _policy_text(p: RetentionPolicy) -> str:
     rules = [f"the newest {p.keep_newest} completed"]
     if p.keep_days:
         rules.append(f"everything younger than {p.keep_days} days")
-    tiers = [(p.keep_daily, "daily"), (p.keep_weekly, "weekly"), (p.keep_monthly, "monthly")]
+    tiers = [
+        (p.keep_daily, "daily"),
+        (p.keep_weekly, "weekly"),
+        (p.keep_monthly, "monthly"),
+        (p.keep_yearly, "yearly"),
+    ]
     rules += [f"{n} {label}" for n, label in tiers if n]
     return "Retention per volume: " + ", ".join(rules) + "."
 
@@ -158,18 +180,20 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     or was left for the next run; with SUMMARY_MAIL (or in dry run) also when something was
     created or deleted."""
     o = Outcome(intent, result)
-    troubled = bool(o.create_failures or o.delete_failures or o.left)
+    troubled = bool(o.create_failures or o.delete_failures or o.left or o.failed_backups)
     wants_summary = (ctx.config.summary_mail or o.dry_run) and (o.snapshots_created or result["deleted"])
-    if not troubled and not wants_summary:
+    if not troubled and not any(o.news.values()) and not wants_summary:
         return None
     digest = Digest(AUTOMATION, ctx.common.stack_name, ctx.common.region, dry_run=o.dry_run)
     _trouble(digest, o, ctx.common.owner_tag_key)
-    _work(digest, o, ctx.config.policy, ctx.common.owner_tag_key)
+    _news(digest, o, ctx.config.stale_after)
+    _work(digest, o, ctx.config, ctx.common.owner_tag_key)
     digest.advice = [
-        f"Opt a volume in with the tag {OPT_IN_TAG}=true on the volume, or on its instance for all its "
-        f"volumes (snapshotted together, crash-consistent); {OPT_IN_TAG}=false on a volume leaves it out; "
-        "remove the tag to stop new backups.",
-        f"Only snapshots tagged ManagedBy={ctx.common.stack_name} are ever deleted; the newest "
+        f"Opt a volume in with the tag {OPT_IN_TAG}=true (or {OPT_IN_TAG}=<policy name>) on the volume, "
+        "or on its instance for all its volumes (snapshotted together, crash-consistent); "
+        f"{OPT_IN_TAG}=false on a volume leaves it out; remove the tag to stop new backups.",
+        f"Only snapshots this stack created (its own record of them; a ManagedBy={ctx.common.stack_name} "
+        "tag alone is not enough) are ever deleted; the newest "
         f"{ctx.config.policy.keep_newest} completed ones of each volume are always kept.",
         "Restore: EC2 console > Snapshots > select the snapshot > Actions > Create volume from snapshot, "
         "then attach it to an instance in the same Availability Zone.",
@@ -187,8 +211,10 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
 
 def _headline(o: Outcome, troubled: bool) -> tuple[str, Severity]:
     created, deleted = o.snapshots_created, len(o.result["deleted"])
-    if o.create_failures:
-        volumes = sum(len(f["volumes"]) for _, f in o.create_failures)
+    if o.create_failures or o.failed_backups:
+        volumes = len(
+            {v for _, f in o.create_failures for v in f["volumes"]} | {s.volume_id for s in o.failed_backups}
+        )
         return (
             f"Backup FAILED for {plural(volumes, 'volume')} ({created} created, {deleted} deleted)",
             "critical",
@@ -198,6 +224,10 @@ def _headline(o: Outcome, troubled: bool) -> tuple[str, Severity]:
             f"Backups incomplete: {o.failed} failed, {o.left} left ({created} created, {deleted} deleted)",
             "warning",
         )
+    if any(o.news.values()):
+        labels = {"stale": "stale", "ended": "ended", "unknown": "with an unknown policy"}
+        said = ", ".join(f"{plural(n, 'volume')} {labels[k]}" for k, n in o.news.items() if n)
+        return f"Backups need a look: {said} ({created} created, {deleted} deleted)", "warning"
     if o.dry_run:
         return f"{plural(created, 'snapshot')} would be created, {deleted} deleted", "info"
     return f"{plural(created, 'snapshot')} created, {deleted} deleted", "info"
@@ -251,7 +281,59 @@ def _trouble(digest: Digest, o: Outcome, owner_key: str) -> None:
         )
 
 
-def _work(digest: Digest, o: Outcome, policy: RetentionPolicy, owner_key: str) -> None:
+def _news(digest: Digest, o: Outcome, stale_after: timedelta) -> None:
+    """What the backups themselves need from a person: failed snapshots, stale, ended and
+    unknown-policy volumes. Each is said in one mail only (the ledger's notes)."""
+    region = digest.region
+    if o.failed_backups:
+        digest.section(
+            "Snapshots that ended in ERROR (not usable backups; never counted, deleted by the next run)",
+            [
+                Item(
+                    title=f"{s.id} of volume {s.volume_id}",
+                    details=[
+                        f"started {s.start_time:%Y-%m-%d %H:%M} UTC",
+                        "state error: EBS could not complete it",
+                    ],
+                    link=console.ec2_snapshot(region, s.id),
+                )
+                for s in o.failed_backups
+            ],
+            text=[
+                "The volume is snapshotted again on the next run; "
+                "if it fails again, check the volume's health."
+            ],
+        )
+    stale = o.intent.get("stale", {})
+    if stale:
+        hours = stale_after.total_seconds() / 3600
+        digest.section(
+            f"Stale: no completed backup for more than {hours:.0f} hours (alarm StaleBackups until fixed)",
+            text=[
+                f"- volume {v}: newest completed backup {t[:16].replace('T', ' ') + ' UTC' if t else 'none'}"
+                for v, t in sorted(stale.items())
+            ][:50],
+        )
+    ended = o.intent.get("ended", {})
+    if ended:
+        kept = o.intent.get("ended_kept", {})
+        digest.section(
+            "Backups ended: these volumes are no longer backed up (their snapshots are kept)",
+            text=[
+                f"- volume {v}: {why}; {plural(int(kept.get(v, 0)), 'snapshot')} kept, rotated down to the "
+                "newest of its policy, never all deleted"
+                for v, why in sorted(ended.items())
+            ][:50],
+        )
+    unknown = o.intent.get("unknown", {})
+    if unknown:
+        digest.section(
+            f"Not backed up: the {OPT_IN_TAG} tag names no policy of this stack",
+            text=[f"- {r}: {OPT_IN_TAG}={value}" for r, value in sorted(unknown.items())][:50],
+        )
+
+
+def _work(digest: Digest, o: Outcome, config: Config, owner_key: str) -> None:
     """The sections about what was (or would be) created, deleted and kept."""
     region, now = digest.region, o.now
     if o.snapshots_created:
@@ -280,7 +362,8 @@ def _work(digest: Digest, o: Outcome, policy: RetentionPolicy, owner_key: str) -
         digest.section(
             "Snapshots deleted" if not o.dry_run else "Snapshots that would be deleted",
             [_snapshot_item(region, d, now, owner_key) for d in o.decisions("deleted")],
-            text=[_policy_text(policy)]
+            text=[_policy_text(config.policy)]
+            + [f"Policy {describe(p)}." for name, p in config.named.items() if name != DEFAULT]
             + (
                 [f"{plural(len(gone), 'expired snapshot')} already gone: {', '.join(gone[:20])}."]
                 if gone
@@ -340,8 +423,13 @@ _SHORT = {
     Reason.DAILY: "daily",
     Reason.WEEKLY: "weekly",
     Reason.MONTHLY: "monthly",
+    Reason.YEARLY: "yearly",
     Reason.AMI: "used by an AMI",
     Reason.HELD: "held: no new backup this run",
     Reason.EXPIRED: "expired",
     Reason.FAILED_SNAPSHOT: "error state",
+    Reason.UNTAGGED: "ManagedBy tag removed",
+    Reason.FAILED_NEW: "error state, reported now",
+    Reason.DONE: "backed up earlier this period",
+    Reason.NO_POLICY: "policy no longer declared",
 }

@@ -27,10 +27,12 @@ past retention, is kept. In dry run, ``act`` makes no mutating call at all.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -40,10 +42,13 @@ from autopilot.aws import error_code, is_transient
 from autopilot.notify import ITEMS_PER_SECTION
 from autopilot.outbox import MAX_ITEM_BYTES
 from autopilot.runner import Context, Counts, Plan, Run
-from snapshot_rotator import service
+from snapshot_rotator import service, store
 from snapshot_rotator.config import Config
 from snapshot_rotator.decide.retention import (
+    COMPLETED,
+    ERROR,
     MANAGED_BY,
+    PENDING,
     Decision,
     Reason,
     Snapshot,
@@ -52,7 +57,9 @@ from snapshot_rotator.decide.retention import (
     with_holds,
 )
 from snapshot_rotator.decide.selection import (
+    OPT_IN_TAG,
     CreateJob,
+    CreationPlan,
     loose_volume_instances,
     oldest_backup_first,
     plan_creation,
@@ -60,6 +67,7 @@ from snapshot_rotator.decide.selection import (
     remaining,
 )
 from snapshot_rotator.event import Trigger
+from snapshot_rotator.store import Note, Record
 
 logger = Logger(child=True)
 
@@ -82,30 +90,60 @@ MAIL_VOLUMES = ITEMS_PER_SECTION  # the mail's "Backups kept per volume" lists t
 # half of it; the result (new snapshot ids, indices) and the mail (50 items a section) fit in
 # the rest. About 3,000 volumes with 3 expired snapshots each fit; beyond, work is deferred.
 INTENT_BUDGET = MAX_ITEM_BYTES // 2
+MAX_NOTED = 1000  # failed backups, stale, ended, unknown: at most this many of each a run
 
 
 def plan(run: Run[Config, Trigger]) -> Plan:
     """Gather and decide; nothing is changed. ``run.now`` is the clock's time."""
-    stack, owner_key, now = run.common.stack_name, run.common.owner_tag_key, run.now
+    stack, owner_key, now, config = run.common.stack_name, run.common.owner_tag_key, run.now, run.config
+    contents = store.read(config.ledger_table)
+    notes = contents.notes
+    records = {i: r for i, r in contents.records.items() if r.region == run.common.region}
     ami_snapshots = service.ami_snapshot_ids()
-    existing = list(service.managed_snapshots(stack, ami_snapshots))
+    existing = list(service.managed_snapshots(stack, ami_snapshots, records))
+    missing = set(records) - {s.id for s in existing}
+    if missing:  # recorded, but not tagged any more (or gone)
+        existing += service.recorded_snapshots(missing, ami_snapshots, records)
+    gone = sorted(missing - {s.id for s in existing})
+    adopted: list[Record] = []
+    began = contents.since
+    if began is None:  # the ledger's first run: what the stack made before it kept one
+        created = service.table_created(config.ledger_table)
+        existing, adopted = _adopt_from_before(run, existing, created)
+        began = created.isoformat()
+        records = {**records, **{r.snapshot_id: r for r in adopted}}
     instances = list(service.backup_tagged_instances())
     volumes = list(service.backup_tagged_volumes())
-    unknown = loose_volume_instances(instances, volumes, owner_key)
+    names = list(config.named)
+    unknown = loose_volume_instances(instances, volumes, owner_key, names)
+    # The run's token: in every new snapshot's Description, to adopt what a killed attempt made.
+    token = hashlib.sha256(f"{run.run_id}|{now.isoformat()}".encode()).hexdigest()[:16]
     creation = plan_creation(
         instances,
         volumes,
-        recent=recent_snapshots(existing, stack_name=stack, now=now, window=run.config.retry_window),
+        recent=recent_snapshots(existing, stack_name=stack, now=now, window=config.retry_window),
         stack_name=stack,
         now=now,
         owner_key=owner_key,
         instance_owners=service.instance_owners(unknown, owner_key) if unknown else {},
+        policies=names,
+        token=token,
     )
-    decisions = plan_retention(existing, stack_name=stack, policy=run.config.policy, now=now)
+    decisions = plan_retention(
+        existing,
+        stack_name=stack,
+        policy=config.policy,
+        policies=config.retention,
+        now=now,
+        done_volumes=set(creation.already_done),
+    )
     deletions = [d for d in decisions if d.delete]
     kept_past = [d for d in decisions if d.reason in KEPT_PAST_RETENTION]
+    watch = _watch(run, existing, records, notes, creation)
     counts = Counts(
-        checked=creation.volume_count, skipped=len(kept_past), extra=dict.fromkeys(EXTRA_METRICS, 0)
+        checked=creation.volume_count,
+        skipped=len(kept_past),
+        extra={**dict.fromkeys(EXTRA_METRICS, 0), "StaleBackups": watch["stale_count"]},
     )
     log: list[dict[str, Any]] = [
         *(
@@ -121,6 +159,10 @@ def plan(run: Run[Config, Trigger]) -> Plan:
             for v, i in creation.opted_out.items()
         ),
         *(
+            {"decision": "not backed up: Backup names no policy of this stack", "resource": r, "value": v}
+            for r, v in creation.unknown.items()
+        ),
+        *(
             {
                 "decision": "delete" if d.delete else "keep",
                 "snapshot": d.snapshot.id,
@@ -128,13 +170,23 @@ def plan(run: Run[Config, Trigger]) -> Plan:
             }
             for d in deletions + kept_past
         ),
+        *(
+            {"decision": "tagged ManagedBy, not in the ledger: never touched", "snapshot": d.snapshot.id}
+            for d in decisions
+            if d.reason is Reason.UNMANAGED
+        ),
+        *({"decision": "backup failed (error)", "snapshot": f["snapshot"]["id"]} for f in watch["failed"]),
+        *({"decision": "backups stale", "volume": v} for v in watch["stale"]),
+        *({"decision": "backups ended", "volume": v, "why": why} for v, why in watch["ended"].items()),
     ]
-    if not creation.jobs and not deletions:
+    has_news = watch["failed"] or watch["notes"] or gone or contents.since is None
+    if not creation.jobs and not deletions and not has_news:
         return Plan(intent=None, counts=counts, decisions=log)
     tag_keys = {MANAGED_BY, "Name", owner_key}
     intent = {
         "now": now.isoformat(),
-        "retry_window_seconds": run.config.retry_window.total_seconds(),
+        "run": token,
+        "retry_window_seconds": config.retry_window.total_seconds(),
         "checked": creation.volume_count,
         "jobs": [j.as_json() for j in oldest_backup_first(creation.jobs, existing, stack_name=stack)],
         "already_done": len(creation.already_done),
@@ -143,10 +195,122 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         "kept_past_retention": [d.as_json(tag_keys) for d in kept_past[:ITEMS_PER_SECTION]],
         "kept": {},
         "deferred": {"deletions": 0, "volumes": 0},
+        "forget": gone[:MAX_NOTED],
+        "since": began,
+        "adopt": [r.as_json() for r in adopted] if contents.since is None else None,
+        **watch,
     }
     intent = _within_budget(intent)
     intent["kept"] = _kept(decisions, intent)
     return Plan(intent=intent, counts=counts, decisions=log)
+
+
+def _adopt_from_before(
+    run: Run[Config, Trigger], existing: list[Snapshot], since: datetime
+) -> tuple[list[Snapshot], list[Record]]:
+    """The snapshots this stack made before it kept a ledger (an upgrade): tagged, with the
+    Description it always wrote, and started before the ledger table existed. EC2 sets a
+    snapshot's start time; nobody can create one in the past, so nothing made after the upgrade
+    is adopted this way. ``existing`` with those marked as recorded, and their new records."""
+    prefix = f"{run.common.stack_name}: backup of "
+    adopted: list[Record] = []
+    marked: list[Snapshot] = []
+    for snap in existing:
+        if (
+            not snap.recorded
+            and snap.tags.get(MANAGED_BY) == run.common.stack_name
+            and snap.description.startswith(prefix)
+            and snap.start_time < since
+        ):
+            adopted.append(
+                Record(snap.id, snap.volume_id, run.common.region, "default", snap.start_time.isoformat(), "")
+            )
+            marked.append(replace(snap, recorded=True))
+        else:
+            marked.append(snap)
+    if adopted:
+        logger.info("adopting the snapshots made before the ledger", extra={"count": len(adopted)})
+    return marked, adopted
+
+
+def _watch(
+    run: Run[Config, Trigger],
+    existing: list[Snapshot],
+    records: Mapping[str, Record],
+    notes: Mapping[str, Note],
+    creation: CreationPlan,
+) -> dict[str, Any]:
+    """What the run must tell about the backups themselves, each said once (the notes say what
+    was said): snapshots of ours that ended in ``error`` (failed backups), opted-in volumes
+    whose newest completed backup is older than ``stale_after`` (stale), volumes with backups
+    that are no longer opted in or no longer exist (ended), and Backup values that name no
+    policy of this stack (unknown). ``notes``: the notes to write; at most :data:`MAX_NOTED`
+    of each kind a run (the rest the next runs), the mail shows 50."""
+    now = run.now
+    tag_keys = {MANAGED_BY, "Name", run.common.owner_tag_key}
+    failed = [
+        {"snapshot": s.as_json(tag_keys), "record": records[s.id].as_json()}
+        for s in sorted(existing, key=lambda s: s.id)
+        if s.recorded and s.state == ERROR and not s.failed_reported
+    ][:MAX_NOTED]
+    backed = {v for job in creation.jobs for v in job.volume_ids} | set(creation.already_done)
+    ours = [s for s in existing if s.recorded]
+    newest: dict[str, datetime] = {}
+    history: dict[str, int] = {}
+    never = datetime.min.replace(tzinfo=UTC)
+    for snap in ours:
+        history[snap.volume_id] = history.get(snap.volume_id, 0) + 1
+        if snap.state == COMPLETED and snap.start_time > newest.get(snap.volume_id, never):
+            newest[snap.volume_id] = snap.start_time
+    cutoff = now - run.config.stale_after
+    stale_now = {v for v in backed if v in history and (v not in newest or newest[v] < cutoff)}
+    blank = Note("")
+    changed: dict[str, Note] = {}
+
+    def note(resource: str) -> Note:
+        return changed.get(resource) or notes.get(resource) or replace(blank, resource_id=resource)
+
+    stale = {
+        v: newest[v].isoformat() if v in newest else "" for v in sorted(stale_now) if not note(v).stale_since
+    }
+    stale = dict(list(stale.items())[:MAX_NOTED])
+    for v in stale:
+        changed[v] = replace(note(v), stale_since=now.isoformat())
+    fresh = sorted(v for v, n in notes.items() if n.stale_since and v not in stale_now)[:MAX_NOTED]
+    for v in fresh:
+        changed[v] = replace(note(v), stale_since="")
+    candidates = sorted(v for v in history if v not in backed and not note(v).ended)[:MAX_NOTED]
+    alive = service.existing_volumes(candidates) if candidates else set()
+    ended: dict[str, str] = {}
+    for v in candidates:
+        if v in creation.opted_out:
+            why = f"opted out on the volume ({OPT_IN_TAG}=false, no, never or off)"
+        elif v in creation.unknown:
+            why = f"{OPT_IN_TAG}={creation.unknown[v]} names no policy of this stack"
+        elif v in alive:
+            why = f"neither it nor its instance is tagged {OPT_IN_TAG} any more"
+        else:
+            why = "the volume no longer exists"
+        ended[v] = why
+        changed[v] = replace(note(v), ended=now.isoformat())
+    for v in sorted(v for v in backed if note(v).ended)[:MAX_NOTED]:
+        changed[v] = replace(note(v), ended="")  # opted in again
+    unknown = {r: value for r, value in sorted(creation.unknown.items()) if note(r).unknown != value}
+    unknown = dict(list(unknown.items())[:MAX_NOTED])
+    for r, value in unknown.items():
+        changed[r] = replace(note(r), unknown=value)
+    for r in sorted(r for r, n in notes.items() if n.unknown and r not in creation.unknown)[:MAX_NOTED]:
+        changed[r] = replace(note(r), unknown="")
+    return {
+        "failed": failed,
+        "stale": stale,
+        "stale_count": len(stale_now),
+        "fresh_again": fresh,
+        "ended": ended,
+        "ended_kept": {v: history[v] for v in ended},
+        "unknown": unknown,
+        "notes": [n.as_json() for n in changed.values()],
+    }
 
 
 def _kept(decisions: list[Decision], intent: Mapping[str, Any]) -> dict[str, dict[str, int]]:
@@ -197,8 +361,9 @@ def _within_budget(intent: dict[str, Any]) -> dict[str, Any]:
 
 
 def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
-    """Create, then delete; plain JSON of what was done (see the module doc). Idempotent."""
-    stack = ctx.common.stack_name
+    """Create, then delete, then write down what was said; plain JSON of what was done (see the
+    module doc). Idempotent."""
+    stack, table = ctx.common.stack_name, ctx.config.ledger_table
     planned_at = datetime.fromisoformat(str(intent["now"]))
     jobs = [CreateJob.from_json(j) for j in intent["jobs"]]
     deletions = [Decision.from_json(d) for d in intent["delete"]]
@@ -218,12 +383,120 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     }
     current = None
     if ctx.resumed:  # finishing an interrupted run: what did it do already?
-        current = list(service.managed_snapshots(stack, service.ami_snapshot_ids()))
-    _create_all(ctx, jobs, intent, current, result)
+        records = {i: r for i, r in store.read(table).records.items() if r.region == ctx.common.region}
+        current = list(service.managed_snapshots(stack, service.ami_snapshot_ids(), records))
+    if not ctx.dry_run and intent.get("adopt") is not None:  # the ledger's first run: before acting
+        store.put(table, [Record.from_json(r) for r in intent["adopt"]], since=str(intent["since"]))
+    book = _Book(table, dry_run=ctx.dry_run)
+    try:
+        _create_all(ctx, jobs, intent, current, result, book)
+    finally:
+        book.flush()
     covered = {volume for entry in result["created"] for volume in entry["snapshots"]}
     held = {v for job in jobs for v in job.volume_ids} - covered
-    _delete_all(ctx, with_holds(deletions, held), planned_at, current, result)
+    try:
+        _delete_all(ctx, with_holds(deletions, held), planned_at, current, result, book)
+    finally:
+        book.flush()
+    if not ctx.dry_run:  # what this run's mail says, so that the next ones do not say it again
+        store.put(
+            table,
+            [
+                *(
+                    replace(Record.from_json(f["record"]), failed_reported=True)
+                    for f in intent.get("failed", [])
+                ),
+                *(Note.from_json(n) for n in intent.get("notes", [])),
+            ],
+        )
+        store.forget(table, intent.get("forget", []))
     return result
+
+
+class _Book:
+    """The ledger writes of one act, 25 at a time: a new snapshot is recorded right after EC2
+    returned its id, a deleted one forgotten right after DeleteSnapshot (or NotFound)."""
+
+    def __init__(self, table: str, *, dry_run: bool) -> None:
+        self.table, self.dry_run = table, dry_run
+        self.new: list[Record] = []
+        self.gone: list[str] = []
+
+    def record(self, records: list[Record]) -> None:
+        self.new += records
+        if len(self.new) >= store.BATCH:
+            self.flush()
+
+    def forget(self, snapshot_id: str) -> None:
+        self.gone.append(snapshot_id)
+        if len(self.gone) >= store.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.dry_run:
+            self.new, self.gone = [], []
+            return
+        if self.new:
+            store.put(self.table, self.new)
+            self.new = []
+        if self.gone:
+            store.forget(self.table, self.gone)
+            self.gone = []
+
+
+def _adopt(
+    ctx: Context[Config],
+    jobs: list[CreateJob],
+    intent: Mapping[str, Any],
+    current: list[Snapshot],
+    recent: dict[str, str],
+    book: _Book,
+) -> dict[str, str]:
+    """The snapshots the interrupted attempt created but did not record: for each volume of a
+    job without a recorded snapshot of this period, the one snapshot of that volume that carries
+    the stack's tag and this run's Description (with its token), pending or completed. Several
+    such (someone copied the description): none is adopted, the volume counts as done, and
+    they are left alone. Volume -> adopted (or first found) snapshot id."""
+    stack = ctx.common.stack_name
+    found: dict[str, str] = {}
+    for job in jobs:
+        for volume in job.volume_ids:
+            if volume in recent:
+                continue
+            candidates = [
+                s
+                for s in current
+                if not s.recorded
+                and s.volume_id == volume
+                and s.description == job.description
+                and s.tags.get(MANAGED_BY) == stack
+                and s.state in (PENDING, COMPLETED)
+            ]
+            if len(candidates) == 1:
+                snap = candidates[0]
+                book.record([_record(ctx, intent, job, volume, snap.id)])
+                logger.info("adopted the interrupted attempt's snapshot", extra={"snapshot": snap.id})
+                found[volume] = snap.id
+            elif candidates:
+                logger.warning(
+                    "several snapshots carry this run's description: none adopted, none deleted",
+                    extra={"volume": volume, "snapshots": sorted(s.id for s in candidates)},
+                )
+                found[volume] = sorted(s.id for s in candidates)[0]
+    return found
+
+
+def _record(
+    ctx: Context[Config], intent: Mapping[str, Any], job: CreateJob, volume: str, snap_id: str
+) -> Record:
+    return Record(
+        snapshot_id=snap_id,
+        volume_id=volume,
+        region=ctx.common.region,
+        policy=job.policy(volume),
+        created=str(intent["now"]),
+        run=str(intent.get("run", "")),
+    )
 
 
 def _create_all(
@@ -232,6 +505,7 @@ def _create_all(
     intent: Mapping[str, Any],
     current: list[Snapshot] | None,
     result: dict[str, Any],
+    book: _Book,
 ) -> None:
     work: list[tuple[int, CreateJob]] = []
     recent: dict[str, str] = {}
@@ -242,6 +516,7 @@ def _create_all(
             now=datetime.fromisoformat(str(intent["now"])),
             window=timedelta(seconds=float(intent["retry_window_seconds"])),
         )
+        recent.update(_adopt(ctx, jobs, intent, current, recent, book))
     for index, job in enumerate(jobs):
         done = {v: recent[v] for v in job.volume_ids if v in recent}
         if done:
@@ -277,6 +552,7 @@ def _create_all(
                 return
             continue
         made = {s.volume_id: s.id for s in snaps}
+        book.record([_record(ctx, intent, job, v, s) for v, s in made.items()])
         result["created"].append({"job": index, "snapshots": made})
         logger.info("created snapshot", extra={"resource": job.resource_id, "snapshots": made})
 
@@ -287,6 +563,7 @@ def _delete_all(
     planned_at: datetime,
     current: list[Snapshot] | None,
     result: dict[str, Any],
+    book: _Book,
 ) -> None:
     stack = ctx.common.stack_name
     result["held"] = [n for n, d in enumerate(decisions) if d.reason is Reason.HELD]
@@ -296,7 +573,13 @@ def _delete_all(
     if current is not None:
         live = {
             d.snapshot.id: d
-            for d in plan_retention(current, stack_name=stack, policy=ctx.config.policy, now=planned_at)
+            for d in plan_retention(
+                current,
+                stack_name=stack,
+                policy=ctx.config.policy,
+                policies=ctx.config.retention,
+                now=planned_at,
+            )
         }
     for position, (index, decision) in enumerate(todo):
         snap = decision.snapshot
@@ -334,6 +617,7 @@ def _delete_all(
             if code == NOT_FOUND:
                 logger.info("snapshot already gone", extra={"snapshot": snap.id})
                 result["gone"].append(index)
+                book.forget(snap.id)
                 continue
             result["delete_failures"].append({"index": index, **_error(err, result["delete_failures"])})
             logger.error("delete failed", extra={"snapshot": snap.id, "code": code})
@@ -342,6 +626,7 @@ def _delete_all(
                 return
             continue
         result["deleted"].append(index)
+        book.forget(snap.id)
         logger.info(
             "deleted snapshot",
             extra={"snapshot": snap.id, "volume": snap.volume_id, "started": snap.start_time.isoformat()},

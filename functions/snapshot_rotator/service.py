@@ -1,13 +1,16 @@
 """Every AWS call of snapshot_rotator: gather what the plans need, carry out one create or delete.
 
-Per run: ``DescribeImages`` (Owners=self, 1,000 per page), ``DescribeSnapshots`` (OwnerIds=self,
-tag filter ``ManagedBy=<stack>``, 1,000 per page), ``DescribeInstances`` and ``DescribeVolumes``
-(1,000 / 500 per page), each filtered on the ``Backup`` tag key; one more ``DescribeInstances``
-(200 ids per page) only when a loose opted-in volume without an owner tag is attached to an
-instance that is not opted in (its owner is copied to the snapshot). Then one ``CreateSnapshots``
-per instance, one ``CreateSnapshot`` per loose volume and one ``DeleteSnapshot`` per expired
-snapshot: neither API has a batch form. A run finished by a later invocation lists the images
-and snapshots once more, to see what the interrupted attempt did.
+Per run: the ledger (store.py: a ``Query`` per 1 MB of records), ``DescribeImages``
+(Owners=self, 1,000 per page), ``DescribeSnapshots`` (OwnerIds=self, tag filter
+``ManagedBy=<stack>``, 1,000 per page; the tag only narrows the listing, the ledger says what
+is ours; recorded snapshots missing from it are looked up by id, 200 a call, only when there
+are any), ``DescribeInstances`` and ``DescribeVolumes`` (1,000 / 500 per page), each filtered
+on the ``Backup`` tag key; one more ``DescribeInstances`` (200 ids per page) only when a loose
+opted-in volume without an owner tag is attached to an instance that is not opted in (its owner
+is copied to the snapshot). Then one ``CreateSnapshots`` per instance, one ``CreateSnapshot``
+per loose volume and one ``DeleteSnapshot`` per expired snapshot: neither API has a batch form.
+A run finished by a later invocation lists the images and snapshots once more, to see what the
+interrupted attempt did.
 
 Every list is paginated at the API's maximum page size. The calls that change something raise
 ``ClientError``; the caller decides per resource what an error means.
@@ -15,7 +18,7 @@ Every list is paginated at the API's maximum page size. The calls that change so
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +26,7 @@ from autopilot import aws
 from autopilot.tags import as_dict, as_list
 from snapshot_rotator.decide.retention import MANAGED_BY, Snapshot
 from snapshot_rotator.decide.selection import OPT_IN_TAG, CreateJob, Instance, Volume
+from snapshot_rotator.store import Record
 
 SNAPSHOT_PAGE = 1000  # DescribeSnapshots MaxResults maximum
 IMAGE_PAGE = 1000  # DescribeImages MaxResults maximum
@@ -61,19 +65,31 @@ def _as_utc(value: Any) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def to_snapshot(raw: dict[str, Any], ami_snapshots: Collection[str]) -> Snapshot:
+def to_snapshot(
+    raw: dict[str, Any], ami_snapshots: Collection[str], records: Mapping[str, Record] | None = None
+) -> Snapshot:
+    """The snapshot as the plans see it: with its ledger record, it is ours, and its volume is
+    the record's source volume (a copy's own VolumeId is vol-ffffffff)."""
+    snap_id = str(raw["SnapshotId"])
+    record = (records or {}).get(snap_id)
     return Snapshot(
-        id=str(raw["SnapshotId"]),
-        volume_id=str(raw.get("VolumeId", "")),
+        id=snap_id,
+        volume_id=record.volume_id if record else str(raw.get("VolumeId", "")),
         start_time=_as_utc(raw["StartTime"]),
         state=str(raw.get("State", "")),
         tags=as_dict(raw.get("Tags")),
-        used_by_ami=str(raw["SnapshotId"]) in ami_snapshots,
+        used_by_ami=snap_id in ami_snapshots,
+        recorded=record is not None,
+        failed_reported=record.failed_reported if record else False,
+        policy=record.policy if record else "default",
+        description=str(raw.get("Description", "")),
     )
 
 
-def managed_snapshots(stack_name: str, ami_snapshots: Collection[str]) -> Iterator[Snapshot]:
-    """This account's snapshots tagged ManagedBy=<stack>, 1,000 per page."""
+def managed_snapshots(
+    stack_name: str, ami_snapshots: Collection[str], records: Mapping[str, Record] | None = None
+) -> Iterator[Snapshot]:
+    """This account's snapshots tagged ManagedBy=<stack>, 1,000 per page, joined with the ledger."""
     for raw in aws.paginate(
         ec2(),
         "describe_snapshots",
@@ -82,7 +98,41 @@ def managed_snapshots(stack_name: str, ami_snapshots: Collection[str]) -> Iterat
         Filters=[{"Name": f"tag:{MANAGED_BY}", "Values": [stack_name]}],
         PaginationConfig={"PageSize": SNAPSHOT_PAGE},
     ):
-        yield to_snapshot(raw, ami_snapshots)
+        yield to_snapshot(raw, ami_snapshots, records)
+
+
+def recorded_snapshots(
+    snapshot_ids: Collection[str], ami_snapshots: Collection[str], records: Mapping[str, Record]
+) -> list[Snapshot]:
+    """The ledger's snapshots that the tagged listing did not show (their tag was removed), by
+    id, 200 a call; those that do not exist any more are simply not returned."""
+    found: list[Snapshot] = []
+    for batch in aws.chunked(sorted(snapshot_ids), FILTER_VALUES):
+        for raw in aws.paginate(
+            ec2(),
+            "describe_snapshots",
+            "Snapshots[]",
+            OwnerIds=["self"],
+            Filters=[{"Name": "snapshot-id", "Values": batch}],
+        ):
+            found.append(to_snapshot(raw, ami_snapshots, records))
+    return found
+
+
+def table_created(table: str) -> datetime:
+    """When a DynamoDB table was created (DescribeTable; the ledger's first run only)."""
+    return _as_utc(aws.client("dynamodb").describe_table(TableName=table)["Table"]["CreationDateTime"])
+
+
+def existing_volumes(volume_ids: Collection[str]) -> set[str]:
+    """Which of these volumes still exist (200 ids a call; only for volumes whose backups ended)."""
+    found: set[str] = set()
+    for batch in aws.chunked(sorted(volume_ids), FILTER_VALUES):
+        for raw in aws.paginate(
+            ec2(), "describe_volumes", "Volumes[]", Filters=[{"Name": "volume-id", "Values": batch}]
+        ):
+            found.add(str(raw["VolumeId"]))
+    return found
 
 
 def _instance(raw: dict[str, Any]) -> Instance:

@@ -25,14 +25,28 @@ from autopilot.config import CommonConfig
 from autopilot.outbox import Mail
 from autopilot.runner import Plan, Run
 from autopilot.runtime import Deadline
-from snapshot_rotator import report, run
+from conftest import create_outbox_table
+from snapshot_rotator import report, run, store
 from snapshot_rotator.config import Config
+from snapshot_rotator.decide.policies import parse_policies
 from snapshot_rotator.decide.retention import Decision, RetentionPolicy
+from snapshot_rotator.store import Note, Record
 
 REGION = "eu-west-1"
 STACK = "ops-autopilot-test"
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 AMI_ID = "ami-12c6146b"  # one of moto's bundled images
+LEDGER_TABLE = "ops-autopilot-test-ledger"
+
+
+@pytest.fixture(autouse=True)
+def _ledger_table() -> str:
+    """The stack's SnapshotRotatorLedgerTable, in moto (the same keys as the outbox table), as a
+    deployed stack has it after its first run (it began a year ago)."""
+    table = create_outbox_table(LEDGER_TABLE)
+    since = store.since_item((NOW - timedelta(days=365)).isoformat())
+    boto3.client("dynamodb", region_name=REGION).put_item(TableName=table, Item=since)
+    return table
 
 
 class Fleet:
@@ -71,8 +85,21 @@ class Fleet:
         return instance_id, [m["Ebs"]["VolumeId"] for m in mappings]
 
     def snapshot(
-        self, volume_id: str, when: datetime, *, managed: bool = True, state: str = "completed", **tags: str
+        self,
+        volume_id: str,
+        when: datetime,
+        *,
+        managed: bool = True,
+        recorded: bool | None = None,
+        state: str = "completed",
+        policy: str = "default",
+        source: str | None = None,
+        **tags: str,
     ) -> str:
+        """A snapshot of ``volume_id`` started at ``when``: ``managed`` tags it ManagedBy=<stack>;
+        ``recorded`` (default: as ``managed``) writes it in the stack's ledger, as the rotator
+        does for the snapshots it creates (a tagged one that is not recorded is a forgery);
+        ``source``: the source volume the ledger names (a copy's)."""
         all_tags = ({"ManagedBy": STACK} if managed else {}) | tags
         kwargs: dict[str, Any] = {"VolumeId": volume_id, "Description": "history"}
         if all_tags:
@@ -81,7 +108,21 @@ class Fleet:
             ]
         snap_id = str(self.ec2.create_snapshot(**kwargs)["SnapshotId"])
         self.set(snap_id, when, state)
+        if managed if recorded is None else recorded:
+            self.record(snap_id, source or volume_id, when, policy)
         return snap_id
+
+    def record(self, snap_id: str, volume_id: str, when: datetime, policy: str = "default") -> None:
+        """Write the ledger record as the rotator would (with a client of its own: the test's
+        history is not the rotator's calls)."""
+        record = Record(snap_id, volume_id, REGION, policy, when.isoformat(), "history")
+        boto3.client("dynamodb", region_name=REGION).put_item(TableName=LEDGER_TABLE, Item=record.item())
+
+    def ledger(self) -> dict[str, Record]:
+        return store.read(LEDGER_TABLE).records
+
+    def notes(self) -> dict[str, Note]:
+        return store.read(LEDGER_TABLE).notes
 
     def set(self, snap_id: str, when: datetime | None = None, state: str | None = None) -> None:
         snap = self.backend.snapshots[snap_id]
@@ -150,6 +191,9 @@ ENV = {  # the template's variables of SnapshotRotatorFunction (their defaults),
     "KEEP_WEEKLY": "0",
     "KEEP_MONTHLY": "0",
     "SUMMARY_MAIL": "false",
+    "KEEP_YEARLY": "0",
+    "POLICIES": "",
+    "LEDGER_TABLE": LEDGER_TABLE,
 }
 
 
@@ -168,11 +212,17 @@ def scheduled(load_event: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     return event
 
 
-def make_config(*, summary_mail: bool = True, keep_newest: int = 3, **policy: int) -> Config:
+def make_config(
+    *, summary_mail: bool = True, keep_newest: int = 3, policies: str = "", **policy: int
+) -> Config:
+    default = RetentionPolicy(keep_newest=keep_newest, **policy)
     return Config(
-        policy=RetentionPolicy(keep_newest=keep_newest, **policy),
+        policy=default,
         retry_window=timedelta(hours=12),
         summary_mail=summary_mail,
+        ledger_table=LEDGER_TABLE,
+        policies=parse_policies(policies, default),
+        stale_after=timedelta(days=2),
     )
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
+
 from conftest import REGION, STACK, FakeContext
 from reliability.scenarios import Ctx, Scenario, backend, ec2, event
 
@@ -21,15 +23,21 @@ BAD_INPUT_ENV: dict[str, str] = {
     "KEEP_WEEKLY": "0",
     "KEEP_MONTHLY": "0",
     "SUMMARY_MAIL": "false",
+    "KEEP_YEARLY": "0",
+    "POLICIES": "",
+    "LEDGER_TABLE": "ops-autopilot-test-ledger",
 }
 # The sample event of a normal run (events/snapshot_rotator/...).
 VALID_SAMPLE = "eventbridge.scheduled"
 
 
 def scenario(ctx: Ctx) -> Scenario:
+    from conftest import create_outbox_table
     from snapshot_rotator import app
+    from snapshot_rotator.store import Record
 
     ctx.env(**{**BAD_INPUT_ENV, "KEEP_NEWEST": "2", "SUMMARY_MAIL": "true"})
+    table = create_outbox_table(BAD_INPUT_ENV["LEDGER_TABLE"])
     now = datetime.now(UTC)
     volumes: list[str] = []
     old: dict[str, list[str]] = {}
@@ -54,7 +62,10 @@ def scenario(ctx: Ctx) -> Scenario:
                     {"ResourceType": "snapshot", "Tags": [{"Key": "ManagedBy", "Value": STACK}]}
                 ],
             )["SnapshotId"]
-            backend().snapshots[snap].start_time = now - timedelta(days=10 + age)
+            backend().snapshots[snap].start_time = now - timedelta(days=1 + age)
+            started = (now - timedelta(days=1 + age)).isoformat()
+            record = Record(snap, volume, REGION, "default", started, "history")
+            boto3.client("dynamodb", region_name=REGION).put_item(TableName=table, Item=record.item())
             old[volume].append(snap)  # newest first
 
     def managed(volume: str) -> list[str]:

@@ -17,7 +17,7 @@ STACK = "ops-autopilot"
 
 
 def ours(snap_id: str, started: datetime) -> Snapshot:
-    return Snapshot(snap_id, "vol-1", started, "completed", tags={"ManagedBy": STACK})
+    return Snapshot(snap_id, "vol-1", started, "completed", tags={"ManagedBy": STACK}, recorded=True)
 
 
 def reasons(snapshots: list[Snapshot], policy: RetentionPolicy) -> dict[str, Reason]:

@@ -28,7 +28,7 @@ WINDOW = timedelta(hours=12)
 
 
 def ours(snap_id: str, volume_id: str, started: datetime, state: str = "completed") -> Snapshot:
-    return Snapshot(snap_id, volume_id, started, state, tags={"ManagedBy": STACK})
+    return Snapshot(snap_id, volume_id, started, state, tags={"ManagedBy": STACK}, recorded=True)
 
 
 def job(volume_ids: tuple[str, ...], **changes: object) -> CreateJob:

@@ -19,6 +19,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
@@ -27,6 +28,7 @@ from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 
 from autopilot.recorder import CallRecorder
+from snapshot_rotator.store import Record
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +38,7 @@ NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 VOLUMES = 110  # make bench: 100, 1,000 and 3,000
 PER_VOLUME = 10
 KEEP = 7
+LEDGER_TABLE = "ops-autopilot-test-ledger"  # conftest's
 
 
 def _paged_describe_snapshots(self: Any) -> Any:
@@ -68,6 +71,7 @@ def paged_moto(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _seed() -> None:
     backend = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+    records = []
     for n in range(VOLUMES):
         volume = backend.create_volume(size=8, zone_name=f"{REGION}a")
         volume.add_tags({"Backup": "true", "Name": f"data-{n}", "Owner": f"team-{n % 7}"})
@@ -75,6 +79,11 @@ def _seed() -> None:
             snap = backend.create_snapshot(volume.id, "history")
             snap.add_tags({"ManagedBy": STACK, "Name": f"data-{n} backup"})
             snap.start_time = NOW - timedelta(days=day)
+            records.append(Record(snap.id, volume.id, REGION, "default", snap.start_time.isoformat(), "seed"))
+    client = boto3.client("dynamodb", region_name=REGION)  # not the rotator's client: not counted
+    for start in range(0, len(records), 25):
+        batch = [{"PutRequest": {"Item": r.item()}} for r in records[start : start + 25]]
+        client.batch_write_item(RequestItems={LEDGER_TABLE: batch})
 
 
 def test_calls_for_110_volumes_10_snapshots_each_are_the_formulas(
@@ -95,6 +104,9 @@ def test_calls_for_110_volumes_10_snapshots_each_are_the_formulas(
     assert counts["ec2.DescribeVolumes"] == 1  # ceil(110 / 500): one page (moto: always one)
     assert counts["ec2.CreateSnapshot"] == VOLUMES  # the API has no batch form for volumes
     assert counts["ec2.DeleteSnapshot"] == VOLUMES * (PER_VOLUME - KEEP)  # one call per snapshot
+    # the ledger: one Query page per 1 MB; records written and removed 25 a call (the maximum)
+    assert counts["dynamodb.Query"] == 1
+    assert counts["dynamodb.BatchWriteItem"] == math.ceil(VOLUMES / 25) + math.ceil(VOLUMES * 3 / 25)
     assert rotation.mail is None  # nothing failed, summaries off: no mail
     assert rotation.created == VOLUMES and len(rotation.deleted) == VOLUMES * (PER_VOLUME - KEEP)
     assert rotation.failed == 0 and rotation.left == 0  # the intent fits the outbox: nothing deferred

@@ -20,7 +20,10 @@ ENV = {
     "KEEP_DAILY": "7",
     "KEEP_WEEKLY": "4",
     "KEEP_MONTHLY": "12",
+    "KEEP_YEARLY": "2",
     "SUMMARY_MAIL": "false",
+    "POLICIES": "gold: newest=14 yearly=5",
+    "LEDGER_TABLE": "ledger",
 }
 
 
@@ -34,8 +37,12 @@ def test_schedule_period(expression: str, period: timedelta) -> None:
 
 def test_config_from_the_environment() -> None:
     config = Config.from_env(ENV)
-    assert config.policy == RetentionPolicy(keep_newest=7, keep_daily=7, keep_weekly=4, keep_monthly=12)
+    default = RetentionPolicy(keep_newest=7, keep_daily=7, keep_weekly=4, keep_monthly=12, keep_yearly=2)
+    assert config.policy == default
     assert config.retry_window == timedelta(hours=12) and not config.summary_mail
+    assert config.retention == {"default": default, "gold": RetentionPolicy(keep_newest=14, keep_yearly=5)}
+    assert config.ledger_table == "ledger" and config.stale_after == 2 * DAY
+    assert Config.from_env({**ENV, "POLICIES": ""}).retention == {"default": default}
 
 
 def test_config_fails_fast_and_names_the_variable() -> None:
@@ -45,6 +52,8 @@ def test_config_fails_fast_and_names_the_variable() -> None:
         Config.from_env({**ENV, "SCHEDULE": "daily"})
     with pytest.raises(ConfigError, match="SUMMARY_MAIL"):
         Config.from_env({**ENV, "SUMMARY_MAIL": "maybe"})
+    with pytest.raises(ConfigError, match=r"^environment variable POLICIES: .*gold"):
+        Config.from_env({**ENV, "POLICIES": "gold: weekly=4"})
 
 
 @pytest.mark.parametrize("name", sorted(ENV))

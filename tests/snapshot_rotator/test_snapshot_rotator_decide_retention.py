@@ -5,6 +5,7 @@ intent's JSON form."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -39,7 +40,11 @@ def snap(
     state: str = COMPLETED,
     tags: dict[str, str] | None = None,
     ami: bool = False,
+    recorded: bool | None = None,
+    reported: bool = False,
 ) -> Snapshot:
+    """A snapshot; by default one of this stack (tagged and in its ledger). With explicit
+    ``tags`` it is in the ledger only when ``recorded`` says so."""
     return Snapshot(
         id=sid,
         volume_id=volume,
@@ -47,6 +52,8 @@ def snap(
         state=state,
         tags=OURS if tags is None else tags,
         used_by_ami=ami,
+        recorded=(tags is None) if recorded is None else recorded,
+        failed_reported=reported,
     )
 
 
@@ -95,6 +102,8 @@ def test_unmanaged_and_other_stacks_are_never_touched() -> None:
         snap("mine", 100),
         snap("theirs", 100, tags={"ManagedBy": "other-stack"}),
         snap("nobody", 100, tags={}),
+        snap("forged", 100, tags=OURS, recorded=False),  # our tag, not in our ledger
+        snap("untagged", 100, tags={}, recorded=True),  # ours, but someone removed the tag
         snap("newest", 0.5),
     ]
     reasons = plan(snaps, RetentionPolicy(keep_newest=1))
@@ -102,8 +111,31 @@ def test_unmanaged_and_other_stacks_are_never_touched() -> None:
         "mine": Reason.EXPIRED,
         "theirs": Reason.UNMANAGED,
         "nobody": Reason.UNMANAGED,
+        "forged": Reason.UNMANAGED,
+        "untagged": Reason.UNTAGGED,
         "newest": Reason.NEWEST,
     }
+
+
+def test_forged_snapshots_neither_count_nor_push_real_backups_out() -> None:
+    """Seven hand-made snapshots tagged ManagedBy=<stack>, newer than the real backups: on main
+    they were the newest seven and every real backup was deleted."""
+    real = daily(7)
+    forged = [snap(f"f{i}", i * 0.01, tags=OURS, recorded=False) for i in range(7)]
+    reasons = plan(real + forged, RetentionPolicy(keep_newest=7))
+    assert {sid: r for sid, r in reasons.items() if sid.startswith("s")} == dict.fromkeys(
+        (s.id for s in real), Reason.NEWEST
+    )
+    assert {reasons[f.id] for f in forged} == {Reason.UNMANAGED}
+
+
+def test_copies_are_rotated_with_the_volume_they_copy() -> None:
+    """Copies carry VolumeId vol-ffffffff; the ledger's source volume groups them, so copies of
+    two volumes do not compete for one volume's places."""
+    copies = [snap(f"a{i}", i + 0.1, volume="vol-a") for i in range(3)]
+    copies += [snap(f"b{i}", i + 0.2, volume="vol-b") for i in range(3)]
+    reasons = plan(copies, RetentionPolicy(keep_newest=3))
+    assert set(reasons.values()) == {Reason.NEWEST}
 
 
 def test_ami_snapshot_past_retention_is_kept_and_reported_as_skipped() -> None:
@@ -130,17 +162,42 @@ def test_volume_whose_new_snapshot_failed_keeps_everything() -> None:
     assert sum(r.deletes for sid, r in reasons.items() if sid.startswith("t")) == 7
 
 
-def test_error_state_snapshots_are_not_backups_and_go() -> None:
-    snaps = [snap("bad", 0.2, state=ERROR), snap("good", 1), snap("bad-old", 9, state=ERROR)]
+def test_error_state_snapshots_are_not_backups_and_go_once_a_mail_said_so() -> None:
+    snaps = [
+        snap("bad", 0.2, state=ERROR),
+        snap("good", 1),
+        snap("bad-old", 9, state=ERROR, reported=True),
+    ]
     reasons = plan(snaps, RetentionPolicy(keep_newest=1))
     assert reasons == {
-        "bad": Reason.FAILED_SNAPSHOT,
+        "bad": Reason.FAILED_NEW,  # not yet in a mail: kept, so it can be reported
         "good": Reason.NEWEST,
         "bad-old": Reason.FAILED_SNAPSHOT,
     }
-    # ... but the minimum age applies to them as well (time to look at what went wrong)
+    # ... and the minimum age applies to them as well (time to look at what went wrong)
     reasons = plan(snaps, RetentionPolicy(keep_newest=1, keep_days=3))
     assert reasons == {"bad": Reason.YOUNG, "good": Reason.NEWEST, "bad-old": Reason.FAILED_SNAPSHOT}
+
+
+def test_a_volume_backed_up_earlier_this_period_has_no_deletions() -> None:
+    """A retry, or a second run in the same period, changes nothing: on main it deleted the
+    snapshot that the first run's new backup, completed by now, pushed out."""
+    reasons = plan_retention(
+        daily(5), stack_name=STACK, policy=RetentionPolicy(keep_newest=3), now=NOW, done_volumes={"vol-1"}
+    )
+    assert [d.reason for d in reasons] == [Reason.NEWEST] * 3 + [Reason.DONE] * 2
+
+
+def test_a_volume_follows_the_policy_of_its_newest_snapshot() -> None:
+    gold = RetentionPolicy(keep_newest=5)
+    old = [snap(f"s{i}", i + 1.1) for i in range(6)]
+    newest = replace(snap("new", 0.1), policy="gold")
+    default = RetentionPolicy(keep_newest=1)
+    named = {"gold": gold}
+    reasons = plan_retention([newest, *old], stack_name=STACK, policy=default, policies=named, now=NOW)
+    assert sum(d.reason is Reason.NEWEST for d in reasons) == 5
+    gone = plan_retention([replace(newest, policy="retired"), *old], stack_name=STACK, policy=gold, now=NOW)
+    assert {d.reason for d in gone} == {Reason.NO_POLICY} and not any(d.delete for d in gone)
 
 
 def test_policy_refuses_to_keep_zero() -> None:
@@ -168,6 +225,9 @@ def histories(draw: st.DrawFn) -> list[Snapshot]:
                 state=draw(st.sampled_from([COMPLETED, COMPLETED, COMPLETED, PENDING, ERROR, "recoverable"])),
                 tags={"ManagedBy": owner} if owner else {"Name": "x"},
                 used_by_ami=draw(st.booleans()),
+                # mostly the ledger agrees with the tag; sometimes a forgery, or a removed tag
+                recorded=draw(st.sampled_from([owner == STACK] * 3 + [True, False])),
+                failed_reported=draw(st.booleans()),
             )
         )
     return snaps
@@ -185,14 +245,21 @@ held_sets = st.sets(st.sampled_from(VOLUMES))
 
 
 @settings(max_examples=400, deadline=None)
-@given(histories(), policies, held_sets)
-def test_property_safety_rule_1(snaps: list[Snapshot], policy: RetentionPolicy, held: set[str]) -> None:
-    decisions = plan_retention(snaps, stack_name=STACK, policy=policy, now=NOW, held_volumes=held)
+@given(histories(), policies, held_sets, held_sets)
+def test_property_safety_rule_1(
+    snaps: list[Snapshot], policy: RetentionPolicy, held: set[str], done: set[str]
+) -> None:
+    decisions = plan_retention(
+        snaps, stack_name=STACK, policy=policy, now=NOW, held_volumes=held, done_volumes=done
+    )
     # one decision per snapshot
     assert sorted(d.snapshot.id for d in decisions) == sorted(s.id for s in snaps)
     deleted = [d.snapshot for d in decisions if d.delete]
     for s in deleted:
-        assert s.tags.get("ManagedBy") == STACK, "deleted an unmanaged snapshot"
+        assert s.recorded, "deleted a snapshot this stack has no record of creating"
+        assert s.tags.get("ManagedBy") == STACK, "deleted an untagged snapshot (IAM would refuse)"
+        assert s.state != ERROR or s.failed_reported, "deleted a failed backup before any mail said so"
+        assert s.volume_id not in done, "deleted in a second run of the same period"
         assert not s.used_by_ami, "deleted a snapshot an AMI uses"
         assert s.state != PENDING, "deleted a pending snapshot"
         assert s.state in (COMPLETED, ERROR)
@@ -202,7 +269,7 @@ def test_property_safety_rule_1(snaps: list[Snapshot], policy: RetentionPolicy, 
     # the newest N completed managed snapshots of every volume are kept
     deleted_ids = {s.id for s in deleted}
     for volume in VOLUMES:
-        ours = [s for s in snaps if s.volume_id == volume and s.tags.get("ManagedBy") == STACK]
+        ours = [s for s in snaps if s.volume_id == volume and s.recorded and s.tags.get("ManagedBy") == STACK]
         completed = sorted(
             (s for s in ours if s.state == COMPLETED), key=lambda s: (s.start_time, s.id), reverse=True
         )
@@ -267,6 +334,13 @@ def test_refusal_names_each_broken_rule() -> None:
     assert refusal(Decision(expired, Reason.EXPIRED), STACK) is None
     assert refusal(Decision(expired, Reason.NEWEST), STACK) == f"kept: {Reason.NEWEST.value}"
     assert refusal(Decision(snap("s", 30, tags={}), Reason.EXPIRED), STACK) == Reason.UNMANAGED.value
+    forged = snap("s", 30, tags=OURS, recorded=False)
+    assert refusal(Decision(forged, Reason.EXPIRED), STACK) == Reason.UNMANAGED.value
+    untagged = snap("s", 30, tags={}, recorded=True)
+    assert refusal(Decision(untagged, Reason.EXPIRED), STACK) == Reason.UNTAGGED.value
+    failed = snap("s", 30, state=ERROR)
+    assert refusal(Decision(failed, Reason.FAILED_SNAPSHOT), STACK) == Reason.FAILED_NEW.value
+    assert refusal(Decision(replace(failed, failed_reported=True), Reason.FAILED_SNAPSHOT), STACK) is None
     assert refusal(Decision(snap("s", 30, ami=True), Reason.EXPIRED), STACK) == Reason.AMI.value
     assert "pending" in str(refusal(Decision(snap("s", 30, state=PENDING), Reason.EXPIRED), STACK))
 

@@ -30,7 +30,7 @@ DAY = timedelta(days=1)
 
 
 def mine(sid: str, volume: str, ago: timedelta, state: str = COMPLETED, stack: str = STACK) -> Snapshot:
-    return Snapshot(sid, volume, NOW - ago, state, {"ManagedBy": stack})
+    return Snapshot(sid, volume, NOW - ago, state, {"ManagedBy": stack}, recorded=True)
 
 
 def test_instance_opt_in_covers_all_its_volumes_once() -> None:

@@ -57,7 +57,7 @@ def invoke(event: dict[str, Any], request: str = "r1") -> dict[str, Any]:
 
 
 class History:
-    """Three opted-in volumes with four old snapshots each (10-13 days old, real clock), kept
+    """Three opted-in volumes with four daily snapshots each (1-4 days old, real clock), kept
     newest 2: a complete run makes 3 snapshots and deletes 6."""
 
     def __init__(self, fleet: Any) -> None:
@@ -65,7 +65,7 @@ class History:
         now = datetime.now(UTC)
         self.volumes = [fleet.volume({"Backup": "true", "Name": f"v{n}", "Owner": f"o{n}"}) for n in range(3)]
         self.old = {
-            v: [fleet.snapshot(v, now - timedelta(days=10 + age)) for age in range(4)] for v in self.volumes
+            v: [fleet.snapshot(v, now - timedelta(days=1 + age)) for age in range(4)] for v in self.volumes
         }
 
     def new(self, volume: str) -> set[str]:
@@ -174,21 +174,24 @@ def test_exact_calls_of_one_run_runner_included(
         "ec2.CreateSnapshot": 3,
         "ec2.DeleteSnapshot": 6,
         "sns.Publish": 1,  # summaries on
+        "dynamodb.Query": 1,  # the ledger, whole
+        "dynamodb.BatchWriteItem": 2,  # 3 new records, 6 forgotten
     }
     assert calls.by_operation() == Counter(own) + Counter(RUNNER_PER_INVOCATION) + Counter(RUNNER_PER_INTENT)
-    assert calls.count() == 14 + 6
+    assert calls.count() == 14 + 6 + 3
     assert result["Changed"] == 9 and len(mailbox()) == 1
     history.verify()
     history.settle()
     calls.calls.clear()
     invoke(event(load_event, 2), "r2")  # nothing left to do: no intent, no outbox writes but the claim
-    assert calls.by_operation() == {
+    again = {
         "ec2.DescribeImages": 1,
         "ec2.DescribeSnapshots": 1,
         "ec2.DescribeInstances": 1,
         "ec2.DescribeVolumes": 1,
-        **RUNNER_PER_INVOCATION,
+        "dynamodb.Query": 1,  # the ledger
     }
+    assert calls.by_operation() == Counter(again) + Counter(RUNNER_PER_INVOCATION)
 
 
 def test_owner_tag_key_createdby_is_copied_to_the_snapshots_and_shown_in_the_mail(

@@ -43,6 +43,7 @@ def test_metrics_count_what_was_done(fleet: Any, rotate: Rotate) -> None:
         "SnapshotsCreated": 2,
         "SnapshotsDeleted": 4,
         "LeftForNextRun": 0,
+        "StaleBackups": 0,
     }
     dry = rotate(keep_newest=2, dry_run=True).metrics
     assert dry["Changed"] == dry["SnapshotsCreated"] == dry["SnapshotsDeleted"] == 0
@@ -52,7 +53,16 @@ def test_a_run_with_nothing_to_do_still_emits_every_metric(fleet: Any, rotate: R
     rotation = rotate()
     assert rotation.plan.intent is None
     assert rotation.metrics == dict.fromkeys(
-        ("Checked", "Changed", "Skipped", "Failed", "SnapshotsCreated", "SnapshotsDeleted", "LeftForNextRun"),
+        (
+            "Checked",
+            "Changed",
+            "Skipped",
+            "Failed",
+            "SnapshotsCreated",
+            "SnapshotsDeleted",
+            "LeftForNextRun",
+            "StaleBackups",
+        ),
         0,
     )
 

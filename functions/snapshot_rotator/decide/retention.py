@@ -1,10 +1,20 @@
 """Which snapshots to keep and which to delete: a pure function of plain data.
 
-The plan never deletes a snapshot unless all of these hold (PRODUCT.md safety rule 1):
-it carries this stack's ``ManagedBy`` tag, it is not among the newest ``keep_newest``
-completed snapshots of its volume (nor inside any other retention rule), no AMI uses it,
-it is not pending, and this run's new snapshot of its volume did not fail (or was not left
-undone). Everything else is kept, each with the reason why.
+The plan never deletes a snapshot unless all of these hold (PRODUCT.md safety rule 1): it is
+in this stack's ledger (``recorded``: the stack wrote its id when it created it; a ``ManagedBy``
+tag alone proves nothing) and still carries the stack's ``ManagedBy`` tag (IAM allows deleting
+only those), it is not among the newest ``keep_newest`` completed snapshots of its volume (nor
+inside any other retention rule of the volume's policy), no AMI uses it, it is not pending,
+and this run's new snapshot of its volume did not fail (or was not left undone). Everything
+else is kept, each with the reason why.
+
+A snapshot's volume is the ledger's source volume, so copies (whose own VolumeId is
+``vol-ffffffff``) are rotated with the backups of the volume they copy. A snapshot that ended
+in ``error`` never counts as a backup; it is kept until a mail has said so
+(``failed_reported``), then deleted. A volume that was backed up earlier in this period
+(``done_volumes``: the retry guard found this period's snapshot) has no deletions in this run:
+its retention ran with that backup and runs again with the next, so a retry or a second run
+changes nothing.
 
 The run decides in two steps, because whether a volume's new snapshot failed is known only
 after acting: ``plan_retention`` before acting (nothing held yet), then ``with_holds`` once
@@ -23,6 +33,7 @@ from enum import Enum
 from typing import Any
 
 MANAGED_BY = "ManagedBy"
+DEFAULT_POLICY = "default"  # the policy Backup=true selects
 COMPLETED = "completed"
 PENDING = "pending"
 ERROR = "error"
@@ -38,9 +49,14 @@ class Snapshot:
     state: str  # pending | completed | error | recoverable | recovering
     tags: Mapping[str, str] = field(default_factory=dict)
     used_by_ami: bool = False
+    recorded: bool = False  # in this stack's ledger: the stack created it
+    failed_reported: bool = False  # ended in error, and a mail said so
+    policy: str = "default"  # the retention policy it was created under (the ledger's)
+    description: str = ""  # set by its creator at creation, never changed (not in the intent)
 
-    def managed_by(self, stack_name: str) -> bool:
-        return self.tags.get(MANAGED_BY) == stack_name
+    def ours(self, stack_name: str) -> bool:
+        """Created by this stack (its ledger says so) and still tagged as such (IAM needs it)."""
+        return self.recorded and self.tags.get(MANAGED_BY) == stack_name
 
     def as_json(self, tag_keys: Collection[str]) -> dict[str, Any]:
         """Plain JSON for the intent, with only the tags in ``tag_keys`` (ManagedBy, Name, owner)."""
@@ -51,6 +67,9 @@ class Snapshot:
             "state": self.state,
             "tags": {k: v for k, v in self.tags.items() if k in tag_keys},
             "used_by_ami": self.used_by_ami,
+            "recorded": self.recorded,
+            "failed_reported": self.failed_reported,
+            "policy": self.policy,
         }
 
     @classmethod
@@ -62,6 +81,9 @@ class Snapshot:
             state=str(data["state"]),
             tags=dict(data.get("tags") or {}),
             used_by_ami=bool(data.get("used_by_ami")),
+            recorded=bool(data.get("recorded")),
+            failed_reported=bool(data.get("failed_reported")),
+            policy=str(data.get("policy") or "default"),
         )
 
 
@@ -69,18 +91,21 @@ class Snapshot:
 class RetentionPolicy:
     """Keep the newest ``keep_newest`` completed snapshots per volume, everything younger than
     ``keep_days`` days (0 = off), and the newest snapshot of each of the last ``keep_daily``
-    days, ``keep_weekly`` ISO weeks and ``keep_monthly`` months that have one (0 = off)."""
+    days, ``keep_weekly`` ISO weeks, ``keep_monthly`` months and ``keep_yearly`` calendar years
+    that have one (0 = off). Years outlive what daily/weekly/monthly cover, for the backups an
+    audit asks for long after the fact."""
 
     keep_newest: int
     keep_days: int = 0
     keep_daily: int = 0
     keep_weekly: int = 0
     keep_monthly: int = 0
+    keep_yearly: int = 0
 
     def __post_init__(self) -> None:
         if self.keep_newest < 1:
             raise ValueError("keep_newest must be at least 1: the newest backup is never deleted")
-        for name in ("keep_days", "keep_daily", "keep_weekly", "keep_monthly"):
+        for name in ("keep_days", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
 
@@ -88,7 +113,11 @@ class RetentionPolicy:
 class Reason(Enum):
     """Why a snapshot is kept or deleted (the value is the text people read)."""
 
-    UNMANAGED = "not created by this stack (no matching ManagedBy tag): never touched"
+    UNMANAGED = "not in this stack's record of the snapshots it created: never touched, whatever its tags"
+    UNTAGGED = (
+        "created by this stack, but its ManagedBy tag was removed: kept, not counted "
+        "(tag it again to rotate it)"
+    )
     PENDING = "still pending: not yet a usable backup, never deleted or counted"
     OTHER_STATE = "in a state other than completed, pending or error: left alone"
     NEWEST = "among the newest completed backups of its volume"
@@ -96,10 +125,14 @@ class Reason(Enum):
     DAILY = "newest backup of its day (daily tier)"
     WEEKLY = "newest backup of its week (weekly tier)"
     MONTHLY = "newest backup of its month (monthly tier)"
+    YEARLY = "newest backup of its year (yearly tier)"
     AMI = "past retention but used by an AMI: kept (deregister the AMI to release it)"
     HELD = "past retention but this run made no new snapshot of its volume: kept until one succeeds"
     EXPIRED = "past retention"
     FAILED_SNAPSHOT = "in error state: not a usable backup"
+    FAILED_NEW = "ended in error: not a usable backup; kept until this mail said so, deleted by the next run"
+    DONE = "its volume was backed up earlier in this period: retention runs again with its next backup"
+    NO_POLICY = "its volume's retention policy is no longer declared: kept until it is"
 
     @property
     def deletes(self) -> bool:
@@ -108,7 +141,7 @@ class Reason(Enum):
     @property
     def skipped(self) -> bool:
         """Kept only because a safety rule forbade the deletion (the Skipped metric)."""
-        return self in (Reason.AMI, Reason.HELD)
+        return self in (Reason.AMI, Reason.HELD, Reason.UNTAGGED, Reason.NO_POLICY)
 
 
 @dataclass(frozen=True)
@@ -155,6 +188,11 @@ def _month(t: datetime) -> Hashable:
     return (t.year, t.month)
 
 
+def _year(t: datetime) -> Hashable:
+    """The calendar year (not the ISO year: a yearly backup is "the one of 2025" as people say it)."""
+    return t.year
+
+
 def _newest_first(snapshots: Iterable[Snapshot]) -> list[Snapshot]:
     return sorted(snapshots, key=lambda s: (s.start_time, s.id), reverse=True)
 
@@ -175,6 +213,7 @@ def _retained(snaps: list[Snapshot], policy: RetentionPolicy, now: datetime) -> 
         (policy.keep_daily, _day, Reason.DAILY),
         (policy.keep_weekly, _week, Reason.WEEKLY),
         (policy.keep_monthly, _month, Reason.MONTHLY),
+        (policy.keep_yearly, _year, Reason.YEARLY),
     ):
         if count > 0:
             for snap_id in _periods(ordered, count, key):
@@ -189,32 +228,53 @@ def plan_retention(
     policy: RetentionPolicy,
     now: datetime,
     held_volumes: Collection[str] = (),
+    done_volumes: Collection[str] = (),
+    policies: Mapping[str, RetentionPolicy] | None = None,
 ) -> list[Decision]:
     """A keep/delete decision with its reason for every snapshot, newest first per volume.
 
+    ``policy``: the default policy (``Backup=true``); ``policies``: the other named ones. A
+    volume's snapshots follow the policy its newest snapshot of this stack was created under.
     ``held_volumes``: volumes whose new snapshot failed in this run (or was not attempted,
-    e.g. the time ran out); none of their snapshots is deleted.
+    e.g. the time ran out); none of their snapshots is deleted. ``done_volumes``: volumes
+    backed up earlier in this period; none of their snapshots is deleted in this run.
     """
+    named = {DEFAULT_POLICY: policy, **(policies or {})}
     by_volume: dict[str, list[Snapshot]] = defaultdict(list)
+    newest: dict[str, Snapshot] = {}
     decisions: list[Decision] = []
     for snap in snapshots:
-        if not snap.managed_by(stack_name):
+        if not snap.recorded:
             decisions.append(Decision(snap, Reason.UNMANAGED))
-        elif snap.state == PENDING:
+            continue
+        if not snap.ours(stack_name):
+            decisions.append(Decision(snap, Reason.UNTAGGED))
+            continue
+        best = newest.get(snap.volume_id)
+        if best is None or (snap.start_time, snap.id) > (best.start_time, best.id):
+            newest[snap.volume_id] = snap
+        if snap.state == PENDING:
             decisions.append(Decision(snap, Reason.PENDING))
         elif snap.state not in (COMPLETED, ERROR):
             decisions.append(Decision(snap, Reason.OTHER_STATE))
         else:
             by_volume[snap.volume_id].append(snap)
     for volume_id, snaps in by_volume.items():
-        retained = _retained(snaps, policy, now)
+        volume_policy = named.get(newest[volume_id].policy)
+        retained = _retained(snaps, volume_policy, now) if volume_policy is not None else {}
         for snap in _newest_first(snaps):
             if snap.id in retained:
                 reason = retained[snap.id]
+            elif snap.state == ERROR and not snap.failed_reported:
+                reason = Reason.FAILED_NEW
+            elif volume_policy is None:
+                reason = Reason.NO_POLICY
             elif snap.used_by_ami:
                 reason = Reason.AMI
             elif volume_id in held_volumes:
                 reason = Reason.HELD
+            elif volume_id in done_volumes:
+                reason = Reason.DONE
             elif snap.state == ERROR:
                 reason = Reason.FAILED_SNAPSHOT
             else:
@@ -234,14 +294,19 @@ def with_holds(decisions: Iterable[Decision], held_volumes: Collection[str]) -> 
 
 def refusal(decision: Decision, stack_name: str) -> str | None:
     """Why this deletion must not be made (safety rule 1), or None when it may: it must be a
-    deletion, of a snapshot of this stack, completed or in error (never pending), no AMI's."""
+    deletion, of a snapshot of this stack (in its ledger and still tagged), completed or in
+    error (never pending; an error one only once a mail said so), no AMI's."""
     snap = decision.snapshot
     if not decision.delete:
         return f"kept: {decision.reason.value}"
-    if not snap.managed_by(stack_name):
+    if not snap.recorded:
         return Reason.UNMANAGED.value
+    if not snap.ours(stack_name):
+        return Reason.UNTAGGED.value
     if snap.used_by_ami:
         return Reason.AMI.value
     if snap.state not in (COMPLETED, ERROR):
         return f"in state {snap.state}: not deleted"
+    if snap.state == ERROR and not snap.failed_reported:
+        return Reason.FAILED_NEW.value
     return None
