@@ -430,6 +430,6 @@ _SHORT = {
     Reason.FAILED_SNAPSHOT: "error state",
     Reason.UNTAGGED: "ManagedBy tag removed",
     Reason.FAILED_NEW: "error state, reported now",
-    Reason.DONE: "backed up earlier this period",
+    Reason.FRESH: "made this period",
     Reason.NO_POLICY: "policy no longer declared",
 }

@@ -135,7 +135,7 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         policy=config.policy,
         policies=config.retention,
         now=now,
-        done_volumes=set(creation.already_done),
+        fresh_since=now - config.retry_window,
     )
     deletions = [d for d in decisions if d.delete]
     kept_past = [d for d in decisions if d.reason in KEPT_PAST_RETENTION]
@@ -395,7 +395,8 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     covered = {volume for entry in result["created"] for volume in entry["snapshots"]}
     held = {v for job in jobs for v in job.volume_ids} - covered
     try:
-        _delete_all(ctx, with_holds(deletions, held), planned_at, current, result, book)
+        fresh_since = planned_at - timedelta(seconds=float(intent["retry_window_seconds"]))
+        _delete_all(ctx, with_holds(deletions, held), planned_at, fresh_since, current, result, book)
     finally:
         book.flush()
     if not ctx.dry_run:  # what this run's mail says, so that the next ones do not say it again
@@ -561,6 +562,7 @@ def _delete_all(
     ctx: Context[Config],
     decisions: list[Decision],
     planned_at: datetime,
+    fresh_since: datetime,
     current: list[Snapshot] | None,
     result: dict[str, Any],
     book: _Book,
@@ -579,6 +581,7 @@ def _delete_all(
                 policy=ctx.config.policy,
                 policies=ctx.config.retention,
                 now=planned_at,
+                fresh_since=fresh_since,
             )
         }
     for position, (index, decision) in enumerate(todo):

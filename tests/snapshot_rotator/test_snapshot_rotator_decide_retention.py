@@ -179,13 +179,20 @@ def test_error_state_snapshots_are_not_backups_and_go_once_a_mail_said_so() -> N
     assert reasons == {"bad": Reason.YOUNG, "good": Reason.NEWEST, "bad-old": Reason.FAILED_SNAPSHOT}
 
 
-def test_a_volume_backed_up_earlier_this_period_has_no_deletions() -> None:
-    """A retry, or a second run in the same period, changes nothing: on main it deleted the
-    snapshot that the first run's new backup, completed by now, pushed out."""
-    reasons = plan_retention(
-        daily(5), stack_name=STACK, policy=RetentionPolicy(keep_newest=3), now=NOW, done_volumes={"vol-1"}
+def test_a_backup_of_this_period_counts_only_from_the_next_period_on() -> None:
+    """A retry, or a second run in the same period, decides what the first did: on main it
+    deleted the snapshot that the first run's new backup, completed by then, pushed out."""
+    first = plan_retention([snap(f"s{i}", i + 1.1) for i in range(4)], stack_name=STACK, policy=RetentionPolicy(keep_newest=3), now=NOW)
+    assert [d.reason for d in first] == [Reason.NEWEST] * 3 + [Reason.EXPIRED]
+    new = snap("new", 0.05)  # the first run's snapshot, completed an hour later
+    second = plan_retention(
+        [new, *(snap(f"s{i}", i + 1.1) for i in range(3))],
+        stack_name=STACK,
+        policy=RetentionPolicy(keep_newest=3),
+        now=NOW,
+        fresh_since=NOW - timedelta(hours=12),
     )
-    assert [d.reason for d in reasons] == [Reason.NEWEST] * 3 + [Reason.DONE] * 2
+    assert [d.reason for d in second] == [Reason.FRESH] + [Reason.NEWEST] * 3
 
 
 def test_a_volume_follows_the_policy_of_its_newest_snapshot() -> None:
@@ -245,12 +252,13 @@ held_sets = st.sets(st.sampled_from(VOLUMES))
 
 
 @settings(max_examples=400, deadline=None)
-@given(histories(), policies, held_sets, held_sets)
+@given(histories(), policies, held_sets, st.one_of(st.none(), st.integers(0, 60 * 24 * 30)))
 def test_property_safety_rule_1(
-    snaps: list[Snapshot], policy: RetentionPolicy, held: set[str], done: set[str]
+    snaps: list[Snapshot], policy: RetentionPolicy, held: set[str], fresh_minutes: int | None
 ) -> None:
+    fresh = None if fresh_minutes is None else NOW - timedelta(minutes=fresh_minutes)
     decisions = plan_retention(
-        snaps, stack_name=STACK, policy=policy, now=NOW, held_volumes=held, done_volumes=done
+        snaps, stack_name=STACK, policy=policy, now=NOW, held_volumes=held, fresh_since=fresh
     )
     # one decision per snapshot
     assert sorted(d.snapshot.id for d in decisions) == sorted(s.id for s in snaps)
@@ -259,7 +267,7 @@ def test_property_safety_rule_1(
         assert s.recorded, "deleted a snapshot this stack has no record of creating"
         assert s.tags.get("ManagedBy") == STACK, "deleted an untagged snapshot (IAM would refuse)"
         assert s.state != ERROR or s.failed_reported, "deleted a failed backup before any mail said so"
-        assert s.volume_id not in done, "deleted in a second run of the same period"
+        assert fresh is None or s.start_time < fresh or s.state == ERROR, "deleted this period's backup"
         assert not s.used_by_ami, "deleted a snapshot an AMI uses"
         assert s.state != PENDING, "deleted a pending snapshot"
         assert s.state in (COMPLETED, ERROR)
@@ -354,3 +362,21 @@ def test_a_decision_survives_the_intent_as_json() -> None:
     assert again.reason is Reason.AMI and again.snapshot.start_time == decision.snapshot.start_time
     assert again.snapshot.tags == {**OURS, "Name": "n", "Owner": "o"}  # only the tags the run needs
     assert again.snapshot.used_by_ami
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(), policies)
+def test_property_a_second_run_after_the_new_backups_completed_deletes_nothing_more(
+    snaps: list[Snapshot], policy: RetentionPolicy
+) -> None:
+    """Run 1 makes a new (pending) backup of every volume and deletes what is expired; the new
+    backups complete; a retry or second run an hour later, in the same period, deletes nothing."""
+    window = timedelta(hours=12)
+    old = [s for s in snaps if s.start_time < NOW - window]
+    new = [snap(f"new-{v}", 0.0, volume=v, state=PENDING) for v in VOLUMES]
+    first = plan_retention([*old, *new], stack_name=STACK, policy=policy, now=NOW, fresh_since=NOW - window)
+    left = [d.snapshot for d in first if not d.delete]
+    completed = [replace(s, state=COMPLETED) if s.id.startswith("new-") else s for s in left]
+    later = NOW + timedelta(hours=1)
+    second = plan_retention(completed, stack_name=STACK, policy=policy, now=later, fresh_since=later - window)
+    assert [d.snapshot.id for d in second if d.delete] == []

@@ -11,10 +11,11 @@ else is kept, each with the reason why.
 A snapshot's volume is the ledger's source volume, so copies (whose own VolumeId is
 ``vol-ffffffff``) are rotated with the backups of the volume they copy. A snapshot that ended
 in ``error`` never counts as a backup; it is kept until a mail has said so
-(``failed_reported``), then deleted. A volume that was backed up earlier in this period
-(``done_volumes``: the retry guard found this period's snapshot) has no deletions in this run:
-its retention ran with that backup and runs again with the next, so a retry or a second run
-changes nothing.
+(``failed_reported``), then deleted. A backup made in this period (started after
+``fresh_since``: the retry window) counts from the next period's run on, as if it were still
+pending: so a retry, a second run or the next round of a large run decides exactly what the
+first did, whether or not the new snapshots completed in between - running twice does the work
+once.
 
 The run decides in two steps, because whether a volume's new snapshot failed is known only
 after acting: ``plan_retention`` before acting (nothing held yet), then ``with_holds`` once
@@ -131,7 +132,7 @@ class Reason(Enum):
     EXPIRED = "past retention"
     FAILED_SNAPSHOT = "in error state: not a usable backup"
     FAILED_NEW = "ended in error: not a usable backup; kept until this mail said so, deleted by the next run"
-    DONE = "its volume was backed up earlier in this period: retention runs again with its next backup"
+    FRESH = "made in this period: counted as a backup from the next period's run on, never deleted before"
     NO_POLICY = "its volume's retention policy is no longer declared: kept until it is"
 
     @property
@@ -228,7 +229,7 @@ def plan_retention(
     policy: RetentionPolicy,
     now: datetime,
     held_volumes: Collection[str] = (),
-    done_volumes: Collection[str] = (),
+    fresh_since: datetime | None = None,
     policies: Mapping[str, RetentionPolicy] | None = None,
 ) -> list[Decision]:
     """A keep/delete decision with its reason for every snapshot, newest first per volume.
@@ -236,8 +237,9 @@ def plan_retention(
     ``policy``: the default policy (``Backup=true``); ``policies``: the other named ones. A
     volume's snapshots follow the policy its newest snapshot of this stack was created under.
     ``held_volumes``: volumes whose new snapshot failed in this run (or was not attempted,
-    e.g. the time ran out); none of their snapshots is deleted. ``done_volumes``: volumes
-    backed up earlier in this period; none of their snapshots is deleted in this run.
+    e.g. the time ran out); none of their snapshots is deleted.
+    ``fresh_since``: completed snapshots started at or after it are this period's backups
+    (FRESH: kept, not counted yet).
     """
     named = {DEFAULT_POLICY: policy, **(policies or {})}
     by_volume: dict[str, list[Snapshot]] = defaultdict(list)
@@ -255,6 +257,8 @@ def plan_retention(
             newest[snap.volume_id] = snap
         if snap.state == PENDING:
             decisions.append(Decision(snap, Reason.PENDING))
+        elif snap.state == COMPLETED and fresh_since is not None and snap.start_time >= fresh_since:
+            decisions.append(Decision(snap, Reason.FRESH))
         elif snap.state not in (COMPLETED, ERROR):
             decisions.append(Decision(snap, Reason.OTHER_STATE))
         else:
@@ -273,8 +277,6 @@ def plan_retention(
                 reason = Reason.AMI
             elif volume_id in held_volumes:
                 reason = Reason.HELD
-            elif volume_id in done_volumes:
-                reason = Reason.DONE
             elif snap.state == ERROR:
                 reason = Reason.FAILED_SNAPSHOT
             else:
