@@ -220,6 +220,18 @@ def reliability_report() -> list[str]:
 
 
 @pytest.fixture(autouse=True)
+def _paced_on_a_simulated_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """autopilot.pacing waits on a simulated clock: a test never sleeps for a token (and can
+    read how long the calls would have waited: the returned list's one value, in seconds)."""
+    from autopilot import pacing
+
+    now = [0.0]
+    monkeypatch.setattr(pacing, "clock", lambda: now[0])
+    monkeypatch.setattr(pacing, "sleep", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    return now
+
+
+@pytest.fixture(autouse=True)
 def _no_metrics_left_by_earlier_tests() -> None:
     """Powertools keeps the metrics added and not yet flushed in dicts shared by every Metrics
     instance (class attributes): a test that runs code adding metrics without the handler's
