@@ -84,6 +84,52 @@ def parse_scheduled(event: Any) -> ScheduledRun:
     )
 
 
+# A round of a large run, sent by the stack's state machine (template: <Name>Rounds): an
+# EventBridge-shaped event of its own source, so that its id keys the round's own claim and its
+# time (the state's entry time) is checked like any event's.
+CONTINUATION_SOURCE = "ops-autopilot.continue"
+CONTINUATION_TYPE = "Continue the run"
+MAX_ROUNDS = 48
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """The next round of a run that left work it can do now (the budget of one invocation or
+    of one outbox item ran out). It plans afresh, like a scheduled run: what the earlier rounds
+    did is in AWS and the automation's own records. Forged, it can only make that happen
+    sooner, never something else."""
+
+    id: str
+    time: datetime
+    account: str
+    region: str
+    round: int
+
+
+def is_continuation(event: Any) -> bool:
+    return isinstance(event, Mapping) and event.get("source") == CONTINUATION_SOURCE
+
+
+def parse_continuation(event: Any, automation: str) -> Continuation:
+    detail_type = require(event, "detail-type", str)
+    if event.get("source") != CONTINUATION_SOURCE or detail_type != CONTINUATION_TYPE:
+        raise BadEvent(f"expected a continuation event, got detail-type={detail_type!r}")
+    detail = require(event, "detail", Mapping)
+    named = require(detail, "automation", str, "event.detail")
+    if named != automation:
+        raise BadEvent(f"continuation of {named[:40]!r}, this function is {automation}")
+    number = require(detail, "round", int, "event.detail")
+    if isinstance(number, bool) or not 1 <= number <= MAX_ROUNDS:
+        raise BadEvent(f"event.detail.round={number!r}: a round is 1-{MAX_ROUNDS}")
+    return Continuation(
+        id=require(event, "id", str),
+        time=parse_time(require(event, "time", str)),
+        account=require(event, "account", str),
+        region=require(event, "region", str),
+        round=number,
+    )
+
+
 def require_own_account(event: Any, context: Any) -> None:
     """BadEvent if the event names an account other than the function's own (the account in
     the context's function ARN). EventBridge only delivers this account's events here; any

@@ -37,6 +37,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -59,9 +61,12 @@ from autopilot.events import (
     MAX_EVENT_AGE,
     MAX_EVENT_AHEAD,
     BadEvent,
+    Continuation,
     ScheduledRun,
     StaleEvent,
     accept,
+    is_continuation,
+    parse_continuation,
     reject,
 )
 from autopilot.notify import make_subject, publish
@@ -172,6 +177,11 @@ class Automation(Generic[C, T]):
     counts: Callable[[Mapping[str, Any], Mapping[str, Any]], Counts]  # report.py: act-side numbers
     # The oldest event (by its ``time``, against the clock) the automation acts on.
     max_event_age: timedelta = MAX_EVENT_AGE
+    # Whether a run left work that another round can do right away (its intent had to be cut
+    # to fit the outbox, or its time ran out): given, the automation runs in rounds - the
+    # scheduled run starts the stack's state machine (CONTINUATION_STATE_MACHINE), which
+    # invokes the function with continuation events until a round says there is no more.
+    more: Callable[[Mapping[str, Any], Mapping[str, Any]], bool] | None = None
 
 
 # One claim store per thread: Powertools configures a store on its first use in a way two
@@ -201,8 +211,11 @@ def handle(
     automation: Automation[C, T], event: Any, context: Any, logger: Any, metrics: Any
 ) -> dict[str, Any]:
     """Run one invocation of ``automation`` (see the module doc for the steps)."""
+    parse: Callable[[Any], Any] = automation.parse
+    if automation.more is not None and is_continuation(event):
+        parse = lambda raw: parse_continuation(raw, automation.name)  # noqa: E731
     try:
-        trigger = accept(event, context, automation.parse, clock(), automation.max_event_age)
+        trigger = accept(event, context, parse, clock(), automation.max_event_age)
         if not isinstance(event.get("id"), str) or not event["id"].strip():
             raise BadEvent("event has no id (every EventBridge event has one; it keys the run's claim)")
     except BadEvent as err:
@@ -283,6 +296,7 @@ def _work(
     for decision in plan.decisions:
         logger.info("decision", extra=dict(decision))
     total += plan.counts
+    more = False
     if plan.intent is not None:
         entry = outbox.record(run.run_id, plan.intent, _lease(deadline))
         with _released_on_error(outbox, entry):
@@ -291,12 +305,46 @@ def _work(
         total += automation.counts(plan.intent, result)
         if not _send(outbox, entry, common, automation.name, logger):
             held += 1
+        more = automation.more is not None and automation.more(plan.intent, result)
+    if more and not isinstance(trigger, Continuation) and not _start_rounds(automation.name, trigger, logger):
+        total += Counts(failed=1)  # the rest waits for the next scheduled run: said, counted
 
     _emit(metrics, total)
     metrics.add_metric(name=COMPLETED_METRIC, unit=MetricUnit.Count, value=1)
     summary = {"status": "done", "dry_run": common.dry_run, **total.as_metrics(), "mails_held": held}
+    if automation.more is not None:
+        summary["more"] = more
     logger.info("run finished", extra=summary)
     return summary
+
+
+def _start_rounds(automation: str, trigger: Any, logger: Any) -> bool:
+    """Start the state machine that runs the next rounds of this run now (one execution per
+    scheduled event: its name is the event id, so a retried delivery starts none twice). False
+    when it could not be started (no machine configured, or Step Functions refused)."""
+    arn = os.environ.get("CONTINUATION_STATE_MACHINE", "")
+    if not arn:
+        logger.warning("work left for the next run: no state machine to continue it now")
+        return False
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", f"{automation}-{getattr(trigger, 'id', 'run')}")[:80]
+    payload = {
+        "automation": automation,
+        "account": getattr(trigger, "account", ""),
+        "region": getattr(trigger, "region", ""),
+        "round": 1,
+    }
+    try:
+        aws.client("stepfunctions").start_execution(stateMachineArn=arn, name=name, input=json.dumps(payload))
+    except Exception as err:  # noqa: BLE001 - any failure: the next scheduled run does the rest
+        if aws.error_code(err) == "ExecutionAlreadyExists":  # a retried delivery: it runs already
+            return True
+        logger.error(
+            "could not start the next rounds; the rest waits for the next scheduled run",
+            extra={"code": aws.error_code(err), "state_machine": arn},
+        )
+        return False
+    logger.info("more work than one run: the next rounds start now", extra={"execution": name})
+    return True
 
 
 def _require_scheduled_time(trigger: Any, schedule: Schedule | None, max_age: timedelta) -> None:
