@@ -49,7 +49,7 @@ PARLIAMENT_EXPLAINED: dict[tuple[str, str, str], str] = {
         'in a key policy Resource "*" means this key (a key policy cannot name another); the '
         "principals and the encryption-context conditions bound who may use it for what"
     ),
-    ("MALFORMED", "*FunctionRole/trust", "*"): (
+    ("MALFORMED", "*Role/trust", "*"): (
         "a role's trust policy has no Resource (IAM refuses one that has); parliament reads every "
         "document as an identity policy"
     ),

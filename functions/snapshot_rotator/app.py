@@ -25,6 +25,7 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "dynamodb:Query",  # the ledger (store.py)
         "dynamodb:BatchWriteItem",
         "dynamodb:DescribeTable",  # the ledger's creation time, on its first run only
+        "states:StartExecution",  # the next rounds of a run too large for one invocation
     }
 )
 AUTOMATION = Automation(
@@ -35,6 +36,7 @@ AUTOMATION = Automation(
     act=run.act,
     report=report.mail,
     counts=report.counts,
+    more=report.more,
 )
 logger = Logger()
 metrics = Metrics()

@@ -35,6 +35,8 @@ class Config:
     policies: Mapping[str, Policy] | None = None
     # A volume with no completed backup newer than this is stale (two periods: one missed run).
     stale_after: timedelta = timedelta(days=2)
+    # Work left by a run continues at once in rounds (the stack's state machine), not a day later.
+    rounds: bool = False
 
     @property
     def named(self) -> Mapping[str, Policy]:
@@ -70,4 +72,5 @@ class Config:
             ledger_table=env_str("LEDGER_TABLE", env),
             policies=policies,
             stale_after=period * 2,
+            rounds=bool((os.environ if env is None else env).get("CONTINUATION_STATE_MACHINE", "").strip()),
         )

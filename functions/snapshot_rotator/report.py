@@ -106,6 +106,15 @@ class Outcome:
         )
 
 
+def more(intent: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
+    """Whether the run left work another round can do right away: its intent was cut to fit the
+    outbox, or its time ran out - and this round got something done (a round that could do
+    nothing would not be helped by the next one at once). Never in dry run."""
+    o = Outcome(intent, result)
+    progressed = o.snapshots_created + len(result["deleted"]) + len(result["gone"]) > 0
+    return not o.dry_run and o.left > 0 and progressed
+
+
 def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
     """Changed (created + deleted; 0 in dry run), Skipped (held and refused deletions; the
     plan counts the AMI-used and pending ones), Failed (volumes whose snapshot failed + failed
@@ -180,12 +189,13 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     or was left for the next run; with SUMMARY_MAIL (or in dry run) also when something was
     created or deleted."""
     o = Outcome(intent, result)
-    troubled = bool(o.create_failures or o.delete_failures or o.left or o.failed_backups)
+    continuing = ctx.config.rounds and more(intent, result)  # the next round starts now
+    troubled = bool(o.create_failures or o.delete_failures or o.failed_backups or (o.left and not continuing))
     wants_summary = (ctx.config.summary_mail or o.dry_run) and (o.snapshots_created or result["deleted"])
     if not troubled and not any(o.news.values()) and not wants_summary:
         return None
     digest = Digest(AUTOMATION, ctx.common.stack_name, ctx.common.region, dry_run=o.dry_run)
-    _trouble(digest, o, ctx.common.owner_tag_key)
+    _trouble(digest, o, ctx.common.owner_tag_key, continuing)
     _news(digest, o, ctx.config.stale_after)
     _work(digest, o, ctx.config, ctx.common.owner_tag_key)
     digest.advice = [
@@ -244,7 +254,7 @@ def _summary(o: Outcome) -> str:
     )
 
 
-def _trouble(digest: Digest, o: Outcome, owner_key: str) -> None:
+def _trouble(digest: Digest, o: Outcome, owner_key: str, continuing: bool = False) -> None:
     """The sections about what failed or was left undone (first in the mail)."""
     region, now = digest.region, o.now
     if o.create_failures:
@@ -276,7 +286,9 @@ def _trouble(digest: Digest, o: Outcome, owner_key: str) -> None:
         if o.deferred.get("deletions"):
             lines.append(f"- {plural(o.deferred['deletions'], 'more deletion')} (this run's list was full)")
         digest.section(
-            "Left for the next run (time ran out, or EC2 kept throttling)",
+            "Continued in the next round, which starts now (more work than one invocation)"
+            if continuing
+            else "Left for the next run (time ran out, or EC2 kept throttling)",
             text=[f"{plural(o.left, 'action')} not started:", *lines[:50]],
         )
 

@@ -38,6 +38,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+from autopilot import pacing
 from autopilot.aws import error_code, is_transient
 from autopilot.notify import ITEMS_PER_SECTION
 from autopilot.outbox import MAX_ITEM_BYTES
@@ -91,6 +92,8 @@ MAIL_VOLUMES = ITEMS_PER_SECTION  # the mail's "Backups kept per volume" lists t
 # the rest. About 3,000 volumes with 3 expired snapshots each fit; beyond, work is deferred.
 INTENT_BUDGET = MAX_ITEM_BYTES // 2
 MAX_NOTED = 1000  # failed backups, stale, ended, unknown: at most this many of each a run
+# Each of these EC2 APIs has its own bucket (autopilot.pacing): the calls go at its refill rate.
+PACED = {op: pacing.EC2_MUTATING for op in ("CreateSnapshot", "CreateSnapshots", "DeleteSnapshot")}
 
 
 def plan(run: Run[Config, Trigger]) -> Plan:
@@ -388,15 +391,16 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     if not ctx.dry_run and intent.get("adopt") is not None:  # the ledger's first run: before acting
         store.put(table, [Record.from_json(r) for r in intent["adopt"]], since=str(intent["since"]))
     book = _Book(table, dry_run=ctx.dry_run)
+    pacer = pacing.Pacer(PACED)
     try:
-        _create_all(ctx, jobs, intent, current, result, book)
+        _create_all(ctx, jobs, intent, current, result, book, pacer)
     finally:
         book.flush()
     covered = {volume for entry in result["created"] for volume in entry["snapshots"]}
     held = {v for job in jobs for v in job.volume_ids} - covered
     try:
         fresh_since = planned_at - timedelta(seconds=float(intent["retry_window_seconds"]))
-        _delete_all(ctx, with_holds(deletions, held), planned_at, fresh_since, current, result, book)
+        _delete_all(ctx, with_holds(deletions, held), planned_at, fresh_since, current, result, book, pacer)
     finally:
         book.flush()
     if not ctx.dry_run:  # what this run's mail says, so that the next ones do not say it again
@@ -411,6 +415,7 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
             ],
         )
         store.forget(table, intent.get("forget", []))
+    result["paced_seconds"] = round(pacer.waited, 1)
     return result
 
 
@@ -507,6 +512,7 @@ def _create_all(
     current: list[Snapshot] | None,
     result: dict[str, Any],
     book: _Book,
+    pacer: pacing.Pacer,
 ) -> None:
     work: list[tuple[int, CreateJob]] = []
     recent: dict[str, str] = {}
@@ -527,7 +533,8 @@ def _create_all(
         if todo is not None:
             work.append((index, todo))
     for n, (index, job) in enumerate(work):
-        if ctx.deadline.expired():
+        operation = "CreateSnapshots" if job.kind == "instance" else "CreateSnapshot"
+        if ctx.deadline.expired() or not (ctx.dry_run or pacer.take(operation, ctx.deadline.remaining())):
             result["jobs_left"] = [{"job": i, "volumes": list(j.volume_ids)} for i, j in work[n:]]
             logger.warning("time is up: snapshots left for the next run", extra={"jobs_left": len(work) - n})
             return
@@ -566,6 +573,7 @@ def _delete_all(
     current: list[Snapshot] | None,
     result: dict[str, Any],
     book: _Book,
+    pacer: pacing.Pacer,
 ) -> None:
     stack = ctx.common.stack_name
     result["held"] = [n for n, d in enumerate(decisions) if d.reason is Reason.HELD]
@@ -598,7 +606,9 @@ def _delete_all(
             if why:
                 result["delete_skipped"].append({"index": index, "why": why})
                 continue
-        if ctx.deadline.expired():
+        if ctx.deadline.expired() or not (
+            ctx.dry_run or pacer.take("DeleteSnapshot", ctx.deadline.remaining())
+        ):
             result["deletes_left"] = [i for i, _ in todo[position:]]
             logger.warning(
                 "time is up: deletions left for the next run", extra={"left": len(todo) - position}

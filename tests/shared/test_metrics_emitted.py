@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 __all__ = ["ctx"]  # the scenario context fixture (tests/reliability)
 
 NAMESPACE = "OpsAutopilot"
-NOT_METRICS = {"status", "dry_run", "mails_held"}  # the other keys of a run's result
+NOT_METRICS = {"status", "dry_run", "mails_held", "more"}  # the other keys of a run's result ("more": rounds)
 
 
 def template_environment(name: str) -> dict[str, str]:

@@ -182,7 +182,12 @@ def test_error_state_snapshots_are_not_backups_and_go_once_a_mail_said_so() -> N
 def test_a_backup_of_this_period_counts_only_from_the_next_period_on() -> None:
     """A retry, or a second run in the same period, decides what the first did: on main it
     deleted the snapshot that the first run's new backup, completed by then, pushed out."""
-    first = plan_retention([snap(f"s{i}", i + 1.1) for i in range(4)], stack_name=STACK, policy=RetentionPolicy(keep_newest=3), now=NOW)
+    first = plan_retention(
+        [snap(f"s{i}", i + 1.1) for i in range(4)],
+        stack_name=STACK,
+        policy=RetentionPolicy(keep_newest=3),
+        now=NOW,
+    )
     assert [d.reason for d in first] == [Reason.NEWEST] * 3 + [Reason.EXPIRED]
     new = snap("new", 0.05)  # the first run's snapshot, completed an hour later
     second = plan_retention(
