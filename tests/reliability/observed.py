@@ -26,9 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 AUTOMATIONS = frozenset(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
 
 # botocore service name -> IAM service prefix, where they differ.
-IAM_PREFIX: dict[str, str] = {"monitoring": "cloudwatch"}
+IAM_PREFIX: dict[str, str] = {"monitoring": "cloudwatch", "stepfunctions": "states"}
 # (service, operation) that also need another action when the request carries tags.
-TAG_ON_CREATE = {("ec2", "CreateSnapshot"), ("ec2", "CreateSnapshots"), ("ec2", "RunInstances")}
+TAG_ON_CREATE = {
+    ("ec2", "CreateSnapshot"),
+    ("ec2", "CreateSnapshots"),
+    ("ec2", "CopySnapshot"),
+    ("ec2", "RunInstances"),
+}
 
 _lock = threading.Lock()
 observed: dict[str, set[str]] = defaultdict(set)
