@@ -131,6 +131,7 @@ def run(volumes: int) -> Run:
             "SCHEDULE": "rate(1 day)", "KEEP_NEWEST": str(KEEP), "KEEP_DAYS": "0",
             "KEEP_DAILY": "0", "KEEP_WEEKLY": "0", "KEEP_MONTHLY": "0", "SUMMARY_MAIL": "false",
             "KEEP_YEARLY": "0", "POLICIES": "", "LEDGER_TABLE": ledger,
+            "COPY_REGIONS": "", "COPY_KMS_KEYS": "",
         }  # fmt: skip
         with (
             mock.patch.dict(os.environ, env),

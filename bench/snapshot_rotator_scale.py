@@ -89,11 +89,13 @@ class Account:
         return f"{prefix}-{next(self.ids):017x}"
 
     # --- EC2 ---
-    def ami_snapshot_ids(self) -> set[str]:
+    def ami_snapshot_ids(self, region: str = "") -> set[str]:
         self._call("ec2.DescribeImages", "page")
         return set()
 
-    def managed_snapshots(self, stack: str, ami: Any, records: Any = None) -> Iterator[Snapshot]:
+    def managed_snapshots(
+        self, stack: str, ami: Any, records: Any = None, region: str = ""
+    ) -> Iterator[Snapshot]:
         mine = [s for s in self.snapshots.values() if s["tags"].get("ManagedBy") == stack]
         self._call("ec2.DescribeSnapshots", "page", max(1, math.ceil(len(mine) / 1000)))
         for raw in mine:
@@ -130,7 +132,7 @@ class Account:
             made.append(service.to_snapshot(raw, ()))
         return made
 
-    def delete(self, snapshot_id: str) -> None:
+    def delete(self, snapshot_id: str, region: str = "") -> None:
         self._call("ec2.DeleteSnapshot", "mutating")
         self.snapshots.pop(snapshot_id)
 

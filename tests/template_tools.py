@@ -230,6 +230,8 @@ FEATURE_SAMPLES: dict[str, Any] = {
     "SecurityGroupIds": ["sg-0123456789abcdef0"],
     "Email": "ops@example.com",
     "Sites": "https://example.com",
+    "CopyRegions": ["eu-central-1"],
+    "CopyKmsKeys": ["arn:aws:kms:eu-central-1:123456789012:key/0f5bbd7e-6b1f-4c4e-9c9d-2f1a3b4c5d6e"],
 }
 
 

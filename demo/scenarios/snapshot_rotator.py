@@ -156,6 +156,8 @@ def run(sb: Sandbox) -> None:
         "KEEP_YEARLY": "0",
         "SUMMARY_MAIL": "false",
         "POLICIES": "",
+        "COPY_REGIONS": "",
+        "COPY_KMS_KEYS": "",
         "LEDGER_TABLE": LEDGER,
     }
     step("Retention: newest 3, plus the newest of each of the last 2 weeks and 2 months. DRY RUN first:")

@@ -26,6 +26,14 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "dynamodb:BatchWriteItem",
         "dynamodb:DescribeTable",  # the ledger's creation time, on its first run only
         "states:StartExecution",  # the next rounds of a run too large for one invocation
+        "ec2:CopySnapshot",  # disaster-recovery copies (SnapshotRotatorCopyRegions), tagged as made
+        # A copy encrypted with copy_key: EBS uses the key with this function's credentials.
+        "kms:CreateGrant",
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
     }
 )
 AUTOMATION = Automation(

@@ -37,6 +37,13 @@ class Config:
     stale_after: timedelta = timedelta(days=2)
     # Work left by a run continues at once in rounds (the stack's state machine), not a day later.
     rounds: bool = False
+    # Regions IAM lets the function copy to and delete copies in (SnapshotRotatorCopyRegions).
+    copy_regions: tuple[str, ...] = ()
+
+    @property
+    def copy_targets(self) -> list[str]:
+        """The destination regions the policies copy to, each once."""
+        return sorted({p.copy_region for p in self.named.values() if p.copy_region})
 
     @property
     def named(self) -> Mapping[str, Policy]:
@@ -58,13 +65,33 @@ class Config:
             keep_monthly=env_int("KEEP_MONTHLY", env, minimum=0, maximum=240),
             keep_yearly=env_int("KEEP_YEARLY", env, minimum=0, maximum=100),
         )
-        text = (os.environ if env is None else env).get("POLICIES")
-        if text is None:  # required, but may be empty (no named policies)
-            raise ConfigError("environment variable POLICIES is required but not set")
+        source = os.environ if env is None else env
+        text = _may_be_empty("POLICIES", source)
         try:
             policies = parse_policies(text, policy)
         except ValueError as err:
             raise ConfigError(f"environment variable POLICIES: {err}") from None
+        copy_regions = tuple(r.strip() for r in _may_be_empty("COPY_REGIONS", source).split(",") if r.strip())
+        copy_keys = [k for k in _may_be_empty("COPY_KMS_KEYS", source).split(",") if k.strip()]
+        own = source.get("AWS_REGION", "")
+        for p in policies.values():
+            if p.copy_region and p.copy_region not in copy_regions:
+                raise ConfigError(
+                    f"environment variable POLICIES: policy {p.name!r} copies to {p.copy_region}, which "
+                    f"COPY_REGIONS ({', '.join(copy_regions) or 'empty'}) does not list: the function may "
+                    "copy only there (SnapshotRotatorCopyRegions)"
+                )
+            if p.copy_region and p.copy_region == own:
+                raise ConfigError(
+                    f"environment variable POLICIES: policy {p.name!r} copies to {own}, this stack's own "
+                    "region: a disaster-recovery copy needs another region"
+                )
+            if p.copy_kms_key and not copy_keys:
+                raise ConfigError(
+                    f"environment variable POLICIES: policy {p.name!r} encrypts its copies with "
+                    f"{p.copy_kms_key}, but COPY_KMS_KEYS is empty: list the key's ARN in "
+                    "SnapshotRotatorCopyKmsKeys so that the function may use it"
+                )
         return cls(
             policy=policy,
             retry_window=period / 2,
@@ -72,5 +99,14 @@ class Config:
             ledger_table=env_str("LEDGER_TABLE", env),
             policies=policies,
             stale_after=period * 2,
-            rounds=bool((os.environ if env is None else env).get("CONTINUATION_STATE_MACHINE", "").strip()),
+            rounds=bool(source.get("CONTINUATION_STATE_MACHINE", "").strip()),
+            copy_regions=copy_regions,
         )
+
+
+def _may_be_empty(name: str, env: Mapping[str, str]) -> str:
+    """A required variable whose value may be empty (a list with nothing in it)."""
+    value = env.get(name)
+    if value is None:
+        raise ConfigError(f"environment variable {name} is required but not set")
+    return value.strip()

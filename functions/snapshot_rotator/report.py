@@ -15,6 +15,7 @@ from autopilot.notify import Digest, Item, Severity, plural
 from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
 from snapshot_rotator.config import Config
+from snapshot_rotator.decide.copies import COPY_CONCURRENCY, CopyJob
 from snapshot_rotator.decide.policies import DEFAULT, describe
 from snapshot_rotator.decide.retention import Decision, Reason, RetentionPolicy, Snapshot
 from snapshot_rotator.decide.selection import OPT_IN_TAG, CreateJob
@@ -75,6 +76,15 @@ class Outcome:
         """Work the plan left for the next run so that the intent fits the outbox."""
         return dict(self.intent.get("deferred") or {})
 
+    @cached_property
+    def copies(self) -> list[CopyJob]:
+        return [CopyJob.from_json(j) for j in self.intent.get("copies", [])]
+
+    @property
+    def snapshots_copied(self) -> int:
+        """Disaster-recovery copies started (in dry run: that would be started)."""
+        return len(self.result.get("copied", []))
+
     @property
     def failed_backups(self) -> list[Snapshot]:
         """Snapshots of ours found in ``error`` state (said once; the next run deletes them)."""
@@ -95,6 +105,7 @@ class Outcome:
             sum(len(f["volumes"]) for f in self.result["create_failures"])
             + len(self.result["delete_failures"])
             + len(self.failed_backups)
+            + len(self.result.get("copy_failures", []))
         )
 
     @property
@@ -102,6 +113,7 @@ class Outcome:
         return (
             sum(len(j["volumes"]) for j in self.result["jobs_left"])
             + len(self.result["deletes_left"])
+            + len(self.result.get("copies_left", []))
             + sum(self.deferred.values())
         )
 
@@ -111,7 +123,7 @@ def more(intent: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
     outbox, or its time ran out - and this round got something done (a round that could do
     nothing would not be helped by the next one at once). Never in dry run."""
     o = Outcome(intent, result)
-    progressed = o.snapshots_created + len(result["deleted"]) + len(result["gone"]) > 0
+    progressed = o.snapshots_created + o.snapshots_copied + len(result["deleted"]) + len(result["gone"]) > 0
     return not o.dry_run and o.left > 0 and progressed
 
 
@@ -122,11 +134,17 @@ def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
     outcome = Outcome(intent, result)
     created = 0 if outcome.dry_run else outcome.snapshots_created
     deleted = 0 if outcome.dry_run else len(result["deleted"])
+    copied = 0 if outcome.dry_run else outcome.snapshots_copied
     return Counts(
-        changed=created + deleted,
+        changed=created + deleted + copied,
         skipped=len(result["held"]) + len(result["delete_skipped"]),
         failed=outcome.failed,
-        extra={"SnapshotsCreated": created, "SnapshotsDeleted": deleted, "LeftForNextRun": outcome.left},
+        extra={
+            "SnapshotsCreated": created,
+            "SnapshotsDeleted": deleted,
+            "SnapshotsCopied": copied,
+            "LeftForNextRun": outcome.left,
+        },
     )
 
 
@@ -190,8 +208,16 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     created or deleted."""
     o = Outcome(intent, result)
     continuing = ctx.config.rounds and more(intent, result)  # the next round starts now
-    troubled = bool(o.create_failures or o.delete_failures or o.failed_backups or (o.left and not continuing))
-    wants_summary = (ctx.config.summary_mail or o.dry_run) and (o.snapshots_created or result["deleted"])
+    troubled = bool(
+        o.create_failures
+        or o.delete_failures
+        or o.failed_backups
+        or o.result.get("copy_failures")
+        or (o.left and not continuing)
+    )
+    wants_summary = (ctx.config.summary_mail or o.dry_run) and (
+        o.snapshots_created or result["deleted"] or o.snapshots_copied
+    )
     if not troubled and not any(o.news.values()) and not wants_summary:
         return None
     digest = Digest(AUTOMATION, ctx.common.stack_name, ctx.common.region, dry_run=o.dry_run)
@@ -267,6 +293,19 @@ def _trouble(digest: Digest, o: Outcome, owner_key: str, continuing: bool = Fals
                     link=_job_link(region, job),
                 )
                 for job, f in o.create_failures
+            ],
+        )
+    if o.result.get("copy_failures"):
+        digest.section(
+            "Disaster-recovery copies that FAILED (the backups here are unchanged; tried again next run)",
+            [
+                Item(
+                    title=f"copy of {o.copies[f['job']].source_id} (volume {o.copies[f['job']].volume_id}) "
+                    f"to {o.copies[f['job']].region}",
+                    details=[_error_text(f)],
+                    link=console.ec2_snapshot(region, o.copies[f["job"]].source_id),
+                )
+                for f in o.result["copy_failures"]
             ],
         )
     if o.delete_failures:
@@ -369,6 +408,19 @@ def _work(digest: Digest, o: Outcome, config: Config, owner_key: str) -> None:
                 for job, entry in o.created
             ],
         )
+    if o.snapshots_copied or o.intent.get("copies_waiting"):
+        waiting = dict(o.intent.get("copies_waiting") or {})
+        lines = [
+            f"- {o.copies[e['job']].source_id} of volume {o.copies[e['job']].volume_id} -> "
+            f"{o.copies[e['job']].region}: {e['snapshot'] or 'would be copied'}"
+            for e in o.result.get("copied", [])
+        ][:50]
+        lines += [
+            f"- {n} more to {r}: EBS allows {COPY_CONCURRENCY} copies in flight per destination region; "
+            "the next run copies them"
+            for r, n in sorted(waiting.items())
+        ]
+        digest.section("Disaster-recovery copies", text=lines)
     gone = [d.snapshot.id for d in o.decisions("gone")]
     if o.result["deleted"] or gone:
         digest.section(

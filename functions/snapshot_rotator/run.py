@@ -45,6 +45,7 @@ from autopilot.outbox import MAX_ITEM_BYTES
 from autopilot.runner import Context, Counts, Plan, Run
 from snapshot_rotator import service, store
 from snapshot_rotator.config import Config
+from snapshot_rotator.decide.copies import CopyJob, plan_copies
 from snapshot_rotator.decide.retention import (
     COMPLETED,
     ERROR,
@@ -83,7 +84,7 @@ NOT_FOUND = "InvalidSnapshot.NotFound"
 # Kept by a safety rule although the plan would otherwise let it go: listed in the mail.
 KEPT_PAST_RETENTION = (Reason.AMI, Reason.PENDING)
 # What the act-side metrics are called (emitted as zeros by every plan, so always present).
-EXTRA_METRICS = ("SnapshotsCreated", "SnapshotsDeleted", "LeftForNextRun")
+EXTRA_METRICS = ("SnapshotsCreated", "SnapshotsDeleted", "SnapshotsCopied", "LeftForNextRun")
 MESSAGE_CHARS = 500
 MESSAGES = 50  # error messages kept per list (the mail shows 50 items a section); codes for all
 MAIL_VOLUMES = ITEMS_PER_SECTION  # the mail's "Backups kept per volume" lists this many volumes
@@ -115,6 +116,10 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         existing, adopted = _adopt_from_before(run, existing, created)
         began = created.isoformat()
         records = {**records, **{r.snapshot_id: r for r in adopted}}
+    remote: list[Snapshot] = []  # the disaster-recovery copies, in their regions
+    for destination in config.copy_targets:
+        there = {i: r for i, r in contents.records.items() if r.region == destination}
+        remote += service.managed_snapshots(stack, service.ami_snapshot_ids(destination), there, destination)
     instances = list(service.backup_tagged_instances())
     volumes = list(service.backup_tagged_volumes())
     names = list(config.named)
@@ -132,8 +137,18 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         policies=names,
         token=token,
     )
-    decisions = plan_retention(
+    copies = plan_copies(
         existing,
+        remote,
+        {r.source for r in contents.records.values() if r.source},
+        policies=config.named,
+        stack_name=stack,
+        region=run.common.region,
+        token=token,
+        owner_key=owner_key,
+    )
+    decisions = plan_retention(
+        existing + remote,
         stack_name=stack,
         policy=config.policy,
         policies=config.retention,
@@ -142,7 +157,7 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     )
     deletions = [d for d in decisions if d.delete]
     kept_past = [d for d in decisions if d.reason in KEPT_PAST_RETENTION]
-    watch = _watch(run, existing, records, notes, creation)
+    watch = _watch(run, existing + remote, contents.records, notes, creation)
     counts = Counts(
         checked=creation.volume_count,
         skipped=len(kept_past),
@@ -183,7 +198,7 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         *({"decision": "backups ended", "volume": v, "why": why} for v, why in watch["ended"].items()),
     ]
     has_news = watch["failed"] or watch["notes"] or gone or contents.since is None
-    if not creation.jobs and not deletions and not has_news:
+    if not creation.jobs and not deletions and not copies.jobs and not has_news:
         return Plan(intent=None, counts=counts, decisions=log)
     tag_keys = {MANAGED_BY, "Name", owner_key}
     intent = {
@@ -200,6 +215,8 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         "deferred": {"deletions": 0, "volumes": 0},
         "forget": gone[:MAX_NOTED],
         "since": began,
+        "copies": [j.as_json() for j in copies.jobs],
+        "copies_waiting": copies.waiting,
         "adopt": [r.as_json() for r in adopted] if contents.since is None else None,
         **watch,
     }
@@ -257,7 +274,7 @@ def _watch(
         if s.recorded and s.state == ERROR and not s.failed_reported
     ][:MAX_NOTED]
     backed = {v for job in creation.jobs for v in job.volume_ids} | set(creation.already_done)
-    ours = [s for s in existing if s.recorded]
+    ours = [s for s in existing if s.recorded and not s.region]  # backups here, not their copies
     newest: dict[str, datetime] = {}
     history: dict[str, int] = {}
     never = datetime.min.replace(tzinfo=UTC)
@@ -384,16 +401,37 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
         "delete_failures": [],  # {"index", "code", "message"}
         "deletes_left": [],
     }
+    copy_jobs = [CopyJob.from_json(j) for j in intent.get("copies", [])]
+    result.update({"copied": [], "copy_failures": [], "copies_left": []})  # copies: indices, as jobs
     current = None
     if ctx.resumed:  # finishing an interrupted run: what did it do already?
-        records = {i: r for i, r in store.read(table).records.items() if r.region == ctx.common.region}
+        everything = store.read(table).records
+        records = {i: r for i, r in everything.items() if r.region == ctx.common.region}
         current = list(service.managed_snapshots(stack, service.ami_snapshot_ids(), records))
+        for destination in sorted(
+            {j.region for j in copy_jobs} | {d.snapshot.region for d in deletions} - {""}
+        ):
+            there = {i: r for i, r in everything.items() if r.region == destination}
+            current += service.managed_snapshots(
+                stack, service.ami_snapshot_ids(destination), there, destination
+            )
+        copied = {r.source for r in everything.values() if r.source}
+        copy_jobs = [j if j.source_id not in copied else replace(j, source_id="") for j in copy_jobs]
     if not ctx.dry_run and intent.get("adopt") is not None:  # the ledger's first run: before acting
         store.put(table, [Record.from_json(r) for r in intent["adopt"]], since=str(intent["since"]))
     book = _Book(table, dry_run=ctx.dry_run)
-    pacer = pacing.Pacer(PACED)
+    regions = {j.region for j in copy_jobs} | {d.snapshot.region for d in deletions} - {""}
+    pacer = pacing.Pacer(
+        {
+            **PACED,
+            **{
+                f"{op}@{r}": pacing.EC2_MUTATING for r in regions for op in ("CopySnapshot", "DeleteSnapshot")
+            },
+        }
+    )
     try:
         _create_all(ctx, jobs, intent, current, result, book, pacer)
+        _copy_all(ctx, copy_jobs, intent, current, result, book, pacer)
     finally:
         book.flush()
     covered = {volume for entry in result["created"] for volume in entry["snapshots"]}
@@ -505,6 +543,72 @@ def _record(
     )
 
 
+# CopySnapshot errors that mean "the destination has its maximum of copies in flight".
+COPY_LIMIT_CODES = frozenset({"ResourceLimitExceeded", "ConcurrentSnapshotLimitExceeded"})
+
+
+def _copy_all(
+    ctx: Context[Config],
+    jobs: list[CopyJob],
+    intent: Mapping[str, Any],
+    current: list[Snapshot] | None,
+    result: dict[str, Any],
+    book: _Book,
+    pacer: pacing.Pacer,
+) -> None:
+    """Start the disaster-recovery copies, each recorded right after EC2 returned its id. A job
+    whose source has a recorded copy by now (the interrupted attempt made it) has an empty
+    ``source_id`` and is skipped; one the interrupted attempt made but did not record is adopted
+    by this run's Description, if it is the only one."""
+    for n, job in enumerate(jobs):
+        if not job.source_id:
+            result["copied"].append({"job": n, "snapshot": None, "earlier": True})
+            continue
+        if current is not None:
+            found = [
+                s
+                for s in current
+                if s.region == job.region and not s.recorded and s.description == job.description
+            ]
+            if len(found) == 1:
+                book.record([_copy_record(intent, job, found[0].id)])
+                result["copied"].append({"job": n, "snapshot": found[0].id, "earlier": True})
+                continue
+        operation = f"CopySnapshot@{job.region}"
+        if ctx.deadline.expired() or not (ctx.dry_run or pacer.take(operation, ctx.deadline.remaining())):
+            result["copies_left"] = list(range(n, len(jobs)))
+            logger.warning("time is up: copies left for the next run", extra={"left": len(jobs) - n})
+            return
+        if ctx.dry_run:
+            result["copied"].append({"job": n, "snapshot": None})
+            continue
+        try:
+            copy = service.copy(job, ctx.common.region)
+        except ClientError as err:
+            code = error_code(err)
+            result["copy_failures"].append({"job": n, **_error(err, result["copy_failures"])})
+            logger.error("copy failed", extra={"source": job.source_id, "region": job.region, "code": code})
+            if code in COPY_LIMIT_CODES or is_transient(err):
+                result["copies_left"] = list(range(n + 1, len(jobs)))
+                return
+            continue
+        book.record([_copy_record(intent, job, copy.id)])
+        result["copied"].append({"job": n, "snapshot": copy.id})
+        logger.info("copied snapshot", extra={"source": job.source_id, "copy": copy.id, "region": job.region})
+
+
+def _copy_record(intent: Mapping[str, Any], job: CopyJob, copy_id: str) -> Record:
+    return Record(
+        snapshot_id=copy_id,
+        volume_id=job.volume_id,
+        region=job.region,
+        policy=job.policy,
+        created=str(intent["now"]),
+        run=str(intent.get("run", "")),
+        source=job.source_id,
+    )
+
+
 def _create_all(
     ctx: Context[Config],
     jobs: list[CreateJob],
@@ -606,9 +710,8 @@ def _delete_all(
             if why:
                 result["delete_skipped"].append({"index": index, "why": why})
                 continue
-        if ctx.deadline.expired() or not (
-            ctx.dry_run or pacer.take("DeleteSnapshot", ctx.deadline.remaining())
-        ):
+        operation = f"DeleteSnapshot@{snap.region}" if snap.region else "DeleteSnapshot"
+        if ctx.deadline.expired() or not (ctx.dry_run or pacer.take(operation, ctx.deadline.remaining())):
             result["deletes_left"] = [i for i, _ in todo[position:]]
             logger.warning(
                 "time is up: deletions left for the next run", extra={"left": len(todo) - position}
@@ -618,7 +721,7 @@ def _delete_all(
             result["deleted"].append(index)
             continue
         try:
-            service.delete(snap.id)
+            service.delete(snap.id, snap.region)
         except ClientError as err:
             code = error_code(err)
             if code == IN_USE:

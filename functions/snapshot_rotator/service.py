@@ -24,6 +24,7 @@ from typing import Any
 
 from autopilot import aws
 from autopilot.tags import as_dict, as_list
+from snapshot_rotator.decide.copies import CopyJob
 from snapshot_rotator.decide.retention import MANAGED_BY, Snapshot
 from snapshot_rotator.decide.selection import OPT_IN_TAG, CreateJob, Instance, Volume
 from snapshot_rotator.store import Record
@@ -36,15 +37,16 @@ FILTER_VALUES = 200  # values per filter EC2 accepts
 LIVE_INSTANCES = ["pending", "running", "stopping", "stopped"]
 
 
-def ec2() -> Any:
-    return aws.client("ec2")
+def ec2(region: str = "") -> Any:
+    """This region's EC2 client, or a disaster-recovery destination's."""
+    return aws.client("ec2", region) if region else aws.client("ec2")
 
 
-def ami_snapshot_ids() -> set[str]:
+def ami_snapshot_ids(region: str = "") -> set[str]:
     """Every snapshot referenced by one of this account's AMIs (disabled and deprecated ones too)."""
     found: set[str] = set()
     for image in aws.paginate(
-        ec2(),
+        ec2(region),
         "describe_images",
         "Images[]",
         Owners=["self"],
@@ -66,7 +68,10 @@ def _as_utc(value: Any) -> datetime:
 
 
 def to_snapshot(
-    raw: dict[str, Any], ami_snapshots: Collection[str], records: Mapping[str, Record] | None = None
+    raw: dict[str, Any],
+    ami_snapshots: Collection[str],
+    records: Mapping[str, Record] | None = None,
+    region: str = "",
 ) -> Snapshot:
     """The snapshot as the plans see it: with its ledger record, it is ours, and its volume is
     the record's source volume (a copy's own VolumeId is vol-ffffffff)."""
@@ -83,22 +88,27 @@ def to_snapshot(
         failed_reported=record.failed_reported if record else False,
         policy=record.policy if record else "default",
         description=str(raw.get("Description", "")),
+        region=region,
     )
 
 
 def managed_snapshots(
-    stack_name: str, ami_snapshots: Collection[str], records: Mapping[str, Record] | None = None
+    stack_name: str,
+    ami_snapshots: Collection[str],
+    records: Mapping[str, Record] | None = None,
+    region: str = "",
 ) -> Iterator[Snapshot]:
-    """This account's snapshots tagged ManagedBy=<stack>, 1,000 per page, joined with the ledger."""
+    """This account's snapshots tagged ManagedBy=<stack>, 1,000 per page, joined with the ledger
+    (``region``: those in a disaster-recovery destination)."""
     for raw in aws.paginate(
-        ec2(),
+        ec2(region),
         "describe_snapshots",
         "Snapshots[]",
         OwnerIds=["self"],
         Filters=[{"Name": f"tag:{MANAGED_BY}", "Values": [stack_name]}],
         PaginationConfig={"PageSize": SNAPSHOT_PAGE},
     ):
-        yield to_snapshot(raw, ami_snapshots, records)
+        yield to_snapshot(raw, ami_snapshots, records, region)
 
 
 def recorded_snapshots(
@@ -231,5 +241,29 @@ def create(job: CreateJob) -> list[Snapshot]:
     return [to_snapshot(raw, ()) for raw in created]
 
 
-def delete(snapshot_id: str) -> None:
-    ec2().delete_snapshot(SnapshotId=snapshot_id)
+def delete(snapshot_id: str, region: str = "") -> None:
+    ec2(region).delete_snapshot(SnapshotId=snapshot_id)
+
+
+def copy(job: CopyJob, source_region: str) -> Snapshot:
+    """One CopySnapshot, made in the destination region (its endpoint decides where the copy
+    goes), tagged in the same call; the new (pending) copy."""
+    params: dict[str, Any] = {
+        "SourceRegion": source_region,
+        "SourceSnapshotId": job.source_id,
+        "Description": job.description,
+        "TagSpecifications": [{"ResourceType": "snapshot", "Tags": as_list(job.tags)}],
+    }
+    if job.kms_key:
+        params.update(Encrypted=True, KmsKeyId=job.kms_key)
+    raw = ec2(job.region).copy_snapshot(**params)
+    return Snapshot(
+        id=str(raw["SnapshotId"]),
+        volume_id=job.volume_id,
+        start_time=datetime.now(UTC),
+        state="pending",
+        tags=dict(job.tags),
+        recorded=True,
+        policy=job.policy,
+        region=job.region,
+    )

@@ -57,6 +57,7 @@ class Record:
     created: str  # ISO time
     run: str
     failed_reported: bool = False
+    source: str = ""  # a disaster-recovery copy: the snapshot it copies (in this stack's region)
 
     def item(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -69,6 +70,8 @@ class Record:
         }
         if self.failed_reported:
             item["failed_reported"] = {"BOOL": True}
+        if self.source:
+            item["source"] = {"S": self.source}
         return item
 
     @classmethod
@@ -81,6 +84,7 @@ class Record:
             created=str(item["created"]["S"]),
             run=str(item["run"]["S"]),
             failed_reported=bool(item.get("failed_reported", {}).get("BOOL", False)),
+            source=str(item.get("source", {}).get("S", "")),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -92,11 +96,12 @@ class Record:
             "created": self.created,
             "run": self.run,
             "failed_reported": self.failed_reported,
+            "source": self.source,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Record:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,27 @@ def automation_on_stack() -> str | None:
     return None
 
 
+# What EBS does with the caller's own credentials when a snapshot is copied with a KMS key
+# (the caller's role needs these on the key, though no botocore call of ours names them).
+KMS_FOR_ENCRYPTED_COPY = frozenset(
+    {
+        "kms:CreateGrant",
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+    }
+)
+
+
 def iam_actions(service: str, operation: str, params: dict[str, Any]) -> set[str]:
     prefix = IAM_PREFIX.get(service, service)
     actions = {f"{prefix}:{operation}"}
     if (service, operation) in TAG_ON_CREATE and params.get("TagSpecifications"):
         actions.add(f"{prefix}:CreateTags")
+    if (service, operation) == ("ec2", "CopySnapshot") and params.get("KmsKeyId"):
+        actions |= KMS_FOR_ENCRYPTED_COPY
     return actions
 
 

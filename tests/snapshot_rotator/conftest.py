@@ -37,6 +37,7 @@ STACK = "ops-autopilot-test"
 NOW = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
 AMI_ID = "ami-12c6146b"  # one of moto's bundled images
 LEDGER_TABLE = "ops-autopilot-test-ledger"
+DR_REGION = "eu-central-1"  # the disaster-recovery destination of the tests' copy policies
 
 
 @pytest.fixture(autouse=True)
@@ -163,13 +164,22 @@ class ApiParams:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, Any]]] = []
+        self.elsewhere: list[tuple[str, str, dict[str, Any]]] = []  # (region, operation, params)
         aws.client("ec2").meta.events.register("provide-client-params.ec2", self._hook)
+        aws.client("ec2", DR_REGION).meta.events.register("provide-client-params.ec2", self._there)
 
     def _hook(self, params: dict[str, Any], model: Any, **_: Any) -> None:
         self.seen.append((model.name, copy.deepcopy(params)))
 
+    def _there(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.elsewhere.append((DR_REGION, model.name, copy.deepcopy(params)))
+
     def of(self, operation: str) -> list[dict[str, Any]]:
         return [p for name, p in self.seen if name == operation]
+
+    def of_region(self, operation: str, region: str) -> list[dict[str, Any]]:
+        """The calls of the rotator's client in a disaster-recovery destination region."""
+        return [p for where, name, p in self.elsewhere if name == operation and where == region]
 
 
 @pytest.fixture
@@ -194,6 +204,8 @@ ENV = {  # the template's variables of SnapshotRotatorFunction (their defaults),
     "KEEP_YEARLY": "0",
     "POLICIES": "",
     "LEDGER_TABLE": LEDGER_TABLE,
+    "COPY_REGIONS": "",
+    "COPY_KMS_KEYS": "",
 }
 
 
@@ -223,6 +235,7 @@ def make_config(
         ledger_table=LEDGER_TABLE,
         policies=parse_policies(policies, default),
         stale_after=timedelta(days=2),
+        copy_regions=(DR_REGION,),
     )
 
 

@@ -25,6 +25,8 @@ BAD_INPUT_ENV: dict[str, str] = {
     "SUMMARY_MAIL": "false",
     "KEEP_YEARLY": "0",
     "POLICIES": "",
+    "COPY_REGIONS": "",
+    "COPY_KMS_KEYS": "",
     "LEDGER_TABLE": "ops-autopilot-test-ledger",
 }
 # The sample event of a normal run (events/snapshot_rotator/...).

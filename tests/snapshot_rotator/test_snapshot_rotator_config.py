@@ -24,6 +24,8 @@ ENV = {
     "SUMMARY_MAIL": "false",
     "POLICIES": "gold: newest=14 yearly=5",
     "LEDGER_TABLE": "ledger",
+    "COPY_REGIONS": "eu-central-1",
+    "COPY_KMS_KEYS": "",
 }
 
 
@@ -60,3 +62,34 @@ def test_config_fails_fast_and_names_the_variable() -> None:
 def test_every_variable_is_required(name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Config.from_env({k: v for k, v in ENV.items() if k != name})
+
+
+def test_a_policy_may_copy_only_to_a_region_iam_allows_and_not_to_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        "SCHEDULE": "rate(1 day)",
+        "KEEP_NEWEST": "7",
+        "KEEP_DAYS": "0",
+        "KEEP_DAILY": "0",
+        "KEEP_WEEKLY": "0",
+        "KEEP_MONTHLY": "0",
+        "KEEP_YEARLY": "0",
+        "SUMMARY_MAIL": "false",
+        "LEDGER_TABLE": "t",
+        "POLICIES": "dr: newest=2 copy=us-east-1",
+        "COPY_REGIONS": "eu-central-1",
+        "COPY_KMS_KEYS": "",
+        "AWS_REGION": "eu-west-1",
+    }
+    with pytest.raises(
+        ConfigError, match=r"copies to us-east-1, which COPY_REGIONS \(eu-central-1\) does not list"
+    ):
+        Config.from_env(env)
+    with pytest.raises(ConfigError, match="this stack's own region"):
+        Config.from_env({**env, "POLICIES": "dr: newest=2 copy=eu-west-1", "COPY_REGIONS": "eu-west-1"})
+    with pytest.raises(ConfigError, match="COPY_KMS_KEYS is empty"):
+        Config.from_env({**env, "POLICIES": "dr: newest=2 copy=eu-central-1 copy_key=alias/dr"})
+    assert Config.from_env({**env, "POLICIES": "dr: newest=2 copy=eu-central-1"}).copy_targets == [
+        "eu-central-1"
+    ]

@@ -22,7 +22,14 @@ def _statements() -> list[dict[str, Any]]:
 
 
 def _with(action: str) -> list[dict[str, Any]]:
-    return [s for s in _statements() if action in as_list(s["Action"])]
+    """This region's statements of ``action`` (the copy regions' ones: _copies)."""
+    return [
+        s for s in _statements() if action in as_list(s["Action"]) and "ec2:*::" not in str(s["Resource"])
+    ]
+
+
+def _copies() -> list[dict[str, Any]]:
+    return [s for s in _statements() if "ec2:*::" in str(s["Resource"])]
 
 
 def _resources(statement: dict[str, Any]) -> str:
@@ -52,6 +59,25 @@ def test_only_opted_in_volumes_and_instances_are_snapshotted() -> None:
     (instance,) = [s for s in _with("ec2:CreateSnapshots") if ":instance/*" in _resources(s)]
     for statement in (volume, instance):
         assert statement["Condition"] == {"StringEqualsIgnoreCase": {"ec2:ResourceTag/Backup": "true"}}
+
+
+def test_in_other_regions_only_copies_to_the_copy_regions_tagged_as_made_and_deleted_by_tag() -> None:
+    """Resources in every region (the destination is a parameter): each statement is bound to the
+    listed copy regions by aws:RequestedRegion, and to the stack's tag."""
+    by_action = {a: s for s in _copies() for a in as_list(s["Action"])}
+    assert set(by_action) == {"ec2:CopySnapshot", "ec2:CreateTags", "ec2:DeleteSnapshot"}
+    for statement in by_action.values():
+        assert statement["Condition"]["StringEquals"]["aws:RequestedRegion"] == {
+            "Ref": "SnapshotRotatorCopyRegions"
+        }
+    assert by_action["ec2:CopySnapshot"]["Condition"]["StringEquals"]["aws:RequestTag/ManagedBy"] == STACK_REF
+    assert by_action["ec2:CreateTags"]["Condition"]["StringEquals"]["ec2:CreateAction"] == "CopySnapshot"
+    assert (
+        by_action["ec2:DeleteSnapshot"]["Condition"]["StringEquals"]["ec2:ResourceTag/ManagedBy"] == STACK_REF
+    )
+    (keys,) = [s for s in _statements() if "kms:CreateGrant" in as_list(s["Action"])]
+    assert keys["Resource"] == {"Ref": "SnapshotRotatorCopyKmsKeys"}
+    assert keys["Condition"] == {"StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}
 
 
 def test_star_resources_are_read_only_and_actions_match_the_code() -> None:

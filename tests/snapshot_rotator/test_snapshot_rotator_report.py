@@ -42,6 +42,7 @@ def test_metrics_count_what_was_done(fleet: Any, rotate: Rotate) -> None:
         "Failed": 1,
         "SnapshotsCreated": 2,
         "SnapshotsDeleted": 4,
+        "SnapshotsCopied": 0,
         "LeftForNextRun": 0,
         "StaleBackups": 0,
     }
@@ -60,6 +61,7 @@ def test_a_run_with_nothing_to_do_still_emits_every_metric(fleet: Any, rotate: R
             "Failed",
             "SnapshotsCreated",
             "SnapshotsDeleted",
+            "SnapshotsCopied",
             "LeftForNextRun",
             "StaleBackups",
         ),

@@ -110,7 +110,7 @@ def _recorded(backup: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], 
     plan = plan_creation(instances, volumes, recent={}, stack_name=STACK_NAME, now=NOW)
     assert {j.kind for j in plan.jobs} == {"instance", "volume"}, plan.jobs
     recorder = Recorder()
-    monkeypatch.setattr(service, "ec2", lambda: recorder)
+    monkeypatch.setattr(service, "ec2", lambda region="": recorder)
     for job in plan.jobs:
         service.create(job)
     service.delete("snap-0expired")

@@ -89,7 +89,7 @@ def test_the_function_starts_the_machine_its_role_may_start() -> None:
     statements = resources["SnapshotRotatorFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
         "Statement"
     ]
-    (start,) = [s for s in statements if s["Action"] == "states:StartExecution"]
+    (start,) = [s for s in statements if s.get("Action") == "states:StartExecution"]
     assert start["Resource"]["Fn::Sub"][1]["Name"] == name
     role = resources["SnapshotRotatorRoundsRole"]["Properties"]
     (invoke,) = role["Policies"][0]["PolicyDocument"]["Statement"]

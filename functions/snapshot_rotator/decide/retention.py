@@ -54,6 +54,7 @@ class Snapshot:
     failed_reported: bool = False  # ended in error, and a mail said so
     policy: str = "default"  # the retention policy it was created under (the ledger's)
     description: str = ""  # set by its creator at creation, never changed (not in the intent)
+    region: str = ""  # "" for this region; a disaster-recovery copy's destination region
 
     def ours(self, stack_name: str) -> bool:
         """Created by this stack (its ledger says so) and still tagged as such (IAM needs it)."""
@@ -71,6 +72,7 @@ class Snapshot:
             "recorded": self.recorded,
             "failed_reported": self.failed_reported,
             "policy": self.policy,
+            "region": self.region,
         }
 
     @classmethod
@@ -85,6 +87,7 @@ class Snapshot:
             recorded=bool(data.get("recorded")),
             failed_reported=bool(data.get("failed_reported")),
             policy=str(data.get("policy") or "default"),
+            region=str(data.get("region") or ""),
         )
 
 
@@ -242,8 +245,9 @@ def plan_retention(
     (FRESH: kept, not counted yet).
     """
     named = {DEFAULT_POLICY: policy, **(policies or {})}
-    by_volume: dict[str, list[Snapshot]] = defaultdict(list)
-    newest: dict[str, Snapshot] = {}
+    # A region's copies are rotated apart from the backups they copy (each region keeps the policy)
+    by_volume: dict[tuple[str, str], list[Snapshot]] = defaultdict(list)
+    newest: dict[tuple[str, str], Snapshot] = {}
     decisions: list[Decision] = []
     for snap in snapshots:
         if not snap.recorded:
@@ -252,9 +256,10 @@ def plan_retention(
         if not snap.ours(stack_name):
             decisions.append(Decision(snap, Reason.UNTAGGED))
             continue
-        best = newest.get(snap.volume_id)
+        group = (snap.region, snap.volume_id)
+        best = newest.get(group)
         if best is None or (snap.start_time, snap.id) > (best.start_time, best.id):
-            newest[snap.volume_id] = snap
+            newest[group] = snap
         if snap.state == PENDING:
             decisions.append(Decision(snap, Reason.PENDING))
         elif snap.state == COMPLETED and fresh_since is not None and snap.start_time >= fresh_since:
@@ -262,9 +267,9 @@ def plan_retention(
         elif snap.state not in (COMPLETED, ERROR):
             decisions.append(Decision(snap, Reason.OTHER_STATE))
         else:
-            by_volume[snap.volume_id].append(snap)
-    for volume_id, snaps in by_volume.items():
-        volume_policy = named.get(newest[volume_id].policy)
+            by_volume[group].append(snap)
+    for (region, volume_id), snaps in by_volume.items():
+        volume_policy = named.get(newest[region, volume_id].policy)
         retained = _retained(snaps, volume_policy, now) if volume_policy is not None else {}
         for snap in _newest_first(snaps):
             if snap.id in retained:

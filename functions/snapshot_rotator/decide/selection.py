@@ -143,7 +143,9 @@ def recent_snapshots(
     """Volume id -> id of its newest pending or completed snapshot of this stack started in the window."""
     found: dict[str, Snapshot] = {}
     for snap in snapshots:
-        if snap.ours(stack_name) and snap.state in (PENDING, COMPLETED) and snap.start_time >= now - window:
+        # a copy in another region (``region``) is not this region's backup
+        local = snap.ours(stack_name) and not snap.region
+        if local and snap.state in (PENDING, COMPLETED) and snap.start_time >= now - window:
             best = found.get(snap.volume_id)
             if best is None or snap.start_time > best.start_time:
                 found[snap.volume_id] = snap
@@ -283,7 +285,7 @@ def oldest_backup_first(
     intent had to be cut), the volumes that waited longest went first, so none waits for ever."""
     newest: dict[str, float] = {}
     for snap in snapshots:
-        if snap.ours(stack_name) and snap.state in (PENDING, COMPLETED):
+        if snap.ours(stack_name) and not snap.region and snap.state in (PENDING, COMPLETED):
             newest[snap.volume_id] = max(newest.get(snap.volume_id, 0.0), snap.start_time.timestamp())
 
     def waited(job: CreateJob) -> tuple[int, float]:
