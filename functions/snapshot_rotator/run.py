@@ -575,7 +575,7 @@ def _copy_all(
                 result["copied"].append({"job": n, "snapshot": found[0].id, "earlier": True})
                 continue
         operation = f"CopySnapshot@{job.region}"
-        if ctx.deadline.expired() or not (ctx.dry_run or pacer.take(operation, ctx.deadline.remaining())):
+        if not _may_call(ctx, pacer, operation):
             result["copies_left"] = list(range(n, len(jobs)))
             logger.warning("time is up: copies left for the next run", extra={"left": len(jobs) - n})
             return
@@ -595,6 +595,12 @@ def _copy_all(
         book.record([_copy_record(intent, job, copy.id)])
         result["copied"].append({"job": n, "snapshot": copy.id})
         logger.info("copied snapshot", extra={"source": job.source_id, "copy": copy.id, "region": job.region})
+
+
+def _may_call(ctx: Context[Config], pacer: pacing.Pacer, operation: str) -> bool:
+    """Whether the next call may be made: time is left, and (except in dry run, which makes no
+    call) the API's token came within it."""
+    return not ctx.deadline.expired() and (ctx.dry_run or pacer.take(operation, ctx.deadline.remaining()))
 
 
 def _copy_record(intent: Mapping[str, Any], job: CopyJob, copy_id: str) -> Record:
@@ -638,7 +644,7 @@ def _create_all(
             work.append((index, todo))
     for n, (index, job) in enumerate(work):
         operation = "CreateSnapshots" if job.kind == "instance" else "CreateSnapshot"
-        if ctx.deadline.expired() or not (ctx.dry_run or pacer.take(operation, ctx.deadline.remaining())):
+        if not _may_call(ctx, pacer, operation):
             result["jobs_left"] = [{"job": i, "volumes": list(j.volume_ids)} for i, j in work[n:]]
             logger.warning("time is up: snapshots left for the next run", extra={"jobs_left": len(work) - n})
             return
@@ -711,7 +717,7 @@ def _delete_all(
                 result["delete_skipped"].append({"index": index, "why": why})
                 continue
         operation = f"DeleteSnapshot@{snap.region}" if snap.region else "DeleteSnapshot"
-        if ctx.deadline.expired() or not (ctx.dry_run or pacer.take(operation, ctx.deadline.remaining())):
+        if not _may_call(ctx, pacer, operation):
             result["deletes_left"] = [i for i, _ in todo[position:]]
             logger.warning(
                 "time is up: deletions left for the next run", extra={"left": len(todo) - position}
