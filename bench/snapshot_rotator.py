@@ -37,7 +37,7 @@ from unittest import mock
 import boto3
 from moto.ec2.models import ec2_backends
 
-from autopilot import runner
+from autopilot import pacing, runner
 from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sample_event, sandbox
 from snapshot_rotator import store
 from snapshot_rotator.store import Record
@@ -133,9 +133,12 @@ def run(volumes: int) -> Run:
             "KEEP_YEARLY": "0", "POLICIES": "", "LEDGER_TABLE": ledger,
             "COPY_REGIONS": "", "COPY_KMS_KEYS": "",
         }  # fmt: skip
+        waited = [0.0]  # EC2's refill is modelled (autopilot.pacing), not slept through here
         with (
             mock.patch.dict(os.environ, env),
             mock.patch.object(runner, "clock", lambda: NOW),
+            mock.patch.object(pacing, "clock", lambda: waited[0]),
+            mock.patch.object(pacing, "sleep", lambda s: waited.__setitem__(0, waited[0] + s)),
             contextlib.redirect_stdout(io.StringIO()),
             measured() as (calls, elapsed),
         ):
@@ -151,5 +154,6 @@ def run(volumes: int) -> Run:
             "created": result["SnapshotsCreated"],
             "deleted": result["SnapshotsDeleted"],
             "left": result["LeftForNextRun"],
+            "paced_seconds": round(waited[0], 1),
         },
     )

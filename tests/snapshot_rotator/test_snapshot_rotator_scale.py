@@ -2,7 +2,7 @@
 pacing and rounds against an in-memory EC2 and ledger on a simulated clock. 2,000 volumes need
 two rounds on the first day (8,000 mutating calls: 1,600 s at EC2's refill), one a day after.
 ``python -m bench.snapshot_rotator_scale 10000 7`` is the week at 10,000 volumes
-(docs/benchmarks.md)."""
+(docs/benchmarks-snapshot-scale.md)."""
 
 from __future__ import annotations
 
