@@ -8,7 +8,7 @@ from aws_lambda_powertools import Logger, Metrics
 
 from autopilot import runner
 from autopilot.runner import Automation
-from snapshot_rotator import event, report, run
+from snapshot_rotator import event, report, run, service
 from snapshot_rotator.config import Config
 
 # Exactly the IAM actions this function calls (the template test checks the policy grants these).
@@ -27,14 +27,8 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "dynamodb:DescribeTable",  # the ledger's creation time, on its first run only
         "states:StartExecution",  # the next rounds of a run too large for one invocation
         "ec2:CopySnapshot",  # disaster-recovery copies (SnapshotRotatorCopyRegions), tagged as made
-        # A copy encrypted with copy_key: EBS uses the key with this function's credentials.
-        "kms:CreateGrant",
-        "kms:Decrypt",
-        "kms:DescribeKey",
-        "kms:GenerateDataKeyWithoutPlaintext",
-        "kms:ReEncryptFrom",
-        "kms:ReEncryptTo",
     }
+    | service.KMS_FOR_ENCRYPTED_COPY  # a copy encrypted with copy_key
 )
 AUTOMATION = Automation(
     name="snapshot_rotator",

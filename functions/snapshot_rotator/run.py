@@ -112,7 +112,7 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     adopted: list[Record] = []
     began = contents.since
     if began is None:  # the ledger's first run: what the stack made before it kept one
-        created = service.table_created(config.ledger_table)
+        created = store.created_at(config.ledger_table)
         existing, adopted = _adopt_from_before(run, existing, created)
         began = created.isoformat()
         records = {**records, **{r.snapshot_id: r for r in adopted}}

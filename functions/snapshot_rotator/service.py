@@ -129,11 +129,6 @@ def recorded_snapshots(
     return found
 
 
-def table_created(table: str) -> datetime:
-    """When a DynamoDB table was created (DescribeTable; the ledger's first run only)."""
-    return _as_utc(aws.client("dynamodb").describe_table(TableName=table)["Table"]["CreationDateTime"])
-
-
 def existing_volumes(volume_ids: Collection[str]) -> set[str]:
     """Which of these volumes still exist (200 ids a call; only for volumes whose backups ended)."""
     found: set[str] = set()
@@ -243,6 +238,20 @@ def create(job: CreateJob) -> list[Snapshot]:
 
 def delete(snapshot_id: str, region: str = "") -> None:
     ec2(region).delete_snapshot(SnapshotId=snapshot_id)
+
+
+# What EBS does with the caller's own credentials when it copies a snapshot with a KMS key: the
+# caller's role needs these on the key, though no call of the function names them.
+KMS_FOR_ENCRYPTED_COPY = frozenset(
+    {
+        "kms:CreateGrant",
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+    }
+)
 
 
 def copy(job: CopyJob, source_region: str) -> Snapshot:

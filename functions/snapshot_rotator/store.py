@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from autopilot import aws
@@ -177,6 +178,14 @@ def read(table: str) -> Contents:
         elif key == SINCE:
             since = str(item["since"]["S"])
     return Contents(records, notes, since)
+
+
+def created_at(table: str) -> datetime:
+    """When the ledger table was created (DescribeTable; on the ledger's first run only)."""
+    value = dynamodb().describe_table(TableName=table)["Table"]["CreationDateTime"]
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def since_item(since: str) -> dict[str, Any]:

@@ -22,6 +22,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+# What EBS does with the caller's own credentials on an encrypted copy: no botocore call names it.
+from snapshot_rotator.service import KMS_FOR_ENCRYPTED_COPY
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 AUTOMATIONS = frozenset(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
 
@@ -50,20 +53,6 @@ def automation_on_stack() -> str | None:
             return top
         frame = frame.f_back  # type: ignore[assignment]
     return None
-
-
-# What EBS does with the caller's own credentials when a snapshot is copied with a KMS key
-# (the caller's role needs these on the key, though no botocore call of ours names them).
-KMS_FOR_ENCRYPTED_COPY = frozenset(
-    {
-        "kms:CreateGrant",
-        "kms:Decrypt",
-        "kms:DescribeKey",
-        "kms:GenerateDataKeyWithoutPlaintext",
-        "kms:ReEncryptFrom",
-        "kms:ReEncryptTo",
-    }
-)
 
 
 def iam_actions(service: str, operation: str, params: dict[str, Any]) -> set[str]:
