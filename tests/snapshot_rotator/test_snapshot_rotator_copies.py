@@ -119,3 +119,22 @@ def test_a_copy_is_encrypted_with_the_policys_key(fleet: Any, rotate: Rotate, ap
     rotate(policies=f"dr: newest=2 copy=eu-central-1 copy_key={key}")
     (params,) = api.of_region("CopySnapshot", DR)
     assert params["Encrypted"] is True and params["KmsKeyId"] == key and params["SourceRegion"] == "eu-west-1"
+
+
+def test_a_dry_run_copies_nothing_records_nothing_and_starts_no_rounds(
+    fleet: Any, rotate: Rotate, calls: CallRecorder
+) -> None:
+    """PRODUCT.md rule 3 on the new paths: the copy is decided and mailed, never made; the ledger
+    is not written; a dry run never continues in rounds."""
+    from snapshot_rotator import report
+
+    vol = fleet.volume({"Backup": "dr"})
+    fleet.snapshot(vol, NOW - DAY, policy="dr")
+    before = dict(fleet.ledger())
+    calls.calls.clear()
+    dry = rotate(dry_run=True)
+    assert [c.operation for c in calls.mutating() if c.service == "ec2"] == []
+    assert calls.count("dynamodb", "BatchWriteItem") == 0 and fleet.ledger() == before
+    assert copies() == {} and dry.result["copied"] == [{"job": 0, "snapshot": None}]
+    assert dry.metrics["SnapshotsCopied"] == 0 and not report.more(dry.intent, dry.result)
+    assert dry.mail is not None and "would be copied" in dry.mail.body
