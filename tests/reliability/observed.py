@@ -55,8 +55,20 @@ def automation_on_stack() -> str | None:
     return None
 
 
+# A DynamoDB transaction has no IAM action of its own: each of its items is authorized as the
+# underlying item operation (DynamoDB developer guide, "Using IAM with DynamoDB transactions").
+TRANSACTION_ITEM = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
+
+
 def iam_actions(service: str, operation: str, params: dict[str, Any]) -> set[str]:
     prefix = IAM_PREFIX.get(service, service)
+    if (service, operation) == ("dynamodb", "TransactWriteItems"):
+        return {f"dynamodb:{TRANSACTION_ITEM[kind]}" for item in params["TransactItems"] for kind in item}
     actions = {f"{prefix}:{operation}"}
     if (service, operation) in TAG_ON_CREATE and params.get("TagSpecifications"):
         actions.add(f"{prefix}:CreateTags")

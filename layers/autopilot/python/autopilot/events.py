@@ -94,10 +94,10 @@ MAX_ROUNDS = 48
 
 @dataclass(frozen=True)
 class Continuation:
-    """The next round of a run that left work it can do now (the budget of one invocation or
-    of one outbox item ran out). It plans afresh, like a scheduled run: what the earlier rounds
-    did is in AWS and the automation's own records. Forged, it can only make that happen
-    sooner, never something else."""
+    """The next round of a run that left work it can do now (more than one invocation can do,
+    or one outbox item can hold). It neither gathers nor decides: it takes the next intent the
+    run queued in the outbox (autopilot.outbox, rounds). Forged, it can only make queued work
+    happen sooner (or find nothing queued), never something else."""
 
     id: str
     time: datetime

@@ -15,6 +15,15 @@ An entry's life, written by :mod:`autopilot.runner` and nothing else:
 An entry still there when its lease has run out belongs to a run that died or whose mail
 failed; the next invocation of the same automation ``take``s it (a conditional write, so only
 one does), finishes the work from the intent if it was still ``acting``, and sends the mail.
+
+**Rounds.** An automation whose work is more than one invocation can do (or one item can hold)
+queues the intents of its next rounds here (``queue``: keys ``queue#<time>#<run id>#<nnnn>``,
+status ``queued``, written before anything acts), and each round ``take_queued``s the first
+one: in one transaction the queued item is deleted and an ``acting`` entry written, so two
+rounds never take the same work. What a round's time did not cover goes back to its own place
+in the queue in the same write as its result (``acted(..., rest=...)``): neither is ever lost
+nor done twice. A queued intent older than :data:`QUEUED_KEEPS_SECONDS` is dropped, not acted
+on; a new run (not a round) replaces whatever an earlier run left queued.
 """
 
 from __future__ import annotations
@@ -34,6 +43,10 @@ from autopilot import aws
 Status = Literal["acting", "acted"]
 KEEP_SECONDS = 14 * 86400  # an entry that nobody could finish in two weeks is dropped by TTL
 MAX_ITEM_BYTES = 380_000  # DynamoDB's item limit is 400 KB; keep room for the keys
+QUEUE = "queue#"  # sorts after every entry's key (they start with the year)
+# A run's rounds end within 48 rounds of at most 15 minutes each (and Step Functions' retries):
+# work queued longer ago than that belongs to rounds that stopped, and the next run plans again.
+QUEUED_KEEPS_SECONDS = 15 * 3600
 
 
 class OutboxError(RuntimeError):
@@ -69,6 +82,7 @@ class Entry:
     lease_until: float = 0.0
     created_at: float = field(default_factory=time.time)
     attempts: int = 0  # how many invocations took it over to finish it
+    slot: str = ""  # its place in the queue of rounds: where the work it leaves goes back to
 
     @property
     def key(self) -> dict[str, Any]:
@@ -86,9 +100,22 @@ def _pack(data: Mapping[str, Any]) -> bytes:
     return packed
 
 
+def _stamp(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def _unpack(blob: bytes) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(zlib.decompress(blob).decode("utf-8"))
     return data
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The intent of a next round, waiting in the queue."""
+
+    sk: str
+    queued_at: float
+    data: bytes
 
 
 @dataclass
@@ -98,41 +125,148 @@ class Outbox:
     table: str
     automation: str
     clock: Any = time.time  # seconds since the epoch; tests may pass their own
+    # What is queued for the next rounds, oldest first (listed by :meth:`unfinished`).
+    queued: list[Queued] | None = None
 
     def _client(self) -> Any:
         return aws.client("dynamodb")
 
-    def record(self, run_id: str, intent: Mapping[str, Any], lease_until: float) -> Entry:
+    def record(self, run_id: str, intent: Mapping[str, Any], lease_until: float, slot: str = "") -> Entry:
         """Write the intent before acting. The key is unique per attempt (time + run id + a
-        random suffix), so a retry of the same event never collides with its own earlier entry."""
-        now = self.clock()
-        sk = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}#{run_id}#{uuid.uuid4().hex[:8]}"
-        entry = Entry(self.automation, sk, "acting", dict(intent), lease_until=lease_until, created_at=now)
+        random suffix), so a retry of the same event never collides with its own earlier entry.
+        ``slot``: the entry's place in the queue of rounds (:meth:`slots`), if it has rounds."""
+        entry = self._entry(run_id, intent, lease_until, slot)
         self._client().put_item(
-            TableName=self.table,
-            Item={
-                **entry.key,
-                "status": {"S": "acting"},
-                "data": {"B": _pack({"intent": entry.intent})},
-                "lease_until": {"N": f"{lease_until:.3f}"},
-                "created_at": {"N": f"{now:.3f}"},
-                "expiration": {"N": str(int(now) + KEEP_SECONDS)},
-            },
-            ConditionExpression="attribute_not_exists(sk)",
+            TableName=self.table, Item=self._item(entry), ConditionExpression="attribute_not_exists(sk)"
         )
         return entry
 
-    def acted(self, entry: Entry, result: Mapping[str, Any], mail: Mail | None) -> Entry:
-        """The work is done; store its result and the mail to send (one write)."""
+    def _entry(self, run_id: str, intent: Mapping[str, Any], lease_until: float, slot: str) -> Entry:
+        now = self.clock()
+        sk = f"{_stamp(now)}#{run_id}#{uuid.uuid4().hex[:8]}"
+        return Entry(
+            self.automation, sk, "acting", dict(intent), lease_until=lease_until, created_at=now, slot=slot
+        )
+
+    def _item(self, entry: Entry) -> dict[str, Any]:
+        item = {
+            **entry.key,
+            "status": {"S": "acting"},
+            "data": {"B": _pack({"intent": entry.intent})},
+            "lease_until": {"N": f"{entry.lease_until:.3f}"},
+            "created_at": {"N": f"{entry.created_at:.3f}"},
+            "expiration": {"N": str(int(entry.created_at) + KEEP_SECONDS)},
+        }
+        if entry.slot:
+            item["slot"] = {"S": entry.slot}
+        return item
+
+    def slots(self, run_id: str, count: int) -> list[str]:
+        """The queue places of a run's rounds, in order: the run's own first."""
+        stamp = _stamp(self.clock())
+        return [f"{QUEUE}{stamp}#{run_id}#{n:04d}" for n in range(count)]
+
+    def queue(self, slots: list[str], intents: list[Mapping[str, Any]]) -> None:
+        """Replace whatever is queued by ``intents`` at ``slots``: a new run plans everything
+        again, so what an earlier run (or an earlier attempt of this one) left queued is
+        superseded. The queued keys come from :meth:`unfinished`'s Query (no call of its own);
+        one DeleteItem per superseded intent, one PutItem per new one."""
+        for sk in [q.sk for q in self._queued_now()]:
+            self._client().delete_item(TableName=self.table, Key=self._key(sk))
+        self.queued = []
+        now = self.clock()
+        for sk, intent in zip(slots, intents, strict=True):
+            self._client().put_item(TableName=self.table, Item=self._queued_item(sk, intent, now))
+
+    def _key(self, sk: str) -> dict[str, Any]:
+        return {"pk": {"S": partition(self.automation)}, "sk": {"S": sk}}
+
+    def _queued_item(self, sk: str, intent: Mapping[str, Any], queued_at: float) -> dict[str, Any]:
+        return {
+            **self._key(sk),
+            "status": {"S": "queued"},
+            "data": {"B": _pack({"intent": dict(intent)})},
+            "created_at": {"N": f"{queued_at:.3f}"},
+            "expiration": {"N": str(int(queued_at) + QUEUED_KEEPS_SECONDS)},
+        }
+
+    def _queued_now(self) -> list[Queued]:
+        if self.queued is None:
+            list(self.unfinished())
+        return list(self.queued or [])
+
+    def take_queued(self, run_id: str, lease_until: float) -> tuple[Entry | None, bool]:
+        """The first queued intent, taken as this run's ``acting`` entry (one transaction: the
+        queued item deleted only if it is still there, the entry written), and whether more is
+        queued behind it. One another round took first is skipped. An intent queued longer ago
+        than :data:`QUEUED_KEEPS_SECONDS` is dropped unacted (its rounds stopped; the next run
+        plans again)."""
+        client = self._client()
+        waiting = self._queued_now()
+        while waiting:
+            first = waiting.pop(0)
+            if self.clock() - first.queued_at > QUEUED_KEEPS_SECONDS:
+                client.delete_item(TableName=self.table, Key=self._key(first.sk))
+                continue
+            entry = self._entry(run_id, _unpack(first.data)["intent"], lease_until, first.sk)
+            try:
+                client.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Delete": {
+                                "TableName": self.table,
+                                "Key": self._key(first.sk),
+                                "ConditionExpression": "attribute_exists(sk)",
+                            }
+                        },
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": self._item(entry),
+                                "ConditionExpression": "attribute_not_exists(sk)",
+                            }
+                        },
+                    ]
+                )
+            except ClientError as err:
+                if aws.error_code(err) == "TransactionCanceledException":
+                    continue  # another round took it: the next one
+                raise
+            self.queued = waiting
+            return entry, bool(waiting)
+        self.queued = []
+        return None, False
+
+    def acted(
+        self,
+        entry: Entry,
+        result: Mapping[str, Any],
+        mail: Mail | None,
+        rest: Mapping[str, Any] | None = None,
+    ) -> Entry:
+        """The work is done; store its result and the mail to send (one write). ``rest``: the
+        work it left, queued again at the entry's slot in the same transaction."""
         entry.status, entry.result, entry.mail = "acted", dict(result), mail
         payload = {"intent": entry.intent, "result": entry.result, "mail": mail.as_dict() if mail else None}
-        self._client().update_item(
-            TableName=self.table,
-            Key=entry.key,
-            UpdateExpression="SET #s = :acted, #d = :data",
-            ExpressionAttributeNames={"#s": "status", "#d": "data"},
-            ExpressionAttributeValues={":acted": {"S": "acted"}, ":data": {"B": _pack(payload)}},
+        update = {
+            "TableName": self.table,
+            "Key": entry.key,
+            "UpdateExpression": "SET #s = :acted, #d = :data",
+            "ExpressionAttributeNames": {"#s": "status", "#d": "data"},
+            "ExpressionAttributeValues": {":acted": {"S": "acted"}, ":data": {"B": _pack(payload)}},
+        }
+        if rest is None:
+            self._client().update_item(**update)
+            return entry
+        if not entry.slot:
+            raise OutboxError("work left by an entry without a place in the queue of rounds")
+        item = self._queued_item(entry.slot, rest, self.clock())
+        self._client().transact_write_items(
+            TransactItems=[{"Update": update}, {"Put": {"TableName": self.table, "Item": item}}]
         )
+        if self.queued is not None:  # a round of this invocation may take it
+            left = Queued(entry.slot, float(item["created_at"]["N"]), item["data"]["B"])
+            self.queued = sorted([*self.queued, left], key=lambda q: q.sk)
         return entry
 
     def done(self, entry: Entry) -> None:
@@ -141,7 +275,8 @@ class Outbox:
 
     def unfinished(self) -> Iterator[Entry]:
         """Entries of this automation whose lease has run out: a run died, or its mail failed.
-        One Query per run (usually an empty answer)."""
+        One Query per run (usually an empty answer). The same Query also lists what is queued
+        for the next rounds (``queued``, oldest first), which is never yielded here."""
         now = self.clock()
         pages = aws.paginate(
             self._client(),
@@ -149,11 +284,20 @@ class Outbox:
             "Items[]",
             TableName=self.table,
             KeyConditionExpression="pk = :pk",
-            FilterExpression="lease_until < :now",
-            ExpressionAttributeValues={":pk": {"S": partition(self.automation)}, ":now": {"N": f"{now:.3f}"}},
+            FilterExpression="lease_until < :now OR #s = :queued",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":pk": {"S": partition(self.automation)},
+                ":now": {"N": f"{now:.3f}"},
+                ":queued": {"S": "queued"},
+            },
             ConsistentRead=True,
         )
+        queued: list[Queued] = []
         for item in pages:
+            if item["status"]["S"] == "queued":
+                queued.append(Queued(str(item["sk"]["S"]), float(item["created_at"]["N"]), item["data"]["B"]))
+                continue
             data = _unpack(item["data"]["B"])
             mail = data.get("mail")
             yield Entry(
@@ -166,7 +310,9 @@ class Outbox:
                 lease_until=float(item["lease_until"]["N"]),
                 created_at=float(item.get("created_at", {}).get("N", "0")),
                 attempts=int(item.get("attempts", {}).get("N", "0")),
+                slot=str(item.get("slot", {}).get("S", "")),
             )
+        self.queued = sorted(queued, key=lambda q: q.sk)
 
     def take(self, entry: Entry, lease_until: float) -> bool:
         """Take over an unfinished entry until ``lease_until`` (and count the attempt); False if

@@ -28,6 +28,11 @@
    result and the mail (``report``, pure) -> **send** -> mark sent. A mail is marked sent only
    after SNS accepted it; one that was not stays in the outbox and the invocation raises, so the
    retry (or the next run) sends it.
+   An automation with rounds (``Automation.rest``) may plan more than one invocation can do:
+   the intents of the next rounds (``Plan.later``) are queued in the outbox before anything
+   acts, what a round did not reach is queued again with its result, and the stack's state
+   machine invokes the function with continuation events, each taking the next queued intent
+   (:mod:`autopilot.outbox`, rounds) - the rounds gather and decide nothing again.
 6. **metrics** - Checked, Changed, Skipped and Failed always (zeros included), plus the
    automation's own; ``RunsCompleted`` = 1 only when the run got to its end (the template's
    silence alarm fires when a scheduled automation has none for too long: PRODUCT.md rule 8);
@@ -162,6 +167,11 @@ class Plan:
     intent: Mapping[str, Any] | None = None
     counts: Counts = field(default_factory=Counts)
     decisions: Sequence[Mapping[str, Any]] = ()
+    # The rest of the work, when it is more than one intent holds or one invocation can do:
+    # the intents of the next rounds, in order (an automation with rounds only, see
+    # ``Automation.rest``). Queued in the outbox before anything acts; each round takes the
+    # next, so the rounds neither gather nor decide again.
+    later: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -177,11 +187,12 @@ class Automation(Generic[C, T]):
     counts: Callable[[Mapping[str, Any], Mapping[str, Any]], Counts]  # report.py: act-side numbers
     # The oldest event (by its ``time``, against the clock) the automation acts on.
     max_event_age: timedelta = MAX_EVENT_AGE
-    # Whether a run left work that another round can do right away (its intent had to be cut
-    # to fit the outbox, or its time ran out): given, the automation runs in rounds - the
-    # scheduled run starts the stack's state machine (CONTINUATION_STATE_MACHINE), which
-    # invokes the function with continuation events until a round says there is no more.
-    more: Callable[[Mapping[str, Any], Mapping[str, Any]], bool] | None = None
+    # The work an intent left undone (its time ran out), as the intent of a next round, or None
+    # (report.py, pure). Given, the automation runs in rounds: a run whose plan has ``later``
+    # intents, or whose act left a rest, starts the stack's state machine
+    # (CONTINUATION_STATE_MACHINE), which invokes the function with continuation events; each
+    # round acts on the next queued intent, until none is left.
+    rest: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any] | None] | None = None
 
 
 # One claim store per thread: Powertools configures a store on its first use in a way two
@@ -212,7 +223,7 @@ def handle(
 ) -> dict[str, Any]:
     """Run one invocation of ``automation`` (see the module doc for the steps)."""
     parse: Callable[[Any], Any] = automation.parse
-    if automation.more is not None and is_continuation(event):
+    if automation.rest is not None and is_continuation(event):
         parse = lambda raw: parse_continuation(raw, automation.name)  # noqa: E731
     try:
         trigger = accept(event, context, parse, clock(), automation.max_event_age)
@@ -292,30 +303,55 @@ def _work(
     run: Run[C, T] = Run(
         automation.name, config, common, clock(), deadline, trigger=trigger, run_id=_run_id(context)
     )
-    plan = automation.plan(run)
-    for decision in plan.decisions:
-        logger.info("decision", extra=dict(decision))
-    total += plan.counts
+    rounds = automation.rest is not None
+    entry: Entry | None = None
+    queued = False  # work is queued for the next rounds
+    if rounds and isinstance(trigger, Continuation):
+        entry, queued = outbox.take_queued(run.run_id, _lease(deadline))
+        if entry is None:
+            logger.info("nothing is queued: the rounds of this run are done")
+    else:
+        plan = automation.plan(run)
+        for decision in plan.decisions:
+            logger.info("decision", extra=dict(decision))
+        total += plan.counts
+        slots = outbox.slots(run.run_id, 1 + len(plan.later)) if rounds else [""]
+        if rounds and not common.dry_run:  # replaces what an earlier run left queued
+            outbox.queue(slots[1:], list(plan.later))
+            queued = bool(plan.later)
+        if plan.intent is not None:
+            entry = outbox.record(run.run_id, plan.intent, _lease(deadline), slots[0])
     more = False
-    if plan.intent is not None:
-        entry = outbox.record(run.run_id, plan.intent, _lease(deadline))
+    if entry is not None:
         with _released_on_error(outbox, entry):
-            result = automation.act(run, plan.intent)
-            outbox.acted(entry, result, automation.report(run, plan.intent, result))
-        total += automation.counts(plan.intent, result)
+            result = automation.act(run, entry.intent)
+            rest = _rest(automation, common, entry.intent, result)
+            outbox.acted(entry, result, automation.report(run, entry.intent, result), rest)
+        counted = automation.counts(entry.intent, result)
+        total += counted
         if not _send(outbox, entry, common, automation.name, logger):
             held += 1
-        more = automation.more is not None and automation.more(plan.intent, result)
+        # A round that changed nothing is not followed at once: the next would fare no better.
+        more = (queued or rest is not None) and (rest is None or counted.changed > 0)
     if more and not isinstance(trigger, Continuation) and not _start_rounds(automation.name, trigger, logger):
         total += Counts(failed=1)  # the rest waits for the next scheduled run: said, counted
 
     _emit(metrics, total)
     metrics.add_metric(name=COMPLETED_METRIC, unit=MetricUnit.Count, value=1)
     summary = {"status": "done", "dry_run": common.dry_run, **total.as_metrics(), "mails_held": held}
-    if automation.more is not None:
+    if rounds:
         summary["more"] = more
     logger.info("run finished", extra=summary)
     return summary
+
+
+def _rest(
+    automation: Automation[C, T], common: CommonConfig, intent: Mapping[str, Any], result: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """The work ``intent`` left, to queue again (never in dry run, which has no rounds)."""
+    if automation.rest is None or common.dry_run:
+        return None
+    return automation.rest(intent, result)
 
 
 def _start_rounds(automation: str, trigger: Any, logger: Any) -> bool:
@@ -398,7 +434,8 @@ def _finish_earlier(
             resumed = Context(automation.name, config, common, clock(), deadline, resumed=True)
             try:
                 result = automation.act(resumed, entry.intent)
-                outbox.acted(entry, result, automation.report(resumed, entry.intent, result))
+                rest = _rest(automation, common, entry.intent, result) if entry.slot else None
+                outbox.acted(entry, result, automation.report(resumed, entry.intent, result), rest)
             except Exception as err:  # logged, counted, retried, then given up with a mail
                 total += Counts(failed=1)
                 if entry.attempts >= MAX_ATTEMPTS:
