@@ -38,7 +38,7 @@ AUTOMATION = Automation(
     act=run.act,
     report=report.mail,
     counts=report.counts,
-    more=report.more,
+    rest=run.rest,
 )
 logger = Logger()
 metrics = Metrics()

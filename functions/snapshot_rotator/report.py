@@ -109,22 +109,44 @@ class Outcome:
         )
 
     @property
-    def left(self) -> int:
+    def later(self) -> Mapping[str, int]:
+        """Work queued for the next rounds of this run (in the first round's intent only)."""
+        return dict(self.intent.get("later") or {})
+
+    @property
+    def queued_later(self) -> int:
+        return sum(int(self.later.get(k, 0)) for k in ("volumes", "deletions", "copies"))
+
+    @property
+    def not_reached(self) -> int:
+        """What this round's time (or EC2's throttling) did not reach: queued again."""
         return (
             sum(len(j["volumes"]) for j in self.result["jobs_left"])
             + len(self.result["deletes_left"])
             + len(self.result.get("copies_left", []))
-            + sum(self.deferred.values())
         )
 
+    @property
+    def undone(self) -> int:
+        """Left by this round and not queued behind it (the next run plans it again)."""
+        return self.not_reached + sum(self.deferred.values())
 
-def more(intent: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
-    """Whether the run left work another round can do right away: its intent was cut to fit the
-    outbox, or its time ran out - and this round got something done (a round that could do
-    nothing would not be helped by the next one at once). Never in dry run."""
+    @property
+    def left(self) -> int:
+        """Everything this invocation did not do: not reached, deferred, queued for later rounds."""
+        return self.undone + self.queued_later
+
+
+def continues(intent: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
+    """Whether the next round takes up this run's remaining work at once - the runner's rule:
+    work is queued (later rounds, or what this round did not reach) and this round changed
+    something, unless it left nothing itself (a round that could do nothing would not be helped
+    by the next one at once). Never in dry run: it has no rounds."""
     o = Outcome(intent, result)
-    progressed = o.snapshots_created + o.snapshots_copied + len(result["deleted"]) + len(result["gone"]) > 0
-    return not o.dry_run and o.left > 0 and progressed
+    if o.dry_run:
+        return False
+    queued = o.queued_later > 0 or o.not_reached > 0
+    return queued and (o.not_reached == 0 or counts(intent, result).changed > 0)
 
 
 def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
@@ -207,13 +229,14 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     or was left for the next run; with SUMMARY_MAIL (or in dry run) also when something was
     created or deleted."""
     o = Outcome(intent, result)
-    continuing = ctx.config.rounds and more(intent, result)  # the next round starts now
+    continuing = ctx.config.rounds and continues(intent, result)  # the next round starts now
     troubled = bool(
         o.create_failures
         or o.delete_failures
         or o.failed_backups
         or o.result.get("copy_failures")
-        or (o.left and not continuing)
+        or (o.left and not continuing and not o.dry_run)
+        or (o.undone and o.dry_run)
     )
     wants_summary = (ctx.config.summary_mail or o.dry_run) and (
         o.snapshots_created or result["deleted"] or o.snapshots_copied
@@ -271,8 +294,10 @@ def _headline(o: Outcome, troubled: bool) -> tuple[str, Severity]:
 
 def _summary(o: Outcome) -> str:
     would = "would be " if o.dry_run else ""
+    part = int(o.intent.get("part", 0))
+    continued = f" (continued: part {part + 1} of the run)" if part else ""
     return (
-        f"Backup run at {o.now:%Y-%m-%d %H:%M} UTC: "
+        f"Backup run at {o.now:%Y-%m-%d %H:%M} UTC{continued}: "
         f"{plural(int(o.intent['checked']), 'opted-in volume')} checked, "
         f"{plural(o.snapshots_created, 'snapshot')} {would}created, "
         f"{int(o.intent['already_done'])} already done this period, "
@@ -324,12 +349,26 @@ def _trouble(digest: Digest, o: Outcome, owner_key: str, continuing: bool = Fals
             )
         if o.deferred.get("deletions"):
             lines.append(f"- {plural(o.deferred['deletions'], 'more deletion')} (this run's list was full)")
-        digest.section(
-            "Continued in the next round, which starts now (more work than one invocation)"
-            if continuing
-            else "Left for the next run (time ran out, or EC2 kept throttling)",
-            text=[f"{plural(o.left, 'action')} not started:", *lines[:50]],
-        )
+        if o.deferred.get("copies"):
+            copies = plural(o.deferred["copies"], "more copy", "more copies")
+            lines.append(f"- {copies} (this run's list was full)")
+        if o.queued_later:
+            later = o.later
+            lines.insert(
+                0,
+                f"- {plural(int(later['rounds']), 'more round')} of this run"
+                + (" (a real run; a dry run has none)" if o.dry_run else "")
+                + f": snapshots of {plural(int(later['volumes']), 'volume')}, "
+                f"{plural(int(later['deletions']), 'deletion')}, "
+                f"{plural(int(later['copies']), 'copy', 'copies')}",
+            )
+        if o.dry_run and not o.undone:
+            title = "More work than one invocation: a real run continues in rounds"
+        elif continuing:
+            title = "Continued in the next round, which starts now (more work than one invocation)"
+        else:
+            title = "Left for the next run (time ran out, or EC2 kept throttling)"
+        digest.section(title, text=[f"{plural(o.left, 'action')} not started:", *lines[:50]])
 
 
 def _news(digest: Digest, o: Outcome, stale_after: timedelta) -> None:

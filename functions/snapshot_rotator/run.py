@@ -2,20 +2,24 @@
 
 ``plan`` gathers (service) and decides (decide), changing nothing: which volumes to snapshot
 (the create jobs) and which snapshots are past retention (the deletions). The runner records
-that intent, then calls ``act``, which creates first and deletes second. The order matters for
-safety: only once the creations are done is it known which volumes got their new backup in
-this run; a volume whose new snapshot failed (or was not attempted because time ran out) keeps
-all its snapshots (``with_holds``), and the deleter checks safety rule 1 (``refusal``) before
-every DeleteSnapshot.
+that intent, then calls ``act``. A volume's deletions are made only after this act made its
+new snapshot: a volume whose new snapshot failed (or was not attempted because time ran out)
+keeps all its snapshots (HELD), and the deleter checks safety rule 1 (``refusal``) before every
+DeleteSnapshot. Each EC2 API has its own token bucket, so the deletions that may be made go
+between the creates whenever DeleteSnapshot has a token, and the rest after them (``_Deleter``).
+
+A plan larger than one invocation can do is cut into rounds (``_rounds``): the first is this
+run's intent, the others the runner queues (``Plan.later``) and later invocations take without
+planning again; what a round's time did not reach is its ``rest``.
 
 The intent (plain JSON): ``now`` and ``retry_window_seconds`` (the plan's clock and retry
 window), ``checked`` (opted-in volumes), ``jobs`` (the create calls), ``delete`` (the
-deletions), ``deferred`` (work left for the next run because the intent must fit one outbox
-item: deletions first, then create jobs from the end); and for the mail only: ``already_done``
-(how many volumes have this period's snapshot), ``opted_out`` (volume -> instance),
-``kept_past_retention`` (kept by a safety rule: AMI-used, pending) and ``kept`` (volume ->
-reason -> count), each at most what the mail shows (50). The result refers to jobs and
-deletions by their index in the intent.
+deletions), ``copies``, ``part`` (0 for the first round), ``later`` (what is queued behind the
+first round, for its mail), ``deferred`` (left for the next run: more than the rounds can do);
+and for the mail only: ``already_done`` (how many volumes have this period's snapshot),
+``opted_out`` (volume -> instance), ``kept_past_retention`` (kept by a safety rule: AMI-used,
+pending) and ``kept`` (volume -> reason -> count), each at most what the mail shows (50). The
+result refers to jobs and deletions by their index in the intent.
 
 ``act`` is idempotent. When the runner finishes an interrupted run (``ctx.resumed``), it first
 lists the images and this stack's snapshots again (2 calls): a volume that already has a
@@ -27,11 +31,12 @@ past retention, is kept. In dry run, ``act`` makes no mutating call at all.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import zlib
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +45,7 @@ from botocore.exceptions import ClientError
 
 from autopilot import pacing
 from autopilot.aws import error_code, is_transient
+from autopilot.events import MAX_ROUNDS
 from autopilot.notify import ITEMS_PER_SECTION
 from autopilot.outbox import MAX_ITEM_BYTES
 from autopilot.runner import Context, Counts, Plan, Run
@@ -56,7 +62,6 @@ from snapshot_rotator.decide.retention import (
     Snapshot,
     plan_retention,
     refusal,
-    with_holds,
 )
 from snapshot_rotator.decide.selection import (
     OPT_IN_TAG,
@@ -78,6 +83,8 @@ logger = Logger(child=True)
 # code (throttling that outlived botocore's retries) stops starting new work for this run.
 PER_VOLUME_LIMITS = frozenset({"ConcurrentSnapshotLimitExceeded", "SnapshotCreationPerVolumeRateExceeded"})
 
+# What became of one deletion attempt (_Deleter).
+DONE, NOT_MADE, STOP = "done", "not made", "stop"
 # DeleteSnapshot errors that mean "this snapshot is not ours to delete right now".
 IN_USE = "InvalidSnapshot.InUse"
 NOT_FOUND = "InvalidSnapshot.NotFound"
@@ -95,6 +102,30 @@ INTENT_BUDGET = MAX_ITEM_BYTES // 2
 MAX_NOTED = 1000  # failed backups, stale, ended, unknown: at most this many of each a run
 # Each of these EC2 APIs has its own bucket (autopilot.pacing): the calls go at its refill rate.
 PACED = {op: pacing.EC2_MUTATING for op in ("CreateSnapshot", "CreateSnapshots", "DeleteSnapshot")}
+HEAD_ROOM = 256  # bytes the first intent keeps for the counts of what is queued behind it
+NOTHING_LATER = {"rounds": 0, "volumes": 0, "deletions": 0, "copies": 0}
+# What a later round's intent carries instead of the first round's one-time parts: the mail says
+# them once, the notes and records are written once, the counts are the first round's.
+ROUND_BLANK: dict[str, Any] = {
+    "checked": 0,
+    "already_done": 0,
+    "opted_out": {},
+    "kept_past_retention": [],
+    "kept": {},
+    "deferred": {"deletions": 0, "volumes": 0, "copies": 0},
+    "later": NOTHING_LATER,
+    "forget": [],
+    "copies_waiting": {},
+    "adopt": None,
+    "failed": [],
+    "stale": {},
+    "stale_count": 0,
+    "fresh_again": [],
+    "ended": {},
+    "ended_kept": {},
+    "unknown": {},
+    "notes": [],
+}
 
 
 def plan(run: Run[Config, Trigger]) -> Plan:
@@ -212,7 +243,9 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         "delete": [d.as_json(tag_keys) for d in deletions],
         "kept_past_retention": [d.as_json(tag_keys) for d in kept_past[:ITEMS_PER_SECTION]],
         "kept": {},
-        "deferred": {"deletions": 0, "volumes": 0},
+        "deferred": {"deletions": 0, "volumes": 0, "copies": 0},
+        "later": dict(NOTHING_LATER),
+        "part": 0,
         "forget": gone[:MAX_NOTED],
         "since": began,
         "copies": [j.as_json() for j in copies.jobs],
@@ -220,9 +253,14 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         "adopt": [r.as_json() for r in adopted] if contents.since is None else None,
         **watch,
     }
-    intent = _within_budget(intent)
     intent["kept"] = _kept(decisions, intent)
-    return Plan(intent=intent, counts=counts, decisions=log)
+    budget = run.deadline
+    intent, later = _rounds(
+        intent,
+        first=_capacity(budget.remaining()),
+        each=_capacity(budget.remaining_at_start - budget.reserve),
+    )
+    return Plan(intent=intent, counts=counts, decisions=log, later=later)
 
 
 def _adopt_from_before(
@@ -356,28 +394,144 @@ def _packed_size(data: Mapping[str, Any]) -> int:
     return len(zlib.compress(json.dumps(data, separators=(",", ":"), default=str).encode("utf-8"), 6))
 
 
-def _within_budget(intent: dict[str, Any]) -> dict[str, Any]:
-    """``intent`` cut to :data:`INTENT_BUDGET`: deletions first (an expired snapshot can wait for
-    the next run), then create jobs from the end (the jobs come oldest backup first, so the
-    volumes cut today are among the first tomorrow); what is cut is counted in ``deferred`` and
-    mailed as left for the next run. A deferred job's volumes have no deletion in this intent."""
-    size = _packed_size(intent)
-    for key in ("delete", "jobs"):
-        while size > INTENT_BUDGET and intent[key]:
-            items = intent[key]
-            keep = min(len(items) - 1, int(len(items) * INTENT_BUDGET / size * 0.9))
-            cut = items[keep:]
-            if key == "delete":
-                intent["deferred"]["deletions"] += len(cut)
-            else:
-                intent["deferred"]["volumes"] += sum(len(j["volume_ids"]) for j in cut)
-            intent[key] = items[:keep]
-            size = _packed_size(intent)
-    if intent["deferred"]["deletions"] or intent["deferred"]["volumes"]:
-        logger.warning(
-            "work deferred to the next run: the intent must fit one outbox item", extra=intent["deferred"]
+@dataclass(frozen=True)
+class _Unit:
+    """Work that must stay in one round: a create job with the deletions of its volumes (they
+    are held if its snapshot fails, which only that round knows), a volume's deletions without a
+    job, or one copy."""
+
+    jobs: tuple[Mapping[str, Any], ...] = ()
+    delete: tuple[Mapping[str, Any], ...] = ()
+    copies: tuple[Mapping[str, Any], ...] = ()
+
+
+def _units(intent: Mapping[str, Any]) -> list[_Unit]:
+    """The plan's work in the order it is done: copies first (few: EBS's concurrency limit),
+    then the create jobs (oldest backup first) with their volumes' deletions, then the
+    deletions of volumes without a job, in plan order."""
+    by_volume: dict[str, list[Mapping[str, Any]]] = {}
+    for d in intent["delete"]:
+        by_volume.setdefault(str(d["volume_id"]), []).append(d)
+    units = [_Unit(copies=(c,)) for c in intent.get("copies", [])]
+    for job in intent["jobs"]:
+        own = tuple(d for v in job["volume_ids"] for d in by_volume.pop(v, []))
+        units.append(_Unit(jobs=(job,), delete=own))
+    units += [_Unit(delete=tuple(ds)) for ds in by_volume.values()]
+    return units
+
+
+def _capacity(seconds: float) -> int:
+    """The calls of one API one round makes in ``seconds`` at EC2's refill rate, a twentieth
+    kept for the calls' own time and the ledger writes (what is not reached goes back to the
+    queue)."""
+    _, rate = pacing.EC2_MUTATING
+    return max(1, int(seconds * rate * 0.95))
+
+
+def _with_work(base: Mapping[str, Any], units: list[_Unit]) -> dict[str, Any]:
+    return {
+        **base,
+        "jobs": [j for u in units for j in u.jobs],
+        "delete": [d for u in units for d in u.delete],
+        "copies": [c for u in units for c in u.copies],
+    }
+
+
+def _round_base(intent: Mapping[str, Any], part: int) -> dict[str, Any]:
+    """A later round's intent without its work: the plan's clock, token and retry window, and
+    nothing the first round's mail says already (notes, failed backups, adoption, counts)."""
+    return {**intent, **copy.deepcopy(ROUND_BLANK), "part": part}
+
+
+def _take(base: Mapping[str, Any], units: list[_Unit], calls: int, room: int = 0) -> int:
+    """How many of the first ``units`` one round takes: as many as its ``calls`` per API allow
+    (at least one), fewer if the intent would not fit :data:`INTENT_BUDGET` less ``room`` bytes
+    (0: not even one)."""
+    budget = INTENT_BUDGET - room
+    n, creates, deletes = 0, 0, 0
+    while n < len(units):
+        unit = units[n]
+        more_creates, more_deletes = creates + len(unit.jobs) + len(unit.copies), deletes + len(unit.delete)
+        if n and max(more_creates, more_deletes) > calls:
+            break
+        creates, deletes = more_creates, more_deletes
+        n += 1
+    if _packed_size(_with_work(base, units[:n])) <= budget:
+        return n
+    fits, too_big = 0, n  # the largest count that fits, by bisection (a few compressions)
+    while too_big - fits > 1:
+        middle = (fits + too_big) // 2
+        if _packed_size(_with_work(base, units[:middle])) <= budget:
+            fits = middle
+        else:
+            too_big = middle
+    return fits
+
+
+def _rounds(intent: dict[str, Any], *, first: int, each: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The plan's work as the intents of this round and of the next ones (the runner queues
+    those before anything acts; each round takes the next, without listing again). ``first``
+    and ``each``: the mutating calls this round (its time left) and a whole round can make.
+    Every intent fits :data:`INTENT_BUDGET`. What would need more than the state machine's
+    rounds (or a single unit larger than an outbox item) is ``deferred``: the next run plans it
+    again. The first intent says how much is queued behind it (``later``, for the mail)."""
+    units = _units(intent)
+    taken = _take(intent, units, first, room=HEAD_ROOM)
+    head = _with_work(intent, units[:taken])
+    units = units[taken:]
+    later: list[dict[str, Any]] = []
+    while units and len(later) < MAX_ROUNDS:
+        base = _round_base(intent, len(later) + 1)
+        n = _take(base, units, each)
+        if n == 0:  # one unit larger than an outbox item: left to the next run
+            _defer(head, [units.pop(0)])
+            continue
+        later.append(_with_work(base, units[:n]))
+        units = units[n:]
+    _defer(head, units)
+    head["later"] = {
+        "rounds": len(later),
+        "volumes": sum(len(j["volume_ids"]) for r in later for j in r["jobs"]),
+        "deletions": sum(len(r["delete"]) for r in later),
+        "copies": sum(len(r["copies"]) for r in later),
+    }
+    if later or sum(head["deferred"].values()):
+        logger.info(
+            "the work is more than one round", extra={"later": head["later"], "deferred": head["deferred"]}
         )
-    return intent
+    return head, later
+
+
+def _defer(intent: dict[str, Any], units: list[_Unit]) -> None:
+    intent["deferred"]["volumes"] += sum(len(j["volume_ids"]) for u in units for j in u.jobs)
+    intent["deferred"]["deletions"] += sum(len(u.delete) for u in units)
+    intent["deferred"]["copies"] = intent["deferred"].get("copies", 0) + sum(len(u.copies) for u in units)
+
+
+def rest(intent: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The work ``intent`` left for the next round (its time ran out, or EC2 kept throttling),
+    as that round's intent: the volumes not snapshotted with the deletions of their volumes
+    (held until their snapshot is made), and the deletions and copies not reached. A volume
+    whose snapshot failed is not in it: its snapshots are all kept until the next run. None when
+    nothing is left, and always in dry run. Pure: the runner queues it."""
+    if result["dry_run"]:
+        return None
+    jobs: list[dict[str, Any]] = []
+    waiting: set[str] = set()
+    for left in result["jobs_left"]:
+        job = CreateJob.from_json(intent["jobs"][left["job"]])
+        todo = remaining(job, set(job.volume_ids) - set(left["volumes"]))
+        if todo is not None:
+            jobs.append(todo.as_json())
+            waiting |= set(todo.volume_ids)
+    deletions = intent["delete"]
+    delete = [deletions[i] for i in result["held"] if deletions[i]["volume_id"] in waiting]
+    delete += [deletions[i] for i in result["deletes_left"]]
+    copies = [intent["copies"][i] for i in result.get("copies_left", [])]
+    if not (jobs or delete or copies):
+        return None
+    base = _round_base(intent, int(intent.get("part", 0)))
+    return {**base, "jobs": jobs, "delete": delete, "copies": copies}
 
 
 def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
@@ -429,16 +583,12 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
             },
         }
     )
+    fresh_since = planned_at - timedelta(seconds=float(intent["retry_window_seconds"]))
+    deleter = _Deleter(ctx, deletions, jobs, (planned_at, fresh_since), current, (result, book, pacer))
     try:
-        _create_all(ctx, jobs, intent, current, result, book, pacer)
+        _create_all(ctx, jobs, intent, current, result, book, pacer, deleter)
         _copy_all(ctx, copy_jobs, intent, current, result, book, pacer)
-    finally:
-        book.flush()
-    covered = {volume for entry in result["created"] for volume in entry["snapshots"]}
-    held = {v for job in jobs for v in job.volume_ids} - covered
-    try:
-        fresh_since = planned_at - timedelta(seconds=float(intent["retry_window_seconds"]))
-        _delete_all(ctx, with_holds(deletions, held), planned_at, fresh_since, current, result, book, pacer)
+        deleter.finish()
     finally:
         book.flush()
     if not ctx.dry_run:  # what this run's mail says, so that the next ones do not say it again
@@ -458,8 +608,11 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Book:
-    """The ledger writes of one act, 25 at a time: a new snapshot is recorded right after EC2
-    returned its id, a deleted one forgotten right after DeleteSnapshot (or NotFound)."""
+    """The ledger writes of one act, 25 to a BatchWriteItem (new records and forgotten ones
+    together): a new snapshot is recorded once EC2 returned its id, a deleted one forgotten once
+    DeleteSnapshot succeeded (or NotFound), in the same or the next call. Up to 24 writes wait
+    for the call; a run killed before it is finished by its retry, which adopts what it made by
+    the run token in the Description and forgets what is gone (run.py, module doc)."""
 
     def __init__(self, table: str, *, dry_run: bool) -> None:
         self.table, self.dry_run = table, dry_run
@@ -467,25 +620,28 @@ class _Book:
         self.gone: list[str] = []
 
     def record(self, records: list[Record]) -> None:
-        self.new += records
-        if len(self.new) >= store.BATCH:
+        if {r.snapshot_id for r in records} & set(self.gone):  # never two writes of one item in a call
             self.flush()
+        self.new += records
+        self._flush_full()
 
     def forget(self, snapshot_id: str) -> None:
+        if snapshot_id in {r.snapshot_id for r in self.new}:
+            self.flush()
         self.gone.append(snapshot_id)
-        if len(self.gone) >= store.BATCH:
+        self._flush_full()
+
+    def _flush_full(self) -> None:
+        if len(self.new) + len(self.gone) >= store.BATCH:
             self.flush()
 
     def flush(self) -> None:
         if self.dry_run:
             self.new, self.gone = [], []
             return
-        if self.new:
-            store.put(self.table, self.new)
-            self.new = []
-        if self.gone:
-            store.forget(self.table, self.gone)
-            self.gone = []
+        if self.new or self.gone:
+            store.write(self.table, self.new, self.gone)
+            self.new, self.gone = [], []
 
 
 def _adopt(
@@ -623,7 +779,10 @@ def _create_all(
     result: dict[str, Any],
     book: _Book,
     pacer: pacing.Pacer,
+    deleter: _Deleter,
 ) -> None:
+    """The create calls, each recorded once EC2 returned its ids; after each, the deletions its
+    volumes (or volumes without a job) allow, as far as DeleteSnapshot's bucket has tokens."""
     work: list[tuple[int, CreateJob]] = []
     recent: dict[str, str] = {}
     if current is not None:
@@ -639,10 +798,12 @@ def _create_all(
         if done:
             logger.info("already snapshotted by the interrupted attempt", extra={"snapshots": done})
             result["created"].append({"job": index, "snapshots": done, "earlier": True})
+            deleter.release(done)
         todo = remaining(job, done)
         if todo is not None:
             work.append((index, todo))
     for n, (index, job) in enumerate(work):
+        deleter.drain(wait=False)  # what the creates so far allow, while the bucket has tokens
         operation = "CreateSnapshots" if job.kind == "instance" else "CreateSnapshot"
         if not _may_call(ctx, pacer, operation):
             result["jobs_left"] = [{"job": i, "volumes": list(j.volume_ids)} for i, j in work[n:]]
@@ -651,6 +812,7 @@ def _create_all(
         if ctx.dry_run:
             result["created"].append({"job": index, "snapshots": dict.fromkeys(job.volume_ids)})
             logger.info("would create snapshot", extra={"job": job.resource_id, "volumes": job.volume_ids})
+            deleter.release(job.volume_ids)
             continue
         try:
             snaps = service.create(job)
@@ -672,87 +834,147 @@ def _create_all(
         made = {s.volume_id: s.id for s in snaps}
         book.record([_record(ctx, intent, job, v, s) for v, s in made.items()])
         result["created"].append({"job": index, "snapshots": made})
+        deleter.release(made)
         logger.info("created snapshot", extra={"resource": job.resource_id, "snapshots": made})
 
 
-def _delete_all(
-    ctx: Context[Config],
-    decisions: list[Decision],
-    planned_at: datetime,
-    fresh_since: datetime,
-    current: list[Snapshot] | None,
-    result: dict[str, Any],
-    book: _Book,
-    pacer: pacing.Pacer,
-) -> None:
-    stack = ctx.common.stack_name
-    result["held"] = [n for n, d in enumerate(decisions) if d.reason is Reason.HELD]
-    todo = [(n, d) for n, d in enumerate(decisions) if d.reason is not Reason.HELD]
-    # Finishing an interrupted run: decide each deletion again on what exists now.
-    live = None
-    if current is not None:
-        live = {
-            d.snapshot.id: d
-            for d in plan_retention(
-                current,
-                stack_name=stack,
-                policy=ctx.config.policy,
-                policies=ctx.config.retention,
-                now=planned_at,
-                fresh_since=fresh_since,
-            )
-        }
-    for position, (index, decision) in enumerate(todo):
+class _Deleter:
+    """The deletions of one act, each made as soon as it may be. A volume's deletions wait until
+    this act made its new snapshot (a volume without a job here waits for nothing); a volume
+    whose new snapshot failed, or was not reached, keeps all its snapshots (``HELD``). Each EC2
+    API has its own token bucket, so deletions go between the creates whenever
+    ``DeleteSnapshot``'s bucket has a token (never making a create wait), and the rest after
+    them. Safety rule 1 (``refusal``) is checked before every call; finishing an interrupted
+    run, each deletion is decided again on what exists now."""
+
+    def __init__(
+        self,
+        ctx: Context[Config],
+        decisions: list[Decision],
+        jobs: list[CreateJob],
+        clock: tuple[datetime, datetime],
+        current: list[Snapshot] | None,
+        parts: tuple[dict[str, Any], _Book, pacing.Pacer],
+    ) -> None:
+        planned_at, fresh_since = clock  # the plan's time, and the start of its retry window
+        self.ctx, self.decisions = ctx, decisions
+        self.result, self.book, self.pacer = parts
+        self.waiting = {v for job in jobs for v in job.volume_ids}  # until their new snapshot
+        self.pending = list(range(len(decisions)))  # not yet deleted or set aside, in plan order
+        self.stopped = False  # time is up, or EC2 kept throttling: no more deletions now
+        self.live: dict[str, Decision] | None = None
+        if current is not None:  # finishing an interrupted run: decide each deletion again
+            self.live = {
+                d.snapshot.id: d
+                for d in plan_retention(
+                    current,
+                    stack_name=ctx.common.stack_name,
+                    policy=ctx.config.policy,
+                    policies=ctx.config.retention,
+                    now=planned_at,
+                    fresh_since=fresh_since,
+                )
+            }
+
+    def release(self, volumes: Iterable[str]) -> None:
+        """These volumes got their new snapshot (or the interrupted attempt made it)."""
+        self.waiting -= set(volumes)
+
+    def drain(self, *, wait: bool) -> None:
+        """Make the deletions that may be made now; ``wait=False`` (between creates): only while
+        a token is there without waiting."""
+        kept: list[int] = []
+        for position, index in enumerate(self.pending):
+            snap = self.decisions[index].snapshot
+            if snap.volume_id in self.waiting:
+                kept.append(index)
+                continue
+            if self.stopped or (not wait and not self._token_now(snap)):
+                kept += self.pending[position:]
+                break
+            outcome = self._delete(index, wait=wait)
+            if outcome == NOT_MADE:
+                kept += self.pending[position:]
+                break
+            if outcome == STOP:
+                kept += self.pending[position + 1 :]
+                break
+        self.pending = kept
+
+    def finish(self) -> None:
+        """After the creates: hold what is still waiting, make the rest, say what is left."""
+        held = {i for i in self.pending if self.decisions[i].snapshot.volume_id in self.waiting}
+        self.result["held"] = sorted(held)
+        self.pending = [i for i in self.pending if i not in held]
+        self.waiting = set()
+        self.drain(wait=True)
+        if self.pending:
+            self.result["deletes_left"] = list(self.pending)
+            logger.warning("time is up: deletions left for the next run", extra={"left": len(self.pending)})
+
+    def _operation(self, snap: Snapshot) -> str:
+        return f"DeleteSnapshot@{snap.region}" if snap.region else "DeleteSnapshot"
+
+    def _token_now(self, snap: Snapshot) -> bool:
+        return self.ctx.dry_run or self.pacer.ready(self._operation(snap))
+
+    def _delete(self, index: int, *, wait: bool) -> str:
+        """One deletion: DONE (made, or set aside), NOT_MADE (no time now: it stays pending) or
+        STOP (it failed and EC2 keeps throttling: no more deletions in this act)."""
+        ctx, result = self.ctx, self.result
+        decision = self.decisions[index]
         snap = decision.snapshot
-        refused = refusal(decision, stack)
+        refused = refusal(decision, ctx.common.stack_name)
         if refused:  # the plan never produces this; refuse loudly rather than lose a backup
             raise RuntimeError(f"refusing to delete {snap.id}: {refused}")
-        if live is not None:
-            now_decided = live.get(snap.id)
+        if self.live is not None:
+            now_decided = self.live.get(snap.id)
             if now_decided is None:
                 result["gone"].append(index)
-                continue
-            why = refusal(now_decided, stack)
+                return DONE
+            why = refusal(now_decided, ctx.common.stack_name)
             if why:
                 result["delete_skipped"].append({"index": index, "why": why})
-                continue
-        operation = f"DeleteSnapshot@{snap.region}" if snap.region else "DeleteSnapshot"
-        if not _may_call(ctx, pacer, operation):
-            result["deletes_left"] = [i for i, _ in todo[position:]]
-            logger.warning(
-                "time is up: deletions left for the next run", extra={"left": len(todo) - position}
-            )
-            return
+                return DONE
+        if not _may_call(ctx, self.pacer, self._operation(snap)):
+            if wait:
+                self.stopped = True
+            return NOT_MADE
         if ctx.dry_run:
             result["deleted"].append(index)
-            continue
+            return DONE
         try:
             service.delete(snap.id, snap.region)
         except ClientError as err:
-            code = error_code(err)
-            if code == IN_USE:
-                # An AMI registered after we listed them: the safety rule holds, skip it.
-                result["delete_skipped"].append(
-                    {"index": index, "why": "used by an AMI registered during this run"}
-                )
-                continue
-            if code == NOT_FOUND:
-                logger.info("snapshot already gone", extra={"snapshot": snap.id})
-                result["gone"].append(index)
-                book.forget(snap.id)
-                continue
-            result["delete_failures"].append({"index": index, **_error(err, result["delete_failures"])})
-            logger.error("delete failed", extra={"snapshot": snap.id, "code": code})
-            if is_transient(err):
-                result["deletes_left"] = [i for i, _ in todo[position + 1 :]]
-                return
-            continue
+            return self._failed(index, snap, err)
         result["deleted"].append(index)
-        book.forget(snap.id)
+        self.book.forget(snap.id)
         logger.info(
             "deleted snapshot",
             extra={"snapshot": snap.id, "volume": snap.volume_id, "started": snap.start_time.isoformat()},
         )
+        return DONE
+
+    def _failed(self, index: int, snap: Snapshot, err: ClientError) -> str:
+        result = self.result
+        code = error_code(err)
+        if code == IN_USE:
+            # An AMI registered after we listed them: the safety rule holds, skip it.
+            result["delete_skipped"].append(
+                {"index": index, "why": "used by an AMI registered during this run"}
+            )
+            return DONE
+        if code == NOT_FOUND:
+            logger.info("snapshot already gone", extra={"snapshot": snap.id})
+            result["gone"].append(index)
+            self.book.forget(snap.id)
+            return DONE
+        result["delete_failures"].append({"index": index, **_error(err, result["delete_failures"])})
+        logger.error("delete failed", extra={"snapshot": snap.id, "code": code})
+        if is_transient(err):  # throttling that outlived botocore's retries: no more now
+            self.stopped = True
+            return STOP
+        return DONE
 
 
 def _error(err: ClientError, failures: list[Any]) -> dict[str, str]:

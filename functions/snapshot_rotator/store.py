@@ -220,7 +220,18 @@ def put(table: str, items: Iterable[Record | Note], since: str | None = None) ->
 
 def forget(table: str, snapshot_ids: Iterable[str]) -> None:
     """Remove the records of snapshots that no longer exist (after DeleteSnapshot succeeded)."""
-    _write(table, ({"DeleteRequest": {"Key": _key(SNAPSHOT, s)}} for s in snapshot_ids))
+    write(table, [], snapshot_ids)
+
+
+def write(table: str, records: Iterable[Record], forgotten: Iterable[str]) -> None:
+    """New records and removed ones in the same calls, 25 writes a call (never both for one id)."""
+    _write(
+        table,
+        [
+            *({"PutRequest": {"Item": r.item()}} for r in records),
+            *({"DeleteRequest": {"Key": _key(SNAPSHOT, s)}} for s in forgotten),
+        ],
+    )
 
 
 def _key(kind: str, resource_id: str) -> dict[str, Any]:

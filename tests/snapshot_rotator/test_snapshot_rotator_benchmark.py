@@ -106,7 +106,8 @@ def test_calls_for_110_volumes_10_snapshots_each_are_the_formulas(
     assert counts["ec2.DeleteSnapshot"] == VOLUMES * (PER_VOLUME - KEEP)  # one call per snapshot
     # the ledger: one Query page per 1 MB; records written and removed 25 a call (the maximum)
     assert counts["dynamodb.Query"] == 1
-    assert counts["dynamodb.BatchWriteItem"] == math.ceil(VOLUMES / 25) + math.ceil(VOLUMES * 3 / 25)
+    # records and removals together, 25 writes a call
+    assert counts["dynamodb.BatchWriteItem"] == math.ceil(VOLUMES * (1 + 3) / 25)
     assert rotation.mail is None  # nothing failed, summaries off: no mail
     assert rotation.created == VOLUMES and len(rotation.deleted) == VOLUMES * (PER_VOLUME - KEEP)
     assert rotation.failed == 0 and rotation.left == 0  # the intent fits the outbox: nothing deferred

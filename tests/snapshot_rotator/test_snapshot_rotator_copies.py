@@ -136,5 +136,5 @@ def test_a_dry_run_copies_nothing_records_nothing_and_starts_no_rounds(
     assert [c.operation for c in calls.mutating() if c.service == "ec2"] == []
     assert calls.count("dynamodb", "BatchWriteItem") == 0 and fleet.ledger() == before
     assert copies() == {} and dry.result["copied"] == [{"job": 0, "snapshot": None}]
-    assert dry.metrics["SnapshotsCopied"] == 0 and not report.more(dry.intent, dry.result)
+    assert dry.metrics["SnapshotsCopied"] == 0 and not report.continues(dry.intent, dry.result)
     assert dry.mail is not None and "would be copied" in dry.mail.body

@@ -388,9 +388,9 @@ def test_api_call_budget(fleet: Any, rotate: Rotate, calls: CallRecorder, api: A
         "ec2.CreateSnapshot": 5,
         "ec2.CreateSnapshots": 1,
         "ec2.DeleteSnapshot": 5 * (4 - 2),
-        # the ledger: read whole in one page; 7 new records and 10 deleted ones, 25 a call
+        # the ledger: read whole in one page; 7 new records and 10 deleted ones, 25 writes a call
         "dynamodb.Query": 1,
-        "dynamodb.BatchWriteItem": 2,
+        "dynamodb.BatchWriteItem": 1,  # 17 writes, records and removals together: one call
     }
     (params,) = api.of("DescribeSnapshots")
     assert params["OwnerIds"] == ["self"] and params["MaxResults"] == 1000
@@ -401,29 +401,141 @@ def test_api_call_budget(fleet: Any, rotate: Rotate, calls: CallRecorder, api: A
     assert volumes["Filters"][0] == {"Name": "tag-key", "Values": ["Backup"]} and volumes["MaxResults"] == 500
 
 
-def test_a_plan_too_large_for_the_outbox_defers_deletions_then_jobs(
-    fleet: Any, make_context: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _six_volumes_four_expired_each(fleet: Any) -> list[str]:
     vols = sorted(fleet.volume({"Backup": "true"}) for _ in range(6))
     for vol in vols:
         for day in range(1, 6):
             fleet.snapshot(vol, NOW - day * DAY)
+    return vols
+
+
+def test_a_plan_too_large_for_one_item_is_split_into_rounds_each_job_with_its_deletions(
+    fleet: Any, make_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _six_volumes_four_expired_each(fleet)
+    ctx = make_context(keep_newest=1, summary_mail=False)
+    whole = run.plan(ctx)
+    full = whole.intent
+    assert full is not None and len(full["delete"]) == 6 * 4 and list(whole.later) == []
+    budget = run._packed_size({**full, "jobs": full["jobs"][:2], "delete": full["delete"][:8]})
+    monkeypatch.setattr(run, "INTENT_BUDGET", budget)
+    split = run.plan(ctx)
+    assert split.intent is not None
+    rounds = [split.intent, *split.later]
+    assert len(rounds) >= 3
+    for n, intent in enumerate(rounds):
+        assert intent["part"] == n and run._packed_size(intent) <= budget
+        volumes = {v for job in intent["jobs"] for v in job["volume_ids"]}
+        assert {d["volume_id"] for d in intent["delete"]} <= volumes, "a deletion without its volume's job"
+        if n:  # said once, by the first round: the later ones carry only their work
+            assert intent["checked"] == 0 and intent["notes"] == [] and intent["adopt"] is None
+    assert [j for r in rounds for j in r["jobs"]] == full["jobs"], "every job once, in plan order"
+    assert sorted(d["id"] for r in rounds for d in r["delete"]) == sorted(d["id"] for d in full["delete"])
+    assert split.intent["later"] == {
+        "rounds": len(rounds) - 1,
+        "volumes": 6 - len(split.intent["jobs"]),
+        "deletions": 24 - len(split.intent["delete"]),
+        "copies": 0,
+    }
+    assert split.intent["deferred"] == {"deletions": 0, "volumes": 0, "copies": 0}
+
+
+def test_a_round_takes_what_ec2_lets_it_do_in_its_time(fleet: Any, make_context: Any) -> None:
+    """The rounds are cut by calls (one round's time at EC2's refill rate), not by item size."""
+    _six_volumes_four_expired_each(fleet)
+    intent = run.plan(make_context(keep_newest=1, summary_mail=False)).intent
+    assert intent is not None
+    head, later = run._rounds(dict(intent), first=5, each=10)  # a unit: 1 create, 4 deletions
+    assert [len(r["jobs"]) for r in [head, *later]] == [1, 2, 2, 1]
+    assert [len(r["delete"]) for r in [head, *later]] == [4, 8, 8, 4]
+    assert run._capacity(880) == 4180  # a whole round: 880 s at 5 calls a second, less a twentieth
+
+
+def test_what_one_item_cannot_hold_is_left_for_the_next_run_and_said(
+    fleet: Any, make_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _six_volumes_four_expired_each(fleet)
     ctx = make_context(keep_newest=1, summary_mail=False)
     full = run.plan(ctx).intent
-    assert full is not None and len(full["delete"]) == 6 * 4
-    budget = run._packed_size({**full, "delete": full["delete"][:8], "kept": {}})
+    assert full is not None
+    # Room for the first round's own news and nothing else: no job with its 4 deletions fits.
+    budget = run._packed_size({**full, "jobs": [], "delete": []}) + 10
     monkeypatch.setattr(run, "INTENT_BUDGET", budget)
-    cut = run.plan(ctx).intent
-    assert cut is not None and len(cut["jobs"]) == 6 and 0 < len(cut["delete"]) < 24
-    assert cut["deferred"] == {"deletions": 24 - len(cut["delete"]), "volumes": 0}
-    assert run._packed_size({**cut, "kept": {}}) <= budget
-    assert cut["delete"] == full["delete"][: len(cut["delete"])]  # the first ones, in plan order
-    budget = run._packed_size({**full, "delete": [], "jobs": full["jobs"][:3], "kept": {}})
-    monkeypatch.setattr(run, "INTENT_BUDGET", budget)
-    tiny = run.plan(ctx).intent
-    assert tiny is not None and tiny["delete"] == [] and 0 < len(tiny["jobs"]) < 6
-    assert tiny["deferred"] == {"deletions": 24, "volumes": 6 - len(tiny["jobs"])}
+    plan = run.plan(ctx)
+    tiny = plan.intent
+    assert tiny is not None and tiny["jobs"] == [] and tiny["delete"] == [] and list(plan.later) == []
+    assert tiny["deferred"] == {"deletions": 24, "volumes": 6, "copies": 0}
     result = run.act(ctx, tiny)
     mail = report.mail(ctx, tiny, result)
     assert mail is not None and mail.severity == "warning" and "this run's list was full" in mail.body
-    assert report.counts(tiny, result).extra["LeftForNextRun"] == 24 + 6 - len(tiny["jobs"])
+    assert report.counts(tiny, result).extra["LeftForNextRun"] == 24 + 6
+    assert run.rest(tiny, result) is None, "deferred work is planned again by the next run, not queued"
+
+
+def test_the_rest_of_a_round_is_what_its_time_did_not_reach(
+    fleet: Any, make_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Time up after the first job: the rest holds the other jobs with their volumes' deletions
+    (held until their snapshot is made, not lost), the deletions not reached, nothing done."""
+    vols = sorted(fleet.volume({"Backup": "true"}) for _ in range(3))
+    for vol in vols:
+        for day in range(1, 4):
+            fleet.snapshot(vol, NOW - day * DAY)
+    ctx = make_context(keep_newest=1, summary_mail=False)
+    intent = run.plan(ctx).intent
+    assert intent is not None and len(intent["jobs"]) == 3 and len(intent["delete"]) == 6
+    calls = {"n": 0}
+
+    def one_call_then_time_is_up(*_: Any) -> bool:
+        calls["n"] += 1
+        return calls["n"] <= 1
+
+    monkeypatch.setattr(run, "_may_call", one_call_then_time_is_up)
+    result = run.act(ctx, intent)
+    assert len(result["created"]) == 1 and result["deleted"] == []
+    rest = run.rest(intent, result)
+    assert rest is not None and rest["jobs"] == intent["jobs"][1:]
+    assert sorted(d["id"] for d in rest["delete"]) == sorted(d["id"] for d in intent["delete"])
+    assert rest["checked"] == 0 and rest["notes"] == [] and rest["part"] == 0
+    assert run.rest(intent, {**result, "dry_run": True}) is None
+    second = intent["jobs"][1]["volume_ids"]
+    failed = {**result, "create_failures": [{"job": 1, "volumes": second, "code": "X"}]}
+    failed["jobs_left"] = [j for j in result["jobs_left"] if j["job"] != 1]
+    dropped = run.rest(intent, failed)
+    assert dropped is not None
+    assert not {d["volume_id"] for d in dropped["delete"]} & set(intent["jobs"][1]["volume_ids"]), (
+        "a volume whose snapshot failed keeps its snapshots: its deletions are not queued"
+    )
+
+
+def test_deletions_go_between_the_creates_and_never_before_their_volumes_new_snapshot(
+    fleet: Any, make_context: Any, calls: CallRecorder
+) -> None:
+    """Each EC2 API has its own bucket: a volume's deletions are made right after its new
+    snapshot (not after every create), and never before it."""
+    vols = sorted(fleet.volume({"Backup": "true"}) for _ in range(4))
+    for vol in vols:
+        for day in range(1, 4):
+            fleet.snapshot(vol, NOW - day * DAY)
+    ctx = make_context(keep_newest=1, summary_mail=False)
+    intent = run.plan(ctx).intent
+    assert intent is not None
+    volume_of = {d["id"]: d["volume_id"] for d in intent["delete"]}
+    calls.calls.clear()
+    result = run.act(ctx, intent)
+    assert len(result["deleted"]) == 8
+    order = [
+        ("create", c.params["VolumeId"])
+        if c.operation == "CreateSnapshot"
+        else ("delete", volume_of[c.params["SnapshotId"]])
+        for c in calls.calls
+        if c.operation in ("CreateSnapshot", "DeleteSnapshot")
+    ]
+    snapshotted: set[str] = set()
+    for kind, volume in order:
+        if kind == "create":
+            snapshotted.add(volume)
+        else:
+            assert volume in snapshotted, f"{volume}'s snapshot deleted before its new one was made"
+    last_create = max(n for n, (kind, _) in enumerate(order) if kind == "create")
+    assert any(kind == "delete" for kind, _ in order[:last_create]), "the deletions waited for every create"

@@ -236,15 +236,15 @@ def test_a_snapshot_made_but_not_recorded_before_the_kill_is_adopted_by_the_retr
     ctx = make_context(keep_newest=3)
     plan = run.plan(ctx)
     assert plan.intent is not None
-    real_put = store.put
+    real_write = store.write
 
     def die(*_: Any, **__: Any) -> None:
         raise Killed
 
-    monkeypatch.setattr(store, "put", die)
+    monkeypatch.setattr(store, "write", die)
     with pytest.raises(Killed):
         run.act(ctx, plan.intent)
-    monkeypatch.setattr(store, "put", real_put)
+    monkeypatch.setattr(store, "write", real_write)
     (made,) = [s for s in fleet.snapshots(vol) if s not in fleet.ledger()]
     calls.calls.clear()
     result = run.act(make_context(keep_newest=3, resumed=True), plan.intent)
@@ -259,7 +259,7 @@ def test_a_copied_description_makes_the_retry_adopt_nothing(
     ctx = make_context()
     plan = run.plan(ctx)
     assert plan.intent is not None
-    monkeypatch.setattr(store, "put", lambda *_a, **_k: (_ for _ in ()).throw(Killed()))
+    monkeypatch.setattr(store, "write", lambda *_a, **_k: (_ for _ in ()).throw(Killed()))
     with pytest.raises(Killed):
         run.act(ctx, plan.intent)
     monkeypatch.undo()

@@ -8,9 +8,11 @@ lives on botocore's retries (each throttled call waits and tries again, up to 8 
 one outlives them. A :class:`Pacer` waits for the token instead, so the calls go at the refill
 rate, none is refused, and the time a run needs is known in advance: ``(n - burst) / refill``.
 
-The bucket's state at the start is not known (other callers share it): the pacer assumes half
-the burst is there. :data:`clock` and :data:`sleep` are module attributes so that a benchmark
-can run a day of calls on a simulated clock.
+The bucket's state at the start is not known: other callers share it, and the round before
+this one (rounds come 10 seconds apart) left it empty. The pacer assumes it is empty, which
+costs at most a burst's worth of time (40 s) and never a refused call. :data:`clock` and
+:data:`sleep` are module attributes so that a benchmark can run a day of calls on a simulated
+clock.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ class Bucket:
     at: float | None = None  # when ``tokens`` was last brought up to date; None: not yet used
 
     def _refill(self, now: float) -> None:
-        if self.at is None:  # first use: half the burst, a guess (others share the bucket)
-            self.tokens, self.at = self.burst / 2, now
+        if self.at is None:  # first use: assumed empty (others, or the last round, used it)
+            self.tokens, self.at = 0.0, now
             return
         self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
         self.at = now
@@ -54,6 +56,13 @@ class Pacer:
     limits: dict[str, tuple[int, float]]
     buckets: dict[str, Bucket] = field(default_factory=dict)
     waited: float = 0.0  # seconds slept, for the run's log line
+
+    def ready(self, operation: str) -> bool:
+        """Whether a token of ``operation`` is there now (taking it would not wait)."""
+        limit = self.limits.get(operation)
+        if limit is None:
+            return True
+        return self.buckets.setdefault(operation, Bucket(*limit)).wait(clock()) == 0.0
 
     def take(self, operation: str, budget: float) -> bool:
         """Wait for a token of ``operation`` and take it; False (nothing taken, no sleep) when
