@@ -36,7 +36,8 @@ FORMULAS = {
     "snapshot_rotator": "per run over V volumes with S managed snapshots, D expired: 1 DescribeImages, "
     "ceil(S/1000) DescribeSnapshots, 1 DescribeInstances, ceil(V/500) DescribeVolumes, V CreateSnapshot "
     "(no batch API for volumes), D DeleteSnapshot (no batch API); the ledger: ceil(bytes/1 MB) Query, "
-    "ceil(V/25) + ceil(D/25) BatchWriteItem (25 a call, the API's maximum); calls paced at EC2's refill "
+    "ceil((V + D)/25) BatchWriteItem (25 writes a call, the API's maximum, records and removals together); "
+    "calls paced at EC2's refill "
     "(modelled, not slept: docs/benchmarks-snapshot-scale.md for 10,000 volumes)" + RUNNER,
     "idle_stopper": "per run over N running instances, E = N/100 past StopAfter, cap C = 10: ceil(N/1000) "
     "DescribeInstances, ceil(3(N-E)/500) GetMetricData, min(C,E) DescribeInstanceAttribute, 1 StopInstances, "
@@ -262,7 +263,9 @@ def render(
         *_limits(runs),
         "",
         "What the suite does then: every automation checks its `Deadline` before each unit of work. "
-        "snapshot_rotator leaves the rest for the next run (`LeftForNextRun` metric, listed in the mail), "
+        "snapshot_rotator queues the rest as the next rounds of the run, which its state machine starts at "
+        "once (one API's calls / 5 per day: its creates and deletions overlap, so the sums above are "
+        "conservative for it; docs/benchmarks-snapshot-scale.md), "
         "idle_stopper leaves unjudged instances running (the safe side), patch_sweeper raises "
         "`SweepIncomplete` so the retried invocation resumes from its DynamoDB record. Throttled calls are "
         "retried by botocore (standard mode, 8 attempts) and only slow the run down. patch_sweeper's row "

@@ -110,7 +110,8 @@ def minimum(volumes: int) -> dict[str, int]:
         "ec2.DeleteSnapshot": volumes * (PER_VOLUME - KEEP),
         # the ledger: one Query page per MB of records (~6,000); 25 writes a BatchWriteItem
         "dynamodb.Query": RUNNER_CALLS["dynamodb.Query"] + pages(volumes * PER_VOLUME, 6000),
-        "dynamodb.BatchWriteItem": pages(volumes, 25) + pages(volumes * (PER_VOLUME - KEEP), 25),
+        # records and removals together
+        "dynamodb.BatchWriteItem": pages(volumes * (1 + PER_VOLUME - KEEP), 25),
         **{k: v for k, v in RUNNER_CALLS.items() if k != "dynamodb.Query"},
     }
 
