@@ -389,6 +389,49 @@ def create_outbox_table(name: str = OUTBOX_TABLE) -> str:
     return name
 
 
+def continuation(execution: str, round_: int, automation: str) -> dict[str, Any]:
+    """What a stack's rounds state machine sends (SnapshotRotatorRounds in template.yaml): an
+    event of its own source and id, timed now."""
+    from datetime import UTC, datetime
+
+    return {
+        "version": "0",
+        "id": f"{execution}-round-{round_}",
+        "detail-type": "Continue the run",
+        "source": "ops-autopilot.continue",
+        "account": "123456789012",
+        "region": REGION,
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "resources": [],
+        "detail": {"automation": automation, "round": round_},
+    }
+
+
+@pytest.fixture
+def rounds_machine(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A state machine in moto that does nothing, as the stack's CONTINUATION_STATE_MACHINE: the
+    tests invoke the rounds themselves and read its executions."""
+    import boto3
+
+    arn = boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+        name="ops-autopilot-rounds-test",
+        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
+        roleArn="arn:aws:iam::123456789012:role/rounds",
+    )["stateMachineArn"]
+    monkeypatch.setenv("CONTINUATION_STATE_MACHINE", arn)
+    return str(arn)
+
+
+def ec2_tags(resource_id: str) -> dict[str, str]:
+    """The tags of one EC2 resource, as a dict (DescribeTags, moto)."""
+    import boto3
+
+    found = boto3.client("ec2", region_name=REGION).describe_tags(
+        Filters=[{"Name": "resource-id", "Values": [resource_id]}]
+    )["Tags"]
+    return {t["Key"]: t["Value"] for t in found}
+
+
 class FakeContext:
     """The parts of the Lambda context object the handlers use."""
 

@@ -6,12 +6,10 @@ new run, stale queued work and a dry run. On a toy automation against moto."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -24,7 +22,7 @@ from autopilot.events import parse_scheduled
 from autopilot.outbox import QUEUED_KEEPS_SECONDS, Mail, Outbox
 from autopilot.recorder import CallRecorder
 from autopilot.runner import Automation, Context, Counts, Plan, Run
-from conftest import REGION, FakeContext
+from conftest import REGION, FakeContext, continuation, ec2_tags
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +58,7 @@ class Rounds:
             if self.per_act is not None and len(done) >= self.per_act:
                 left.append(volume)
                 continue
-            if ctx.resumed and _tags(volume).get("Seen"):
+            if ctx.resumed and ec2_tags(volume).get("Seen"):
                 done.append(volume)  # the killed attempt did it: not again
                 continue
             boto3.client("ec2", region_name=REGION).create_tags(
@@ -92,24 +90,10 @@ class Rounds:
         )
 
 
-def _tags(volume: str) -> dict[str, str]:
-    found = boto3.client("ec2", region_name=REGION).describe_tags(
-        Filters=[{"Name": "resource-id", "Values": [volume]}]
-    )["Tags"]
-    return {t["Key"]: t["Value"] for t in found}
-
-
 @pytest.fixture
-def toy(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Rounds:
+def toy(stack_env: dict[str, str], rounds_machine: str) -> Rounds:
     ec2 = boto3.client("ec2", region_name=REGION)
     volumes = [ec2.create_volume(AvailabilityZone=f"{REGION}a", Size=1)["VolumeId"] for _ in range(7)]
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = sfn.create_state_machine(
-        name="rounds-toy",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-        roleArn="arn:aws:iam::123456789012:role/rounds",
-    )["stateMachineArn"]
-    monkeypatch.setenv("CONTINUATION_STATE_MACHINE", arn)
     return Rounds(volumes)
 
 
@@ -120,17 +104,7 @@ def _scheduled(load_event: Any, n: int = 0) -> dict[str, Any]:
 
 
 def _round(n: int, execution: str = "toy-run") -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": f"{execution}-round-{n}",
-        "detail-type": "Continue the run",
-        "source": "ops-autopilot.continue",
-        "account": "123456789012",
-        "region": REGION,
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "resources": [],
-        "detail": {"automation": "toy", "round": n},
-    }
+    return continuation(execution, n, "toy")
 
 
 def _invoke(toy: Rounds, event: dict[str, Any], request: str) -> dict[str, Any]:

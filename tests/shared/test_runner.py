@@ -18,7 +18,7 @@ from autopilot.events import parse_scheduled
 from autopilot.notify import Digest, Item
 from autopilot.outbox import Mail, Outbox, OutboxError
 from autopilot.runner import Automation, Context, Counts, Plan, Run
-from conftest import REGION, STACK, FakeContext
+from conftest import REGION, STACK, FakeContext, ec2_tags
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ class Toy:
         self.fail_resumed = False  # finishing an earlier run's intent fails, always
 
     def plan(self, run: Run[None, Any]) -> Plan:
-        todo = [v for v in self.volumes if "Seen" not in _tags(v)]
+        todo = [v for v in self.volumes if "Seen" not in ec2_tags(v)]
         intent = {"volumes": todo} if todo else None
         return Plan(intent, Counts(checked=len(self.volumes), skipped=len(self.volumes) - len(todo)))
 
@@ -64,13 +64,6 @@ class Toy:
 
     def automation(self) -> Automation[None, Any]:
         return Automation("toy", parse_scheduled, lambda: None, self.plan, self.act, self.report, self.counts)
-
-
-def _tags(volume: str) -> dict[str, str]:
-    found = boto3.client("ec2", region_name=REGION).describe_tags(
-        Filters=[{"Name": "resource-id", "Values": [volume]}]
-    )["Tags"]
-    return {t["Key"]: t["Value"] for t in found}
 
 
 @pytest.fixture
@@ -119,7 +112,7 @@ def _sns_refuses(monkeypatch: pytest.MonkeyPatch, code: str) -> list[bool]:
 def test_a_run_records_acts_mails_and_leaves_nothing_behind(toy: Toy, load_event: Any, mailbox: Any) -> None:
     result = _invoke(toy, _event(load_event))
     assert result["Changed"] == 3 and result["Checked"] == 3
-    assert all(_tags(v).get("Seen") for v in toy.volumes)
+    assert all(ec2_tags(v).get("Seen") for v in toy.volumes)
     mails = mailbox()
     assert len(mails) == 1 and mails[0]["subject"].startswith(f"[{STACK}] 3 volumes tagged")
     assert mails[0]["attributes"] == {"automation": "toy", "severity": "info"}
@@ -164,7 +157,7 @@ def test_a_run_killed_between_two_steps_is_finished_and_mailed_by_the_retry(
     toy.fail_after = None
     _invoke(toy, event, request="r2")  # Lambda's retry of the same event
     assert toy.acts == [False, True]  # the retry finished the recorded intent first
-    assert all(_tags(v).get("Seen") for v in toy.volumes)
+    assert all(ec2_tags(v).get("Seen") for v in toy.volumes)
     mails = mailbox()
     assert len(mails) == 1 and "3 volumes tagged" in mails[0]["subject"], mails
     assert _entries() == []
@@ -176,7 +169,7 @@ def test_a_mail_sns_refused_is_sent_by_the_next_run(
     sns_down = _sns_refuses(monkeypatch, "KMSDisabledException")
     with pytest.raises(OutboxError):
         _invoke(toy, _event(load_event, 1))
-    assert all(_tags(v).get("Seen") for v in toy.volumes)  # the work is done ...
+    assert all(ec2_tags(v).get("Seen") for v in toy.volumes)  # the work is done ...
     assert [e.status for e in _entries()] == ["acted"]  # ... and its mail kept
     sns_down[0] = False
     _invoke(toy, _event(load_event, 2), request="r2")  # the next scheduled run
@@ -222,7 +215,7 @@ def test_work_that_cannot_be_finished_blocks_new_work_then_is_given_up_with_a_ma
     assert "could not finish a run, given up" in mails[0]["subject"]
     assert "3 invocations tried" in mails[0]["body"] and toy.volumes[2] in mails[0]["body"]
     assert "2 volumes tagged" in mails[1]["subject"]
-    assert all(_tags(v).get("Seen") for v in toy.volumes)
+    assert all(ec2_tags(v).get("Seen") for v in toy.volumes)
     assert _entries() == []
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
+import conftest
 from autopilot import runner
 from autopilot.recorder import CallRecorder
 from conftest import REGION, FakeContext
@@ -36,30 +37,12 @@ def invoke(event: dict[str, Any], request: str = "r1") -> dict[str, Any]:
 
 
 def continuation(execution: str, round_: int, automation: str = "snapshot_rotator") -> dict[str, Any]:
-    """What SnapshotRotatorRounds sends (template.yaml): an event of its own source and id."""
-    return {
-        "version": "0",
-        "id": f"{execution}-round-{round_}",
-        "detail-type": "Continue the run",
-        "source": "ops-autopilot.continue",
-        "account": "123456789012",
-        "region": REGION,
-        "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "resources": [],
-        "detail": {"automation": automation, "round": round_},
-    }
+    return conftest.continuation(execution, round_, automation)
 
 
 @pytest.fixture
-def machine(monkeypatch: pytest.MonkeyPatch) -> str:
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    arn = sfn.create_state_machine(
-        name="ops-autopilot-rounds-test",
-        definition=json.dumps({"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}),
-        roleArn="arn:aws:iam::123456789012:role/rounds",
-    )["stateMachineArn"]
-    monkeypatch.setenv("CONTINUATION_STATE_MACHINE", arn)
-    return str(arn)
+def machine(rounds_machine: str) -> str:
+    return rounds_machine
 
 
 @pytest.fixture

@@ -401,12 +401,17 @@ def test_api_call_budget(fleet: Any, rotate: Rotate, calls: CallRecorder, api: A
     assert volumes["Filters"][0] == {"Name": "tag-key", "Values": ["Backup"]} and volumes["MaxResults"] == 500
 
 
-def _six_volumes_four_expired_each(fleet: Any) -> list[str]:
-    vols = sorted(fleet.volume({"Backup": "true"}) for _ in range(6))
+def _daily_backups(fleet: Any, volumes: int, days: int) -> list[str]:
+    """``volumes`` opted-in volumes with a backup on each of the last ``days`` days."""
+    vols = sorted(fleet.volume({"Backup": "true"}) for _ in range(volumes))
     for vol in vols:
-        for day in range(1, 6):
+        for day in range(1, days + 1):
             fleet.snapshot(vol, NOW - day * DAY)
     return vols
+
+
+def _six_volumes_four_expired_each(fleet: Any) -> list[str]:
+    return _daily_backups(fleet, 6, 5)
 
 
 def test_a_plan_too_large_for_one_item_is_split_into_rounds_each_job_with_its_deletions(
@@ -477,10 +482,7 @@ def test_the_rest_of_a_round_is_what_its_time_did_not_reach(
 ) -> None:
     """Time up after the first job: the rest holds the other jobs with their volumes' deletions
     (held until their snapshot is made, not lost), the deletions not reached, nothing done."""
-    vols = sorted(fleet.volume({"Backup": "true"}) for _ in range(3))
-    for vol in vols:
-        for day in range(1, 4):
-            fleet.snapshot(vol, NOW - day * DAY)
+    _daily_backups(fleet, 3, 3)
     ctx = make_context(keep_newest=1, summary_mail=False)
     intent = run.plan(ctx).intent
     assert intent is not None and len(intent["jobs"]) == 3 and len(intent["delete"]) == 6
@@ -513,10 +515,7 @@ def test_deletions_go_between_the_creates_and_never_before_their_volumes_new_sna
 ) -> None:
     """Each EC2 API has its own bucket: a volume's deletions are made right after its new
     snapshot (not after every create), and never before it."""
-    vols = sorted(fleet.volume({"Backup": "true"}) for _ in range(4))
-    for vol in vols:
-        for day in range(1, 4):
-            fleet.snapshot(vol, NOW - day * DAY)
+    _daily_backups(fleet, 4, 3)
     ctx = make_context(keep_newest=1, summary_mail=False)
     intent = run.plan(ctx).intent
     assert intent is not None
