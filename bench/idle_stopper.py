@@ -9,13 +9,13 @@ Minimum for N running instances, E of them expired (E = N/100), cap C = 10 stops
 - GetMetricData: ceil(3 (N - E) / 500): k = 3 series (CPU, NetworkIn, NetworkOut) per judged
   instance, 500 queries per call; an expired instance needs no metrics. One page per call:
   500 queries x 24 hourly points = 12,000 points, under the 100,800 per response;
-- DescribeInstanceAttribute: min(C, E): DisableApiStop is not in DescribeInstances and the
-  attribute call takes one instance;
+- DescribeInstanceAttribute: 0. Stop protection is EC2's to judge: StopInstances refuses a
+  protected instance, naming it, and the batch goes again without it (one call per protected
+  instance; none here);
 - StopInstances: 1 (up to 1,000 ids per call);
-- CreateTags: one per distinct tag set (CreateTags takes one tag set for up to 1,000 ids). Here
-  every stop is a lifetime stop with the same StopAfter, so all share StoppedBy/StoppedAt/
-  StoppedReason: 1 call. (Idle stops carry each instance's own numbers in StoppedReason, so
-  those need one call each, at most C per run.)
+- CreateTags: one per distinct tag set (CreateTags takes one tag set for up to 1,000 ids). The
+  tags are shared by the run: StoppedBy, StoppedReason as its category (idle or lifetime; the
+  numbers are in the mail) and StoppedAt as the run's time: 1 call per category, 1 here.
 - SNS Publish: 1 digest;
 - the runner (autopilot.runner), through which the real handler runs: dynamodb.Query 1
   (earlier runs' unfinished work), the claim on the event (dynamodb.PutItem 1 +
@@ -101,7 +101,6 @@ def minimum(count: int) -> dict[str, int]:
     return {
         "ec2.DescribeInstances": pages(count, 1000),
         "cloudwatch.GetMetricData": pages(3 * (count - expired), 500),
-        "ec2.DescribeInstanceAttribute": stops,
         "ec2.StopInstances": 1 if stops else 0,
         "ec2.CreateTags": 1 if stops else 0,  # one shared tag set, see above
         "sns.Publish": 1 if stops else 0,

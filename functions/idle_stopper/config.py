@@ -30,6 +30,6 @@ class Config:
             periods_required=required,
             cpu_percent=env_float("CPU_PERCENT", env, minimum=0.0),
             network_mb=env_float("NETWORK_MB", env, minimum=0.0),
-            max_stops=env_int("MAX_STOPS_PER_RUN", env, minimum=0, maximum=100),
+            max_stops=env_int("MAX_STOPS_PER_RUN", env, minimum=0, maximum=1000),  # one StopInstances call
         )
         return cls(policy=policy)

@@ -473,6 +473,9 @@ class Decision:
 
     stop: list[Assessment]
     others: list[Assessment]
+    # The candidates after the cap, in priority order (at most the cap of them, as they would
+    # stop): each takes the place of a stop EC2 refuses for stop protection (run.act).
+    reserve: list[Assessment] = field(default_factory=list)
 
     @property
     def all(self) -> list[Assessment]:
@@ -486,7 +489,11 @@ class Decision:
 def finish(concluded: Sequence[Assessment], policy: Policy, protection: Mapping[str, bool]) -> Decision:
     selection = select(concluded, policy.max_stops, protection)
     rest = [a for a in concluded if not a.stops]
-    return Decision(stop=selection.chosen, others=[*selection.protected, *selection.over_cap, *rest])
+    taken = {a.instance.instance_id for a in [*selection.chosen, *selection.protected]}
+    reserve = [a for a in candidates(concluded) if a.instance.instance_id not in taken][: policy.max_stops]
+    return Decision(
+        stop=selection.chosen, others=[*selection.protected, *selection.over_cap, *rest], reserve=reserve
+    )
 
 
 def decide(
@@ -534,7 +541,7 @@ def intent(
         return None
     protected = [a for a in decision.others if a.outcome is Outcome.STOP_PROTECTED]
     over_cap = [a for a in decision.others if a.outcome is Outcome.OVER_CAP]
-    mentioned = [*decision.stop, *protected, *decision.malformed]
+    mentioned = [*decision.stop, *protected, *decision.malformed, *([] if dry_run else decision.reserve)]
     return {
         "at": now.astimezone(UTC).strftime(STAMP),
         "dry_run": dry_run,
@@ -546,6 +553,8 @@ def intent(
         },
         "checked": len(decision.all),
         "stop": [_stop_entry(a, now) for a in decision.stop],
+        # a dry run read the protection already: no refusal to fill in for
+        "reserve": [] if dry_run else [_stop_entry(a, now) for a in decision.reserve],
         "protected": [a.instance.instance_id for a in protected],
         "over_cap": len(over_cap),
         "malformed": [

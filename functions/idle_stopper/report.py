@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import Any
 
 from autopilot import console
@@ -18,7 +17,7 @@ from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
 from autopilot.tags import clean_value
 from idle_stopper.config import Config
-from idle_stopper.decide import EXCLUDED, Decision, Outcome, format_duration
+from idle_stopper.decide import EXCLUDED, Decision, Outcome
 
 AUTOMATION = "idle_stopper"
 LABELS = {
@@ -74,6 +73,8 @@ def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
     stopped = _stopped(intent, result)
     idle = sum(1 for e in stopped if e["outcome"] == Outcome.STOP_IDLE.value)
     dropped = len(result.get("dropped", []))
+    refused = len(result.get("protected", []))  # EC2 refused them: stop protection
+    reserve = _reserve_stopped(intent, result)  # over the cap at plan time, stopped in their place
     extra: dict[str, float] = {
         "WouldStop": len(stopped) if dry_run else 0,
         "StoppedIdle": 0 if dry_run else idle,
@@ -81,9 +82,13 @@ def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
     }
     if dropped:
         extra["SkippedChanged"] = dropped
+    if refused:
+        extra[f"Skipped{Outcome.STOP_PROTECTED.value}"] = refused
+    if reserve:
+        extra[f"Skipped{Outcome.OVER_CAP.value}"] = -reserve
     return Counts(
         changed=0 if dry_run else len(stopped),
-        skipped=dropped,
+        skipped=dropped + refused - reserve,
         failed=len(result.get("failures", [])),
         extra=extra,
     )
@@ -110,22 +115,16 @@ def decisions(decision: Decision, dry_run: bool) -> list[dict[str, Any]]:
 
 
 def stopped_tags(entry: Mapping[str, Any], stack_name: str, at: str) -> dict[str, str]:
-    """StoppedBy / StoppedReason (with the numbers) / StoppedAt for one stopped instance, from
-    its entry in the intent (so a resumed run writes the very same tags). StoppedAt is the
-    run's time (``at``). StoppedReason is written in the characters EC2 tag values allow (no %,
-    commas, brackets)."""
-    if entry["outcome"] == Outcome.STOP_IDLE.value:
-        reason = (
-            f"idle: {entry['idle_periods']} of {entry['periods']} hours quiet - "
-            f"peak CPU {entry.get('peak_cpu') or 0:.1f} pct - "
-            f"peak network {entry.get('peak_network_mb') or 0:.2f} MB/h"
-        )
-    else:
-        running = format_duration(timedelta(seconds=int(entry.get("running_seconds", 0))))
-        reason = f"lifetime: StopAfter={entry.get('stop_after', '')} reached after {running} running"
+    """StoppedBy / StoppedReason / StoppedAt for one stopped instance, from its entry in the
+    intent (so a resumed run writes the very same tags): values the whole run shares - the
+    stack, the reason's category (``idle`` or ``lifetime``) and the run's time (``at``) - so that
+    one CreateTags covers up to 1,000 stopped instances of a category. The numbers that decided
+    (quiet hours, peak CPU and network, StopAfter and the time running) are in the mail and in
+    the decision's log line, not in the tag."""
+    reason = "idle" if entry["outcome"] == Outcome.STOP_IDLE.value else "lifetime"
     return {
         "StoppedBy": clean_value(f"ops-autopilot/{stack_name}"),
-        "StoppedReason": clean_value(reason),
+        "StoppedReason": reason,
         "StoppedAt": at,
     }
 
@@ -189,15 +188,16 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
             [item(m["id"], str(m["error"])) for m in intent["malformed"]],
         )
     notes = []
-    protected: Sequence[str] = intent.get("protected", [])
+    protected: Sequence[str] = [*intent.get("protected", []), *result.get("protected", [])]
+    over_cap = int(intent.get("over_cap", 0)) - _reserve_stopped(intent, result)
     if protected:
         notes.append(
             f"Stop protection on, left running although the rule matched ({len(protected)}): "
             f"{', '.join(protected[:20])}. Tag them AutoStop=false to stop checking them."
         )
-    if intent.get("over_cap"):
+    if over_cap > 0:
         notes.append(
-            f"{plural(int(intent['over_cap']), 'more instance')} met the rule but this run's limit of "
+            f"{plural(over_cap, 'more instance')} met the rule but this run's limit of "
             f"{policy['max_stops']} stops was reached; the next run looks at them again."
         )
     if notes and not digest.empty:
@@ -208,7 +208,8 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
         "Start a stopped instance again from the console link, or: "
         "aws ec2 start-instances --instance-ids <id>. "
         f"After a start it is not judged idle for {policy['lookback_periods']} hours.",
-        "The StoppedBy, StoppedReason and StoppedAt tags on each stopped instance say who, why and when.",
+        "The StoppedBy, StoppedReason (idle or lifetime) and StoppedAt tags on each stopped instance say "
+        "who, why and when; the numbers that decided are in this mail.",
     ]
     severity: Severity = "warning" if failures else "info"
     summary = summary_line(intent, result)
@@ -247,8 +248,13 @@ def summary_line(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     dropped = len(result.get("dropped", []))
     if dropped:
         kept["Changed"] += dropped
+    refused = len(result.get("protected", []))
+    reserve = _reserve_stopped(intent, result)
+    kept[Outcome.STOP_PROTECTED.value] += refused
+    kept[Outcome.OVER_CAP.value] -= reserve
     if not result.get("dry_run"):
-        kept["StopFailed"] += len(intent.get("stop", [])) - len(stopped) - dropped
+        tried = len(intent.get("stop", [])) + reserve
+        kept["StopFailed"] += max(0, tried - len(stopped) - dropped - refused)
     left = ", ".join(
         f"{n} {LABELS.get(name, name)}"
         for name, n in sorted(kept.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -262,6 +268,13 @@ def summary_line(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
 
 
 def _stopped(intent: Mapping[str, Any], result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The intent's stop entries of the instances the act stopped (would stop, in dry run)."""
+    """The intent's stop entries (and reserve entries) of the instances the act stopped (would
+    stop, in dry run)."""
     done = set(result.get("stopped", []))
-    return [e for e in intent.get("stop", []) if e["id"] in done]
+    return [e for e in [*intent.get("stop", []), *intent.get("reserve", [])] if e["id"] in done]
+
+
+def _reserve_stopped(intent: Mapping[str, Any], result: Mapping[str, Any]) -> int:
+    """How many of the reserve (over the cap at plan time) were stopped in a refused one's place."""
+    done = set(result.get("stopped", []))
+    return sum(1 for e in intent.get("reserve", []) if e["id"] in done)

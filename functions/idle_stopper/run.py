@@ -33,12 +33,18 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     series = service.fetch_metrics(need, policy, now, run.deadline) if need else {}
     concluded = [decide.conclude(a, series.get(a.instance.instance_id, ()), policy, now) for a in assessed]
 
-    # Stop protection, read lazily in priority order until the cap is filled.
+    # Stop protection. A real run lets EC2 judge it: StopInstances refuses a protected instance
+    # (service.stop_instances), and the act fills its place from the reserve - a call per
+    # protected instance instead of one per candidate. A dry run makes no StopInstances, so it
+    # reads the attribute, lazily in priority order until the cap is filled: its mail is exact.
     failures: list[service.Failure] = []
     protection: dict[str, bool] = {}
     ordered = decide.candidates(concluded)  # sorted once; each question is then a linear scan
-    while (instance_id := decide.next_to_check(ordered, policy.max_stops, protection)) is not None:
-        protection[instance_id] = service.is_stop_protected(instance_id, failures)
+    if run.dry_run:
+        while (instance_id := decide.next_to_check(ordered, policy.max_stops, protection)) is not None:
+            protection[instance_id] = service.is_stop_protected(instance_id, failures)
+    else:
+        protection = {a.instance.instance_id: False for a in ordered}
     decision = decide.finish(concluded, policy, protection)
 
     intent = decide.intent(
@@ -75,8 +81,27 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     to_stop = list(entries)
     if ctx.resumed:
         to_stop, ours = _recheck(list(entries), result["dropped"], failures)
-    stopped, stop_failures = service.stop_instances(to_stop, already_stopping_are_ours=ctx.resumed)
+    stopped, protected, stop_failures = service.stop_instances(to_stop, already_stopping_are_ours=ctx.resumed)
     failures += stop_failures
+    reserve = {str(e["id"]): e for e in intent.get("reserve", [])}
+    if ctx.resumed:  # the interrupted attempt may have stopped some of the reserve: those are ours
+        current = service.instances(list(reserve)) if reserve else {}
+        ours += [i for i in reserve if decide.recheck(current.get(i))[0] is decide.Recheck.OURS]
+    else:
+        # Each instance EC2 refused for its stop protection leaves a place: the next ones of the
+        # reserve (the candidates after the cap, in priority order) take them, until none is left.
+        waiting, places = list(reserve), len(protected)
+        while places and waiting:
+            batch, waiting = waiting[:places], waiting[places:]
+            more, more_protected, more_failures = service.stop_instances(batch)
+            stopped, protected, failures = (
+                stopped + more,
+                protected + more_protected,
+                failures + more_failures,
+            )
+            places = len(more_protected)
+    entries.update(reserve)
+    result["protected"] = protected
     done = set(stopped) | set(ours)
     result["stopped"] = [instance_id for instance_id in entries if instance_id in done]
     tags = {

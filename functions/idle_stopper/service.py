@@ -20,6 +20,7 @@ autopilot.runner.)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,8 @@ DESCRIBE_PAGE_SIZE = 1000
 METRIC_QUERIES_PER_CALL = 500  # GetMetricData's maximum
 STOP_BATCH = 1000
 TAG_BATCH = 1000  # CreateTags' maximum number of resource ids
+NOT_PERMITTED = "OperationNotPermitted"  # StopInstances on an instance with stop protection
+INSTANCE_ID = re.compile(r"\bi-[0-9a-f]{8,17}\b")
 FILTER_VALUES = 1000  # ids per DescribeInstances filter (the cap keeps a stop set at most 100)
 # (query id prefix, metric name, statistic): the k = 3 series the idle rule needs per instance.
 METRICS: tuple[tuple[str, str, str], ...] = (
@@ -178,29 +181,47 @@ def is_stop_protected(instance_id: str, failures: list[Failure]) -> bool:
 
 def stop_instances(
     instance_ids: Sequence[str], *, already_stopping_are_ours: bool = False
-) -> tuple[list[str], list[Failure]]:
-    """Stop in batches; a refused batch is retried one by one to find the refusing instance.
+) -> tuple[list[str], list[str], list[Failure]]:
+    """Stop in batches of up to 1,000. EC2 refuses a whole batch for one instance it may not
+    stop (stop protection: ``OperationNotPermitted``; or one gone or not running), naming it in
+    the message: that one is set aside and the rest sent again, one call per refused instance;
+    a refusal that names none of the batch is split in halves until it does. So stop
+    protection costs a call per protected instance, not a DescribeInstanceAttribute per
+    candidate, and EC2 - which never stops a protected instance - is the judge.
 
-    The instances returned are the ones this call stopped. One that was already stopping or
-    stopped is not claimed (someone else got there first), unless ``already_stopping_are_ours``
-    (finishing an interrupted run, whose recorded stop set it is in)."""
+    Returns the instances this call stopped, the stop-protected ones, and the other failures.
+    One that was already stopping or stopped is not claimed (someone else got there first),
+    unless ``already_stopping_are_ours`` (finishing an interrupted run, whose recorded stop set
+    it is in) or it was in a refused batch (EC2 may have stopped part of it: it is ours)."""
     stopped: list[str] = []
+    protected: list[str] = []
     failures: list[Failure] = []
-    for batch in aws.chunked(instance_ids, STOP_BATCH):
+    pending = [
+        (list(batch), not already_stopping_are_ours) for batch in aws.chunked(instance_ids, STOP_BATCH)
+    ]
+    while pending:
+        batch, only_if_running = pending.pop()
         try:
-            stopped += _stop(batch, only_if_running=not already_stopping_are_ours)
+            stopped += _stop(batch, only_if_running=only_if_running)
         except ClientError as err:
-            if len(batch) == 1:
-                failures.append(_failure(batch[0], "stop", err))
+            message = str(err.response.get("Error", {}).get("Message", ""))
+            named = sorted(set(INSTANCE_ID.findall(message)) & set(batch))
+            if len(batch) == 1 or len(named) == 1:
+                refused = batch[0] if len(batch) == 1 else named[0]
+                if aws.error_code(err) == NOT_PERMITTED:
+                    protected.append(refused)
+                    logger.info("stop protection is on: left running", extra={"instance_id": refused})
+                else:
+                    failures.append(_failure(refused, "stop", err))
+                rest = [i for i in batch if i != refused]
+            else:
+                logger.warning("stop batch refused; splitting it", extra={"code": aws.error_code(err)})
+                half = len(batch) // 2
+                pending += [(batch[:half], False), (batch[half:], False)]
                 continue
-            logger.warning("stop batch refused; retrying one by one", extra={"code": aws.error_code(err)})
-            for instance_id in batch:
-                try:
-                    # the refused batch may have stopped some already: they are still ours
-                    stopped += _stop([instance_id], only_if_running=False)
-                except ClientError as single:
-                    failures.append(_failure(instance_id, "stop", single))
-    return stopped, failures
+            if rest:
+                pending.append((rest, False))  # the refused call may have stopped some: ours
+    return stopped, protected, failures
 
 
 def _stop(instance_ids: list[str], only_if_running: bool = True) -> list[str]:

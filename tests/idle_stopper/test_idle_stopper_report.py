@@ -54,17 +54,18 @@ def result(stopped: list[str], **rest: Any) -> dict[str, Any]:
 # ---- tags -----------------------------------------------------------------------------------
 
 
-def test_stopped_tags_carry_the_numbers_in_characters_ec2_allows() -> None:
+def test_stopped_tags_are_shared_by_the_run_so_that_one_call_tags_many() -> None:
+    """Issue 22: the reason's numbers made every instance's tags unique (one CreateTags per
+    stopped instance); the tags now carry the category and the run's time, the numbers are in
+    the mail and the decision log line."""
     idle, life = (next(e for e in recorded()["stop"] if e["id"] == i) for i in ("i-idle", "i-life"))
     tags = report.stopped_tags(idle, "ops", "2024-05-14T09:17:00Z")
     assert tags == {
         "StoppedBy": "ops-autopilot/ops",
-        "StoppedReason": "idle: 24 of 24 hours quiet - peak CPU 1.0 pct - peak network 0.10 MB/h",
+        "StoppedReason": "idle",
         "StoppedAt": "2024-05-14T09:17:00Z",
     }
-    assert report.stopped_tags(life, "ops", "x")["StoppedReason"] == (
-        "lifetime: StopAfter=8h reached after 9h 0m running"
-    )
+    assert report.stopped_tags(life, "ops", "x")["StoppedReason"] == "lifetime"
 
 
 # ---- the mail -------------------------------------------------------------------------------

@@ -101,8 +101,8 @@ def test_killed_between_stop_and_tag_the_retry_tags_and_mails_once_and_stops_not
     for instance_id in expiring:
         assert ec2.tags_of(instance_id).keys() >= STOPPED_TAGS, instance_id
         assert ec2.tags_of(instance_id)["StoppedAt"] == ec2.now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert ec2.tags_of(expiring[0])["StoppedReason"] == "lifetime: StopAfter=2h reached after 1d 0h running"
-    assert ec2.tags_of(expiring[2])["StoppedReason"].startswith("idle: 24 of 24 hours quiet")
+    assert ec2.tags_of(expiring[0])["StoppedReason"] == "lifetime"
+    assert ec2.tags_of(expiring[2])["StoppedReason"] == "idle"
     mails = mailbox()
     assert len(mails) == 1, [m["subject"] for m in mails]
     assert mails[0]["subject"] == "[ops-autopilot-test] 3 instances stopped (1 idle, 2 past StopAfter)"
@@ -126,7 +126,7 @@ def test_killed_before_the_stop_the_retry_stops_each_instance_once(
     assert all(ec2.states()[i] == "stopped" and "StoppedBy" in ec2.tags_of(i) for i in expiring)
     # the call cut off before it reached EC2 (the recorder saw it), then the retry's: one each
     assert [sorted(p["InstanceIds"]) for p in calls.of("ec2", "StopInstances")] == [sorted(expiring)] * 2
-    assert calls.count("ec2", "DescribeInstanceAttribute") == 3 + 3  # the plan's, the re-check's
+    assert calls.count("ec2", "DescribeInstanceAttribute") == 3  # the re-check's (the plan lets EC2 judge)
     assert len(mailbox()) == 1 and entries() == []
 
 
@@ -221,10 +221,11 @@ def test_stop_protection_switched_on_before_the_retry_is_respected(
     boto3.client("ec2", region_name=REGION).modify_instance_attribute(
         InstanceId=protected, DisableApiStop={"Value": True}
     )
-    with CallRecorder() as calls:
-        result = app.lambda_handler(event, ec2.context("request-2"))
+    result = app.lambda_handler(event, ec2.context("request-2"))
     assert ec2.states()[protected] == "running"
-    assert protected not in stopped_ids(calls)  # not even tried: no refusal, no Failed
+    # the resumed stop set leaves it out (re-checked); the new plan after it offers it to EC2,
+    # which refuses it: never stopped, no Failed
+    assert result["SkippedStopProtected"] == 1
     assert result["Failed"] == 0 and result["Changed"] == 2
     assert "Left alone: stop protection is on now" in mailbox()[0]["body"]
 
