@@ -95,6 +95,21 @@ def _seed(count: int, now: datetime) -> None:
             ec2.create_tags(Resources=ids[:expiring], Tags=[{"Key": "StopAfter", "Value": "1d"}])
 
 
+def scheduled_run(cap: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """The sample scheduled event (a fresh id) and the function's environment, in the sandbox:
+    its topic and outbox table created, the idle rule of the defaults, ``cap`` stops a run."""
+    topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
+    event: dict[str, Any] = sample_event(SAMPLE)
+    event["id"] = str(uuid.uuid4())
+    env = {
+        "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,
+        "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": _outbox_table(),
+        "LOOKBACK_HOURS": "24", "PERIODS_REQUIRED": "23", "CPU_PERCENT": "10", "NETWORK_MB": "5",
+        "MAX_STOPS_PER_RUN": str(cap),
+    }  # fmt: skip
+    return event, env
+
+
 def minimum(count: int) -> dict[str, int]:
     expired = count // 100
     stops = min(CAP, expired)
@@ -113,16 +128,8 @@ def run(count: int) -> Run:
 
     now = datetime.now(UTC)
     with sandbox():
-        topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
         _seed(count, now)
-        event: dict[str, Any] = sample_event(SAMPLE)
-        event["id"] = str(uuid.uuid4())
-        env = {
-            "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,
-            "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": _outbox_table(),
-            "LOOKBACK_HOURS": "24", "PERIODS_REQUIRED": "23", "CPU_PERCENT": "10", "NETWORK_MB": "5",
-            "MAX_STOPS_PER_RUN": str(CAP),
-        }  # fmt: skip
+        event, env = scheduled_run(CAP)
         with (
             mock.patch.dict(os.environ, env),
             contextlib.redirect_stdout(io.StringIO()),

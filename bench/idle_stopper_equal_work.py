@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,8 +33,8 @@ import boto3
 from moto.cloudwatch.models import CloudWatchBackend
 from moto.ec2.models import ec2_backends
 
-from bench.common import ACCOUNT, REGION, ROOT, STACK, measured, pages, sample_event, sandbox
-from bench.idle_stopper import RUNNER_CALLS, SAMPLE, _Context, _outbox_table
+from bench.common import ACCOUNT, REGION, ROOT, measured, pages, sandbox
+from bench.idle_stopper import RUNNER_CALLS, _Context, scheduled_run
 
 CAP = 1000  # the largest IdleStopperMaxStopsPerRun: one StopInstances call
 LAUNCH_BATCH = 500
@@ -133,16 +132,8 @@ def run(count: int, protected_share: float = 0.0) -> Result:
 
     now = datetime.now(UTC)
     with sandbox():
-        topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
         fleet = _seed(count, protected_share, now)
-        event: dict[str, Any] = sample_event(SAMPLE)
-        event["id"] = str(uuid.uuid4())
-        env = {
-            "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,
-            "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": _outbox_table(),
-            "LOOKBACK_HOURS": "24", "PERIODS_REQUIRED": "23", "CPU_PERCENT": "10", "NETWORK_MB": "5",
-            "MAX_STOPS_PER_RUN": str(CAP),
-        }  # fmt: skip
+        event, env = scheduled_run(CAP)
         with (
             mock.patch.dict(os.environ, env),
             _metrics(fleet),
