@@ -9,7 +9,7 @@ import pytest
 
 from bench.idle_stopper_equal_work import run
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.unit  # moto runs inside the bench's own sandbox
 
 
 def test_a_thousand_instances_half_idle_take_at_most_twenty_requests_and_stop_the_idle_half() -> None:
