@@ -62,6 +62,7 @@ from snapshot_rotator.decide.retention import (
     Snapshot,
     plan_retention,
     refusal,
+    with_holds,
 )
 from snapshot_rotator.decide.selection import (
     OPT_IN_TAG,
@@ -903,7 +904,8 @@ class _Deleter:
 
     def finish(self) -> None:
         """After the creates: hold what is still waiting, make the rest, say what is left."""
-        held = {i for i in self.pending if self.decisions[i].snapshot.volume_id in self.waiting}
+        decided = with_holds(self.decisions, self.waiting)  # the retention rule's own hold
+        held = {i for i in self.pending if decided[i].reason is Reason.HELD}
         self.result["held"] = sorted(held)
         self.pending = [i for i in self.pending if i not in held]
         self.waiting = set()
