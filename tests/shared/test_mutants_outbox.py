@@ -160,12 +160,13 @@ def test_unfinished_reads_consistently_in_one_query_of_its_partition(
             "expression": "Items[]",
             "TableName": stack_env["OUTBOX_TABLE"],
             "KeyConditionExpression": "pk = :pk",
-            "FilterExpression": "lease_until < :now OR #s = :queued",
+            "FilterExpression": "lease_until < :now OR #s IN (:queued, :memo)",
             "ExpressionAttributeNames": {"#s": "status"},
             "ExpressionAttributeValues": {
                 ":pk": {"S": "outbox#toy"},
                 ":now": {"N": "1715678220.250"},
                 ":queued": {"S": "queued"},
+                ":memo": {"S": "memo"},
             },
             "ConsistentRead": True,
         }

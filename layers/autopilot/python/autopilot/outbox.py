@@ -24,6 +24,12 @@ rounds never take the same work. What a round's time did not cover goes back to 
 in the queue in the same write as its result (``acted(..., rest=...)``): neither is ever lost
 nor done twice. A queued intent older than :data:`QUEUED_KEEPS_SECONDS` is dropped, not acted
 on; a new run (not a round) replaces whatever an earlier run left queued.
+
+**Memory.** What a run learned that spares the next runs a question (idle_stopper: the hours
+already judged busy) is kept as ``memo#<nnnn>`` items (status ``memo``), the keys of one flat
+mapping spread over as many items as they need. The same Query that finds unfinished work
+reads them (``memory``): remembering costs no read of its own, and a write only when it
+changed. Memory holds facts, never decisions: losing it only makes a run ask again.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ QUEUE = "queue#"  # sorts after every entry's key (they start with the year)
 # A run's rounds end within 48 rounds of at most 15 minutes each (and Step Functions' retries):
 # work queued longer ago than that belongs to rounds that stopped, and the next run plans again.
 QUEUED_KEEPS_SECONDS = 15 * 3600
+MEMO = "memo#"  # sorts between the entries' keys and the queue's
+# Memory keys go to an item until their JSON reaches this (before compression, so it always
+# fits): about 10,000 instance ids with a number each.
+MEMO_ITEM_BYTES = MAX_ITEM_BYTES
 
 
 class OutboxError(RuntimeError):
@@ -127,6 +137,9 @@ class Outbox:
     clock: Any = time.time  # seconds since the epoch; tests may pass their own
     # What is queued for the next rounds, oldest first (listed by :meth:`unfinished`).
     queued: list[Queued] | None = None
+    # What earlier runs remembered (read by :meth:`unfinished`), as one mapping, and its items.
+    memory: dict[str, Any] = field(default_factory=dict)
+    _memo_items: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def _client(self) -> Any:
         return aws.client("dynamodb")
@@ -276,7 +289,8 @@ class Outbox:
     def unfinished(self) -> Iterator[Entry]:
         """Entries of this automation whose lease has run out: a run died, or its mail failed.
         One Query per run (usually an empty answer). The same Query also lists what is queued
-        for the next rounds (``queued``, oldest first), which is never yielded here."""
+        for the next rounds (``queued``, oldest first) and reads the automation's ``memory``;
+        neither is ever yielded here."""
         now = self.clock()
         pages = aws.paginate(
             self._client(),
@@ -284,19 +298,24 @@ class Outbox:
             "Items[]",
             TableName=self.table,
             KeyConditionExpression="pk = :pk",
-            FilterExpression="lease_until < :now OR #s = :queued",
+            FilterExpression="lease_until < :now OR #s IN (:queued, :memo)",
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={
                 ":pk": {"S": partition(self.automation)},
                 ":now": {"N": f"{now:.3f}"},
                 ":queued": {"S": "queued"},
+                ":memo": {"S": "memo"},
             },
             ConsistentRead=True,
         )
         queued: list[Queued] = []
+        memo: dict[str, dict[str, Any]] = {}
         for item in pages:
             if item["status"]["S"] == "queued":
                 queued.append(Queued(str(item["sk"]["S"]), float(item["created_at"]["N"]), item["data"]["B"]))
+                continue
+            if item["status"]["S"] == "memo":
+                memo[str(item["sk"]["S"])] = _unpack(item["data"]["B"])
                 continue
             data = _unpack(item["data"]["B"])
             mail = data.get("mail")
@@ -313,6 +332,47 @@ class Outbox:
                 slot=str(item.get("slot", {}).get("S", "")),
             )
         self.queued = sorted(queued, key=lambda q: q.sk)
+        self._memo_items = memo
+        self.memory = {k: v for sk in sorted(memo) for k, v in memo[sk].items()}
+
+    def remember(self, memory: Mapping[str, Any]) -> int:
+        """Keep ``memory`` (a flat mapping, JSON values) for the next runs, in place of what was
+        remembered: its keys in order, up to :data:`MEMO_ITEM_BYTES` of JSON an item. Only the items
+        that changed are written (PutItem each) and those no longer needed deleted; returns the
+        number of writes (0 when nothing changed). Each write renews the item's expiry: memory
+        nobody rewrote in :data:`KEEP_SECONDS` is dropped, and the next run just asks again."""
+        parts: list[dict[str, Any]] = []
+        size = MEMO_ITEM_BYTES
+        for key in sorted(memory):
+            entry = (
+                len(json.dumps(key)) + len(json.dumps(memory[key], separators=(",", ":"), default=str)) + 2
+            )
+            if size + entry > MEMO_ITEM_BYTES:
+                parts.append({})
+                size = 2
+            parts[-1][key] = memory[key]
+            size += entry
+        wanted = {f"{MEMO}{n:04d}": part for n, part in enumerate(parts)}
+        writes = 0
+        now = self.clock()
+        for sk, part in wanted.items():
+            if self._memo_items.get(sk) == part:
+                continue
+            item = {
+                **self._key(sk),
+                "status": {"S": "memo"},
+                "data": {"B": _pack(part)},
+                "created_at": {"N": f"{now:.3f}"},
+                "expiration": {"N": str(int(now) + KEEP_SECONDS)},
+            }
+            self._client().put_item(TableName=self.table, Item=item)
+            writes += 1
+        for sk in sorted(set(self._memo_items) - set(wanted)):
+            self._client().delete_item(TableName=self.table, Key=self._key(sk))
+            writes += 1
+        self._memo_items = wanted
+        self.memory = dict(memory)
+        return writes
 
     def take(self, entry: Entry, lease_until: float) -> bool:
         """Take over an unfinished entry until ``lease_until`` (and count the attempt); False if

@@ -33,6 +33,8 @@
    acts, what a round did not reach is queued again with its result, and the stack's state
    machine invokes the function with continuation events, each taking the next queued intent
    (:mod:`autopilot.outbox`, rounds) - the rounds gather and decide nothing again.
+   A plan may remember facts for the next runs' plans (``Plan.memory`` -> ``Run.memory``),
+   read by step 4's Query and written only when changed: what spares the next run a question.
 6. **metrics** - Checked, Changed, Skipped and Failed always (zeros included), plus the
    automation's own; ``RunsCompleted`` = 1 only when the run got to its end (the template's
    silence alarm fires when a scheduled automation has none for too long: PRODUCT.md rule 8);
@@ -153,6 +155,9 @@ class Run(Context[C], Generic[C, T]):
 
     trigger: T | None = None
     run_id: str = ""
+    # What earlier runs remembered (``Plan.memory``): facts that spare a question, never a
+    # decision. Empty the first time, or when it was lost - the plan then simply asks.
+    memory: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,10 @@ class Plan:
     # ``Automation.rest``). Queued in the outbox before anything acts; each round takes the
     # next, so the rounds neither gather nor decide again.
     later: Sequence[Mapping[str, Any]] = ()
+    # What the next runs' plans get as ``Run.memory`` (a flat mapping of JSON values), in place
+    # of this run's; None keeps it as it is. Written before anything acts, in dry run too (it
+    # is what was seen, not what was done); only what changed is written.
+    memory: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -301,7 +310,14 @@ def _work(
 ) -> dict[str, Any]:
     total, held = _finish_earlier(automation, config, common, outbox, deadline, logger, metrics)
     run: Run[C, T] = Run(
-        automation.name, config, common, clock(), deadline, trigger=trigger, run_id=_run_id(context)
+        automation.name,
+        config,
+        common,
+        clock(),
+        deadline,
+        trigger=trigger,
+        run_id=_run_id(context),
+        memory=dict(outbox.memory),
     )
     rounds = automation.rest is not None
     entry: Entry | None = None
@@ -315,6 +331,8 @@ def _work(
         for decision in plan.decisions:
             logger.info("decision", extra=dict(decision))
         total += plan.counts
+        if plan.memory is not None:
+            outbox.remember(plan.memory)
         slots = outbox.slots(run.run_id, 1 + len(plan.later)) if rounds else [""]
         if rounds and not common.dry_run:  # replaces what an earlier run left queued
             outbox.queue(slots[1:], list(plan.later))
