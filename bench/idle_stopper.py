@@ -6,9 +6,11 @@ decision just never reaches "idle". That is the expensive path: every instance i
 
 Minimum for N running instances, E of them expired (E = N/100), cap C = 10 stops per run:
 - DescribeInstances: ceil(N / 1000) pages (server-side filter on running);
-- GetMetricData: ceil(3 (N - E) / 500): k = 3 series (CPU, NetworkIn, NetworkOut) per judged
-  instance, 500 queries per call; an expired instance needs no metrics. One page per call:
-  500 queries x 24 hourly points = 12,000 points, under the 100,800 per response;
+- GetMetricData: ceil((N - E) / 500): the peak CPU of every judged instance, 500 queries per
+  call; an expired instance needs no metrics, and NetworkIn/NetworkOut are asked for only where
+  the CPU leaves idle possible - nowhere here, as moto has no datapoints (too little data
+  whatever the network says). One page per call: 500 queries x 24 hourly points = 12,000
+  points, under the 100,800 per response;
 - DescribeInstanceAttribute: 0. Stop protection is EC2's to judge: StopInstances refuses a
   protected instance, naming it, and the batch goes again without it (one call per protected
   instance; none here);
@@ -115,7 +117,7 @@ def minimum(count: int) -> dict[str, int]:
     stops = min(CAP, expired)
     return {
         "ec2.DescribeInstances": pages(count, 1000),
-        "cloudwatch.GetMetricData": pages(3 * (count - expired), 500),
+        "cloudwatch.GetMetricData": pages(count - expired, 500),
         "ec2.StopInstances": 1 if stops else 0,
         "ec2.CreateTags": 1 if stops else 0,  # one shared tag set, see above
         "sns.Publish": 1 if stops else 0,

@@ -10,11 +10,15 @@ half, busy (CPU 50 %) for the rest - and the calls are counted as in AWS.
 
 The API's minimum for the work, N running instances, I idle, P of them stop-protected, cap C:
 - DescribeInstances: ceil(N / 1000) pages;
-- GetMetricData: ceil(3N / 500) (k = 3 series per instance, 500 queries a call);
+- GetMetricData: ceil(N / 500) for every instance's peak CPU, then ceil(2I / 500) for the
+  network series of the I instances whose CPU was quiet (500 queries a call; the busy half is
+  decided by its CPU alone): N + 2I metrics asked for, where asking for all three is 3N;
 - StopInstances: ceil(S / 1000) for the S = min(I, C) stopped, plus one per protected instance
   EC2 refuses (its attribute is not in DescribeInstances; one call learns it either way);
 - CreateTags: one per stop category and 1,000 instances (the tags are the run's: 1 here);
-- SNS Publish: 1 digest; the runner's DynamoDB: 6 (see bench/idle_stopper.py).
+- SNS Publish: 1 digest; the runner's DynamoDB: 6 (see bench/idle_stopper.py), plus 1 PutItem
+  for the memory of the busy instances (one item holds about 10,000; the next runs do not ask
+  about them until their busy hours leave the window, see bench/idle_stopper_bill.py).
 
 ``python -m bench.idle_stopper_equal_work --write`` writes docs/benchmarks-idle-equal-work.md.
 """
@@ -106,11 +110,12 @@ def minimum(fleet: Fleet) -> dict[str, int]:
     stops = min(len(fleet.idle - fleet.protected), CAP)
     return {
         "ec2.DescribeInstances": pages(fleet.size, 1000),
-        "cloudwatch.GetMetricData": pages(3 * fleet.size, 500),
+        "cloudwatch.GetMetricData": pages(fleet.size, 500) + pages(2 * len(fleet.idle), 500),
         "ec2.StopInstances": pages(stops, 1000) + len(fleet.protected),
         "ec2.CreateTags": pages(stops, 1000),
         "sns.Publish": 1,
         **RUNNER_CALLS,
+        "dynamodb.PutItem": RUNNER_CALLS["dynamodb.PutItem"] + pages(fleet.size - len(fleet.idle), 10_000),
     }
 
 

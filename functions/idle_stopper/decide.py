@@ -236,11 +236,19 @@ class IdleVerdict:
     periods: int
     peak_cpu: float | None
     peak_network_mb: float | None
+    # Decided by CPU alone (network not asked for): more busy periods than the rule allows.
+    cpu_busy_periods: int | None = None
 
     def summary(self, policy: Policy) -> str:
         unit = "hour" if policy.period == timedelta(hours=1) else "period"
         if self.periods_with_data < self.periods:
             return f"only {self.periods_with_data} of {self.periods} {unit}s have metric data"
+        if self.cpu_busy_periods is not None:
+            return (
+                f"CPU at or above {policy.cpu_percent:g}% in {self.cpu_busy_periods} of the last "
+                f"{self.periods} {unit}s (idle allows {policy.lookback_periods - policy.periods_required}); "
+                f"peak CPU {self.peak_cpu:.1f}%"
+            )
         return (
             f"quiet in {self.idle_periods} of the last {self.periods} {unit}s "
             f"(needs {policy.periods_required}); "
@@ -362,9 +370,7 @@ def assess(instance: Instance, policy: Policy, now: datetime) -> Assessment:
 def judge_idle(periods: Iterable[Period], policy: Policy, now: datetime) -> IdleVerdict:
     """The idle rule over the window's periods. Periods outside the window are ignored; a missing
     period counts as one without data, so missing data can only make an instance *not* idle."""
-    expected = set(policy.period_starts(now))
-    by_start = {p.start.astimezone(UTC): p for p in periods if p.start.astimezone(UTC) in expected}
-    with_data = [p for p in by_start.values() if p.has_data]
+    with_data = [p for p in _window(periods, policy, now) if p.has_data]
     idle = [
         p
         for p in with_data
@@ -381,11 +387,60 @@ def judge_idle(periods: Iterable[Period], policy: Policy, now: datetime) -> Idle
     )
 
 
+def _window(periods: Iterable[Period], policy: Policy, now: datetime) -> list[Period]:
+    expected = set(policy.period_starts(now))
+    by_start = {p.start.astimezone(UTC): p for p in periods if p.start.astimezone(UTC) in expected}
+    return list(by_start.values())
+
+
+def judge_cpu(periods: Iterable[Period], policy: Policy, now: datetime) -> IdleVerdict | None:
+    """The verdict when CPU alone decides it, else None (the network series are needed).
+
+    CPU alone decides when some period of the window has no CPU datapoint (too little data,
+    whatever the network says) or when more periods than the rule allows (M - N) had peak CPU
+    at or above the threshold (busy, whatever the network says). So the network series are
+    asked for only for the instances whose CPU was quiet enough: for the same data, the outcome
+    is the one :func:`judge_idle` gives on all three series, except that an instance busy by CPU
+    is BUSY even where a network datapoint is missing."""
+    window = _window(periods, policy, now)
+    cpu = [p.cpu_max for p in window if p.cpu_max is not None]
+    peak = max(cpu, default=None)
+    if len(cpu) < policy.lookback_periods:
+        return IdleVerdict(False, 0, len(cpu), policy.lookback_periods, peak, None)
+    busy = sum(1 for value in cpu if value >= policy.cpu_percent)
+    if busy > policy.lookback_periods - policy.periods_required:
+        idle = policy.lookback_periods - busy
+        return IdleVerdict(False, idle, len(cpu), policy.lookback_periods, peak, None, cpu_busy_periods=busy)
+    return None
+
+
+def busy_since(periods: Iterable[Period], policy: Policy, now: datetime) -> datetime | None:
+    """While the window still holds the period returned, the instance cannot be idle: it holds
+    more busy periods (peak CPU, or network in+out, at or above the threshold) than the rule
+    allows, and a busy period stays busy (later datapoints can only raise a maximum or a sum).
+    It is the (M - N + 1)-th newest busy period's start; None if there are not that many.
+
+    This is what idle_stopper remembers (:func:`remember`): an instance whose busy periods are
+    still in the window is not asked about until they leave it."""
+    busy = sorted(
+        (
+            p.start.astimezone(UTC)
+            for p in _window(periods, policy, now)
+            if (p.cpu_max is not None and p.cpu_max >= policy.cpu_percent)
+            or (p.has_data and p.network_mb >= policy.network_mb)
+        ),
+        reverse=True,
+    )
+    allowed = policy.lookback_periods - policy.periods_required
+    return busy[allowed] if len(busy) > allowed else None
+
+
 def conclude(assessment: Assessment, periods: Iterable[Period], policy: Policy, now: datetime) -> Assessment:
     """Turn a NEEDS_METRICS assessment into STOP_IDLE, BUSY or TOO_LITTLE_DATA."""
     if assessment.outcome is not Outcome.NEEDS_METRICS:
         return assessment
-    verdict = judge_idle(periods, policy, now)
+    periods = list(periods)
+    verdict = judge_cpu(periods, policy, now) or judge_idle(periods, policy, now)
     if verdict.periods_with_data < verdict.periods:
         outcome = Outcome.TOO_LITTLE_DATA
     elif verdict.idle:
@@ -399,6 +454,117 @@ def conclude(assessment: Assessment, periods: Iterable[Period], policy: Policy, 
         verdict=verdict,
         stop_after_error=assessment.stop_after_error,
     )
+
+
+def merge(*series: Iterable[Period]) -> list[Period]:
+    """One instance's periods from separate asks (CPU first, network after): per period start,
+    each value from whichever ask has it."""
+    merged: dict[datetime, Period] = {}
+    for periods in series:
+        for p in periods:
+            had = merged.get(p.start)
+            merged[p.start] = (
+                p
+                if had is None
+                else Period(
+                    p.start,
+                    had.cpu_max if had.cpu_max is not None else p.cpu_max,
+                    had.network_in if had.network_in is not None else p.network_in,
+                    had.network_out if had.network_out is not None else p.network_out,
+                )
+            )
+    return [merged[start] for start in sorted(merged)]
+
+
+# ---- 2b. memory: the busy periods already seen -----------------------------------------------
+# GetMetricData is billed per metric asked for, whatever the number of periods: the saving is
+# not to ask at all about an instance that cannot be idle yet. Each run remembers, per instance
+# judged busy, the start of the busy period that keeps it so (busy_since); the next runs skip it
+# while that period is in the window. Memory is a fact about past periods, never a verdict of
+# idle: a lost, stale or forged memory can only make a run ask again or keep an instance.
+
+MEMORY_RULE = "rule"  # the idle rule the memory was judged under; another rule forgets it all
+
+
+def rule_key(policy: Policy) -> str:
+    return (
+        f"{policy.periods_required}/{policy.lookback_periods}/{policy.cpu_percent:g}%/"
+        f"{policy.network_mb:g}MB/{int(policy.period.total_seconds())}s"
+    )
+
+
+def recall(memory: Mapping[str, Any], policy: Policy, now: datetime) -> dict[str, datetime]:
+    """The instances remembered busy whose busy period is still in the window now: they cannot
+    be idle, and need no metrics. Entries judged under another rule, out of the window, ahead
+    of it, or not a number are forgotten."""
+    if memory.get(MEMORY_RULE) != rule_key(policy):
+        return {}
+    start, end = policy.window(now)
+    recalled: dict[str, datetime] = {}
+    for key, value in memory.items():
+        if key == MEMORY_RULE or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        try:
+            since = datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            continue
+        if start <= since < end:
+            recalled[key] = since
+    return recalled
+
+
+def remembered(assessment: Assessment, since: datetime, policy: Policy) -> Assessment:
+    """A NEEDS_METRICS assessment concluded from memory: BUSY, its metrics not asked for."""
+    if assessment.outcome is not Outcome.NEEDS_METRICS:
+        return assessment
+    unit = "hour" if policy.period == timedelta(hours=1) else "period"
+    reason = (
+        f"busy in more of the last {policy.lookback_periods} {unit}s than idle allows, as judged "
+        f"before; asked again once the busy {unit} of {since:%Y-%m-%d %H:%M} UTC leaves the window"
+    )
+    return replace(assessment, outcome=Outcome.BUSY, reason=reason)
+
+
+def recalled(
+    assessed: Iterable[Assessment], memory: Mapping[str, Any], policy: Policy, now: datetime
+) -> dict[str, datetime]:
+    """:func:`recall`, for the instances that need metrics only."""
+    need = {a.instance.instance_id for a in assessed if a.outcome is Outcome.NEEDS_METRICS}
+    return {i: since for i, since in recall(memory, policy, now).items() if i in need}
+
+
+def conclude_all(
+    assessed: Iterable[Assessment],
+    metrics: Mapping[str, Sequence[Period]],
+    recalled: Mapping[str, datetime],
+    policy: Policy,
+    now: datetime,
+) -> list[Assessment]:
+    """Every assessment concluded: from memory where recalled, else from its metrics."""
+    return [
+        remembered(a, recalled[a.instance.instance_id], policy)
+        if a.instance.instance_id in recalled
+        else conclude(a, metrics.get(a.instance.instance_id, ()), policy, now)
+        for a in assessed
+    ]
+
+
+def remember(
+    policy: Policy,
+    judged: Mapping[str, Iterable[Period]],
+    recalled: Mapping[str, datetime],
+    now: datetime,
+) -> dict[str, Any]:
+    """The memory for the next runs: the recalled instances still recalled, and every instance
+    judged this run that has a busy period keeping it busy (instances no longer running drop
+    out); empty when there is none."""
+    memory: dict[str, Any] = {MEMORY_RULE: rule_key(policy)}
+    memory.update({instance_id: int(since.timestamp()) for instance_id, since in recalled.items()})
+    for instance_id, periods in judged.items():
+        since = busy_since(periods, policy, now)
+        if since is not None:
+            memory[instance_id] = int(since.timestamp())
+    return memory if len(memory) > 1 else {}  # the rule alone is nothing to remember
 
 
 # ---- 3. selection: priority, stop protection, the cap ---------------------------------------
@@ -502,12 +668,12 @@ def decide(
     policy: Policy,
     now: datetime,
     protected: Iterable[str] = (),
+    memory: Mapping[str, Any] | None = None,
 ) -> Decision:
     """The whole decision for data at hand (an instance without metrics has too little data;
-    ``protected`` are the ids with stop protection on)."""
-    concluded = [
-        conclude(assess(i, policy, now), metrics.get(i.instance_id, ()), policy, now) for i in instances
-    ]
+    ``protected`` are the ids with stop protection on; ``memory`` what earlier runs remembered)."""
+    assessed = [assess(i, policy, now) for i in instances]
+    concluded = conclude_all(assessed, metrics, recalled(assessed, memory or {}, policy, now), policy, now)
     on = set(protected)
     protection: dict[str, bool] = {}
     while (instance_id := next_to_check(concluded, policy.max_stops, protection)) is not None:

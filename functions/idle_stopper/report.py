@@ -43,10 +43,12 @@ SKIP_REASONS = (*sorted(EXCLUDED), Outcome.OVER_CAP)
 # ---- the numbers --------------------------------------------------------------------------
 
 
-def plan_counts(decision: Decision, failed: int) -> Counts:
+def plan_counts(decision: Decision, failed: int, metrics_asked: int = 0, remembered: int = 0) -> Counts:
     """The gather-side metrics: Checked, Skipped and one Skipped<Reason> per reason met, Idle,
-    MalformedStopAfter, the plan's own failures (stop protection not readable); the act-side
-    names at zero, so that every one is emitted each run (report.counts adds to them)."""
+    MalformedStopAfter, the plan's own failures (stop protection not readable), the CloudWatch
+    metrics asked for (MetricsRequested: what GetMetricData bills) and the instances not asked
+    about because they were remembered busy (RememberedBusy); the act-side names at zero, so
+    that every one is emitted each run (report.counts adds to them)."""
     outcomes = Counter(a.outcome.value for a in decision.all)
     skipped = {f"Skipped{o.value}": outcomes[o.value] for o in SKIP_REASONS}
     idle = sum(1 for a in decision.all if a.verdict is not None and a.verdict.idle)
@@ -58,6 +60,8 @@ def plan_counts(decision: Decision, failed: int) -> Counts:
             "Idle": idle,
             **{k: v for k, v in skipped.items() if v},
             "MalformedStopAfter": len(decision.malformed),
+            "MetricsRequested": metrics_asked,
+            "RememberedBusy": remembered,
             "WouldStop": 0,
             "StoppedIdle": 0,
             "StoppedLifetime": 0,

@@ -29,9 +29,15 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     now = run.now  # the clock's, never the event's
 
     assessed = [decide.assess(instance, policy, now) for instance in service.running_instances()]
-    need = [a.instance.instance_id for a in assessed if a.outcome is decide.Outcome.NEEDS_METRICS]
-    series = service.fetch_metrics(need, policy, now, run.deadline) if need else {}
-    concluded = [decide.conclude(a, series.get(a.instance.instance_id, ()), policy, now) for a in assessed]
+    # An instance remembered busy (its busy hours still in the window) needs no metrics.
+    recalled = decide.recalled(assessed, run.memory, policy, now)
+    need = [
+        a.instance.instance_id
+        for a in assessed
+        if a.outcome is decide.Outcome.NEEDS_METRICS and a.instance.instance_id not in recalled
+    ]
+    series, asked = _metrics(need, policy, run)
+    concluded = decide.conclude_all(assessed, series, recalled, policy, now)
 
     # Stop protection. A real run lets EC2 judge it: StopInstances refuses a protected instance
     # (service.stop_instances), and the act fills its place from the reserve - a call per
@@ -57,9 +63,25 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     )
     return Plan(
         intent=intent,
-        counts=report.plan_counts(decision, len(failures)),
+        counts=report.plan_counts(decision, len(failures), asked, len(recalled)),
         decisions=report.decisions(decision, run.dry_run),
+        memory=decide.remember(policy, series, recalled, now),
     )
+
+
+def _metrics(
+    instance_ids: list[str], policy: decide.Policy, run: Run[Config, Trigger]
+) -> tuple[dict[str, list[decide.Period]], int]:
+    """The periods of the instances to judge, and how many metrics were asked for (CloudWatch
+    bills each): the CPU of all, then the network only of those whose CPU alone does not decide
+    (decide.judge_cpu) - a busy instance costs one metric, not three."""
+    if not instance_ids:
+        return {}, 0
+    cpu = service.fetch_metrics(instance_ids, policy, run.now, run.deadline, service.CPU)
+    quiet = [i for i in instance_ids if decide.judge_cpu(cpu.get(i, ()), policy, run.now) is None]
+    network = service.fetch_metrics(quiet, policy, run.now, run.deadline, service.NETWORK) if quiet else {}
+    series = {i: decide.merge(cpu.get(i, ()), network.get(i, ())) for i in instance_ids}
+    return series, len(instance_ids) * len(service.CPU) + len(quiet) * len(service.NETWORK)
 
 
 def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """Every AWS call of idle_stopper: gather the facts, carry out the plan. No decisions here.
 
-Calls per run, for R running instances of which C need metrics and S are stopped:
+Calls per run, for R running instances of which C need metrics, Q of them with a quiet CPU,
+and S are stopped:
 - DescribeInstances: ceil(R / 1000) pages (server-side filter instance-state-name=running);
-- GetMetricData: ceil(3·C / 500) (3 queries per instance: peak CPU, NetworkIn, NetworkOut);
+- GetMetricData: ceil(C / 500) for peak CPU, then ceil(2·Q / 500) for NetworkIn and NetworkOut
+  of the Q instances whose CPU left idle possible (CloudWatch bills each metric asked for:
+  C + 2·Q metrics, not 3·C). C excludes the instances remembered busy (decide.recall);
 - DescribeInstanceAttribute (disableApiStop): one per stop candidate looked at, in priority
   order, until the cap is filled (at most cap + the stop-protected candidates met on the way);
 - StopInstances: ceil(S / 1000), i.e. 1 (the cap is at most 100);
@@ -43,12 +46,12 @@ TAG_BATCH = 1000  # CreateTags' maximum number of resource ids
 NOT_PERMITTED = "OperationNotPermitted"  # StopInstances on an instance with stop protection
 INSTANCE_ID = re.compile(r"\bi-[0-9a-f]{8,17}\b")
 FILTER_VALUES = 1000  # ids per DescribeInstances filter (the cap keeps a stop set at most 100)
-# (query id prefix, metric name, statistic): the k = 3 series the idle rule needs per instance.
-METRICS: tuple[tuple[str, str, str], ...] = (
-    ("c", "CPUUtilization", "Maximum"),
-    ("i", "NetworkIn", "Sum"),
-    ("o", "NetworkOut", "Sum"),
-)
+# (query id prefix, metric name, statistic): the k = 3 series the idle rule needs per instance,
+# asked for in two steps: CPU for every instance, the network only where the CPU was quiet.
+Metric = tuple[str, str, str]
+CPU: tuple[Metric, ...] = (("c", "CPUUtilization", "Maximum"),)
+NETWORK: tuple[Metric, ...] = (("i", "NetworkIn", "Sum"), ("o", "NetworkOut", "Sum"))
+METRICS = CPU + NETWORK
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,10 @@ def instances(instance_ids: Sequence[str]) -> dict[str, Instance]:
     return found
 
 
-def metric_queries(instance_ids: Sequence[str], policy: Policy) -> list[dict[str, Any]]:
-    """k = 3 MetricStat queries per instance; ids are q<index><kind>, unique across the run."""
+def metric_queries(
+    instance_ids: Sequence[str], policy: Policy, metrics: Sequence[Metric] = METRICS
+) -> list[dict[str, Any]]:
+    """One MetricStat query per instance and metric; ids are <kind><index>, unique in a call."""
     period = int(policy.period.total_seconds())
     return [
         {
@@ -118,21 +123,26 @@ def metric_queries(instance_ids: Sequence[str], policy: Policy) -> list[dict[str
             "ReturnData": True,
         }
         for index, instance_id in enumerate(instance_ids)
-        for prefix, name, stat in METRICS
+        for prefix, name, stat in metrics
     ]
 
 
 def fetch_metrics(
-    instance_ids: Sequence[str], policy: Policy, now: datetime, deadline: Deadline
+    instance_ids: Sequence[str],
+    policy: Policy,
+    now: datetime,
+    deadline: Deadline,
+    metrics: Sequence[Metric] = METRICS,
 ) -> dict[str, list[Period]]:
-    """The window's periods for each instance, GetMetricData batched at 500 queries per call.
+    """The window's periods for each instance, with the values of ``metrics`` (the others
+    None), GetMetricData batched at 500 queries per call.
 
     If the invocation runs out of time, the remaining instances get no periods: too little
     data, so they are not stopped this run (the safe side)."""
     cloudwatch = aws.client("cloudwatch")
     start, end = policy.window(now)
     values: dict[str, dict[datetime, float]] = {}
-    queries = metric_queries(instance_ids, policy)
+    queries = metric_queries(instance_ids, policy, metrics)
     for batch in aws.chunked(queries, METRIC_QUERIES_PER_CALL):
         if deadline.expired():
             logger.warning("out of time while fetching metrics; the rest are not judged this run")

@@ -95,7 +95,9 @@ def test_stops_idle_and_expired_instances_only_tags_them_and_mails_once(
     assert calls.of("ec2", "DescribeInstances")[0]["Filters"] == [
         {"Name": "instance-state-name", "Values": ["running"]}
     ]
-    assert queries_per_call(calls) == [3 * 6]  # idle, idle-burst, busy, malformed, protected, no-data
+    # the CPU of the 6 judged (idle, idle-burst, busy, malformed, protected, no-data), then the
+    # network of the 4 whose CPU was quiet: busy is busy by its CPU, no-data has no CPU data
+    assert queries_per_call(calls) == [6, 2 * 4]
     # stop protection is EC2's to judge: no attribute read, the batch refused once for the
     # protected one (named in the refusal), the others sent again
     assert calls.count("ec2", "DescribeInstanceAttribute") == 0
@@ -103,8 +105,9 @@ def test_stops_idle_and_expired_instances_only_tags_them_and_mails_once(
     # one call per distinct tag set: every idle stop shares one, the StopAfter stop has its own
     assert calls.count("ec2", "CreateTags") == 2
     assert calls.count("sns", "Publish") == 1
-    assert dynamodb_calls(calls) == RUNNER_CALLS
-    assert len(calls.calls) == 1 + 1 + 0 + 2 + 2 + 1 + sum(RUNNER_CALLS.values())
+    # the runner's calls, and one PutItem: the memory of the busy instance (not asked next run)
+    assert dynamodb_calls(calls) == {**RUNNER_CALLS, "PutItem": RUNNER_CALLS["PutItem"] + 1}
+    assert len(calls.calls) == 1 + 2 + 0 + 2 + 2 + 1 + sum(RUNNER_CALLS.values()) + 1
 
 
 def test_the_next_run_changes_nothing_and_says_nothing(
@@ -127,8 +130,19 @@ def test_the_next_run_changes_nothing_and_says_nothing(
     ops = [c.operation for c in later if c.operation in ("StopInstances", "CreateTags", "Publish")]
     assert ops == ["StopInstances"]
     assert result["SkippedStopProtected"] == 1 and result["Failed"] == 0
-    # Describe, metrics, the refused stop; the runner's claim and entry
-    assert len(later) == 1 + 1 + 1 + sum(RUNNER_CALLS.values())
+    # Describe, metrics (the CPU of the protected and no-data ones, the network of the protected
+    # one: the busy one is remembered, not asked about), the refused stop; the runner's claim and
+    # entry; the memory is unchanged, so not written
+    assert len(later) == 1 + 2 + 1 + sum(RUNNER_CALLS.values())
+    asked = [
+        q["MetricStat"]["Metric"]["Dimensions"][0]["Value"]
+        for c in later
+        if c.operation == "GetMetricData"
+        for q in c.params["MetricDataQueries"]
+    ]
+    assert (
+        fleet["busy"] not in asked and result["RememberedBusy"] == 1 and result["MetricsRequested"] == 2 + 2
+    )
     assert len(mailbox()) == mails
 
 
@@ -162,6 +176,7 @@ def test_dry_run_decides_the_same_and_changes_nothing(
     # no EC2 change at all; only the runner's claim and outbox writes and the mail
     assert [f"{c.service}.{c.operation}" for c in calls.mutating()] == [
         "dynamodb.PutItem",  # claim
+        "dynamodb.PutItem",  # memory: the busy instance (what was seen, not done)
         "dynamodb.PutItem",  # intent recorded
         "dynamodb.UpdateItem",  # acted (nothing) + the mail
         "sns.Publish",
@@ -389,9 +404,9 @@ def test_the_handler_fails_loudly_on_bad_configuration_before_any_call(
 def test_budget_for_300_instances(
     env: dict[str, str], event: dict[str, Any], mailbox: Any, calls: Any, ec2: Any
 ) -> None:
-    """N = 300 running instances, k = 3 metrics: ceil(N·k/500) GetMetricData calls, one
-    DescribeInstances page, one StopInstances, CreateTags bounded by the stops, and the
-    runner's six DynamoDB calls."""
+    """N = 300 running instances: ceil(N/500) GetMetricData calls for the CPU, ceil(2Q/500)
+    for the network of the Q with a quiet CPU, one DescribeInstances page, one StopInstances,
+    CreateTags bounded by the stops, and the runner's six DynamoDB calls."""
     ids = ec2.launch("fleet", count=290)
     expiring = ec2.launch("short-lived", count=5, tags={"StopAfter": "1d"}, age=timedelta(days=2))
     ec2.launch("asg", count=5, tags={"aws:autoscaling:groupName": "web"})
@@ -402,8 +417,10 @@ def test_budget_for_300_instances(
 
     judged = 290  # the expiring ones need no metrics, the ASG ones are excluded first
     assert result["Checked"] == 300
-    assert calls.count("cloudwatch", "GetMetricData") == math.ceil(judged * 3 / 500) == 2
-    assert queries_per_call(calls) == [500, judged * 3 - 500]
+    # no datapoints (too little data) needs no network: only the 2 quiet ones are asked for it
+    assert calls.count("cloudwatch", "GetMetricData") == math.ceil(judged / 500) + 1 == 2
+    assert queries_per_call(calls) == [judged, 2 * 2]
+    assert result["MetricsRequested"] == judged + 4
     assert calls.count("ec2", "DescribeInstances") == math.ceil(300 / 1000)
     assert calls.of("ec2", "DescribeInstances")[0]["MaxResults"] == 1000
     assert calls.count("ec2", "DescribeInstanceAttribute") == 0

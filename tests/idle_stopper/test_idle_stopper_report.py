@@ -161,6 +161,8 @@ def test_plan_counts_name_every_reason_and_put_the_act_side_at_zero() -> None:
         "SkippedAutoScaling": 1,
         "SkippedTooYoung": 1,
         "MalformedStopAfter": 0,
+        "MetricsRequested": 0,
+        "RememberedBusy": 0,
         "WouldStop": 0,
         "StoppedIdle": 0,
         "StoppedLifetime": 0,
