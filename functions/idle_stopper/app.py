@@ -24,6 +24,12 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "cloudwatch:GetMetricData",
         "ec2:StopInstances",
         "ec2:CreateTags",
+        # IdleStopperDatabases=true only (the template grants them under IdleStopperDatabasesOn)
+        "rds:DescribeDBInstances",
+        "rds:DescribeDBClusters",
+        "rds:StopDBInstance",
+        "rds:StopDBCluster",
+        "rds:AddTagsToResource",
     }
 )
 AUTOMATION = Automation(

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from autopilot.config import ConfigError, env_float, env_int
+from autopilot.config import ConfigError, env_bool, env_float, env_int
 from idle_stopper.decide import Policy
 
 
 @dataclass(frozen=True)
 class Config:
     policy: Policy
+    databases: bool = False  # IdleStopperDatabases: RDS DB instances and Aurora clusters too
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -32,4 +33,4 @@ class Config:
             network_mb=env_float("NETWORK_MB", env, minimum=0.0),
             max_stops=env_int("MAX_STOPS_PER_RUN", env, minimum=0, maximum=1000),  # one StopInstances call
         )
-        return cls(policy=policy)
+        return cls(policy=policy, databases=env_bool("IDLE_DATABASES", env, default=False))

@@ -696,14 +696,16 @@ def intent(
     owner_tag_key: str,
     failures: Sequence[Mapping[str, str]],
     dry_run: bool,
+    databases: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The run's intent: everything the act needs to carry the stops out (again, if interrupted)
     and the mail needs to tell about them - ids, Name, owner, the numbers behind each decision.
     None when there is nothing to stop, no failure to report and no malformed tag due a mail.
 
-    ``failures`` are the plan's own (stop protection that could not be read), as dicts."""
+    ``failures`` are the plan's own (stop protection that could not be read), as dicts;
+    ``databases`` the database part (:func:`database_intent`), when IdleStopperDatabases is on."""
     malformed_due = malformed_report_due(decision, now)
-    if not decision.stop and not failures and not malformed_due:
+    if not decision.stop and not failures and not malformed_due and not (databases or {}).get("stop"):
         return None
     protected = [a for a in decision.others if a.outcome is Outcome.STOP_PROTECTED]
     over_cap = [a for a in decision.others if a.outcome is Outcome.OVER_CAP]
@@ -730,6 +732,7 @@ def intent(
         "failures": [dict(f) for f in failures],
         "kept": dict(Counter(a.outcome.value for a in decision.others)),
         "instances": {a.instance.instance_id: _facts(a.instance, owner_tag_key) for a in mentioned},
+        **({"databases": dict(databases)} if databases is not None else {}),
     }
 
 
@@ -785,3 +788,252 @@ def recheck(current: Instance | None) -> tuple[Recheck, str]:
     if current.state in ALREADY_STOPPING:
         return Recheck.OURS, f"already {current.state}"
     return Recheck.STOP, "still running"
+
+
+# ---- 6. idle databases (IdleStopperDatabases=true) ----------------------------------------------------
+# RDS DB instances and Aurora clusters, judged by the same N-of-M rule on their own metrics: a
+# period is idle when nobody was connected (DatabaseConnections maximum 0) and peak CPU was below
+# the threshold. AWS starts a stopped database again after 7 days; one this stack stopped (its
+# memory says so: a tag could be forged) and that nobody has connected to since that restart is
+# stopped again as soon as a full period shows it, instead of after a whole window.
+
+DB_RESTART_AFTER = timedelta(days=7)  # AWS starts a stopped DB instance or cluster after 7 days
+DB_RESTART_SLACK = timedelta(hours=1)  # seen running this much before that: someone started it
+DB_RESTART_WAIT = timedelta(days=1)  # after that, the ordinary rule (a full window) judges it
+DB_MEMORY = "db:"  # memory key prefix: db:<arn> -> when this stack stopped it (epoch seconds)
+
+
+class DbOutcome(StrEnum):
+    """Where one database ended up. Values name log fields and the mail's counts."""
+
+    STOP_IDLE = "StopIdle"
+    STOP_AGAIN = "StopAgain"  # restarted by AWS after 7 days stopped, still unused
+    BUSY = "Busy"
+    TOO_LITTLE_DATA = "TooLittleData"
+    TOO_YOUNG = "TooYoung"
+    WAITING = "WaitingAfterRestart"  # restarted by AWS: waiting for a full period of data
+    NOT_AVAILABLE = "NotAvailable"
+    CLUSTER_MEMBER = "ClusterMember"
+    REPLICA = "Replica"
+    HAS_REPLICAS = "HasReplicas"
+    NOT_STOPPABLE = "NotStoppable"
+    OPTED_OUT = "OptedOut"
+    OVER_CAP = "OverCap"
+
+
+DB_STOPS = frozenset({DbOutcome.STOP_IDLE, DbOutcome.STOP_AGAIN})
+
+
+@dataclass(frozen=True)
+class Database:
+    """The facts about one DB instance or Aurora cluster (DescribeDBInstances/-Clusters)."""
+
+    kind: str  # "instance" or "cluster"
+    identifier: str
+    arn: str
+    status: str
+    engine: str
+    created: datetime
+    tags: Mapping[str, str] = field(default_factory=dict)
+    multi_az: bool = False
+    replica_of: str | None = None  # ReadReplicaSourceDBInstanceIdentifier / ReplicationSourceIdentifier
+    replicas: tuple[str, ...] = ()  # ReadReplicaDBInstanceIdentifiers / ReadReplicaIdentifiers
+    cluster: str | None = None  # an instance's DBClusterIdentifier: it stops with its cluster
+    engine_mode: str = "provisioned"
+    db_class: str = ""
+
+    @property
+    def memory_key(self) -> str:
+        return f"{DB_MEMORY}{self.arn}"
+
+
+@dataclass(frozen=True)
+class DbPeriod:
+    """One metric period of one database (None = no datapoint)."""
+
+    start: datetime
+    cpu_max: float | None
+    connections_max: float | None
+
+    @property
+    def has_data(self) -> bool:
+        return self.cpu_max is not None and self.connections_max is not None
+
+    def idle(self, policy: Policy) -> bool:
+        return (
+            self.cpu_max is not None
+            and self.connections_max is not None
+            and self.connections_max < 1
+            and self.cpu_max < policy.cpu_percent
+        )
+
+
+@dataclass(frozen=True)
+class DbAssessment:
+    database: Database
+    outcome: DbOutcome
+    reason: str
+    idle_periods: int = 0
+    periods: int = 0
+
+    @property
+    def stops(self) -> bool:
+        return self.outcome in DB_STOPS
+
+
+def db_exclusion(db: Database) -> tuple[DbOutcome, str] | None:
+    """The rule that keeps this database out, or None. Most specific first; what AWS cannot
+    stop is never tried (its refusal would be a failure in every run's mail)."""
+    if db.status != "available":
+        return DbOutcome.NOT_AVAILABLE, f"status is {db.status}"
+    if db.engine in ("docdb", "neptune"):
+        return DbOutcome.NOT_STOPPABLE, f"{db.engine}: not an RDS database"
+    if db.kind == "instance" and db.cluster:
+        return (
+            DbOutcome.CLUSTER_MEMBER,
+            f"member of the Aurora cluster {db.cluster}: judged and stopped with it",
+        )
+    if db.replica_of:
+        return DbOutcome.REPLICA, f"a read replica of {db.replica_of}: AWS cannot stop a read replica"
+    if db.replicas:
+        return DbOutcome.HAS_REPLICAS, f"has read replicas ({', '.join(db.replicas)}): AWS cannot stop it"
+    if db.engine.startswith("custom-"):
+        return DbOutcome.NOT_STOPPABLE, "RDS Custom: not stopped by this automation"
+    if db.kind == "instance" and db.engine.startswith("sqlserver") and db.multi_az:
+        return DbOutcome.NOT_STOPPABLE, "SQL Server in a Multi-AZ deployment: AWS cannot stop it"
+    if db.kind == "cluster" and not db.engine.startswith("aurora"):
+        return DbOutcome.NOT_STOPPABLE, f"a Multi-AZ DB cluster ({db.engine}): not stopped by this automation"
+    if db.kind == "cluster" and db.engine_mode != "provisioned":
+        return DbOutcome.NOT_STOPPABLE, f"Aurora {db.engine_mode} cluster: AWS cannot stop it"
+    if key := _opted_out_by(db.tags):
+        return DbOutcome.OPTED_OUT, f"opted out ({AUTOSTOP_TAG}={db.tags[key]})"
+    return None
+
+
+def stopped_by_us(db: Database, memory: Mapping[str, Any]) -> datetime | None:
+    """When this stack stopped the database, from its memory (never from a tag)."""
+    value = memory.get(db.memory_key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def assess_database(
+    db: Database, periods: Iterable[DbPeriod], policy: Policy, now: datetime, stopped_at: datetime | None
+) -> DbAssessment:
+    """One database's outcome. ``stopped_at``: when this stack stopped it (memory), if it did."""
+    excluded = db_exclusion(db)
+    if excluded:
+        return DbAssessment(db, *excluded)
+    start, end = policy.window(now)
+    window = {p.start.astimezone(UTC): p for p in periods if start <= p.start.astimezone(UTC) < end}
+    unit = "hour" if policy.period == timedelta(hours=1) else "period"
+    if stopped_at is not None and stopped_at + DB_RESTART_AFTER - DB_RESTART_SLACK <= now:
+        restarted = stopped_at + DB_RESTART_AFTER - DB_RESTART_SLACK
+        # the periods it ran since: a stopped database reports nothing, a running one 0 connections
+        since = [p for s, p in sorted(window.items()) if s >= restarted and p.has_data]
+        if since and all(p.idle(policy) for p in since):
+            reason = (
+                f"started again by AWS {format_duration(now - stopped_at)} after this stack stopped it "
+                f"(AWS restarts a stopped database after 7 days); no connection and peak CPU below "
+                f"{policy.cpu_percent:g}% in all {len(since)} {unit}s since"
+            )
+            return DbAssessment(db, DbOutcome.STOP_AGAIN, reason, len(since), len(since))
+        if not since and now < stopped_at + DB_RESTART_AFTER + DB_RESTART_WAIT:
+            reason = "started again by AWS after 7 days stopped; stopped again after a full quiet " + unit
+            return DbAssessment(db, DbOutcome.WAITING, reason)
+    if db.created > start:
+        reason = (
+            f"created {format_duration(now - db.created)} ago; "
+            f"the idle rule needs {policy.lookback_periods} full {unit}s"
+        )
+        return DbAssessment(db, DbOutcome.TOO_YOUNG, reason)
+    with_data = [p for p in window.values() if p.has_data]
+    if len(with_data) < policy.lookback_periods:
+        reason = f"only {len(with_data)} of {policy.lookback_periods} {unit}s have metric data"
+        return DbAssessment(db, DbOutcome.TOO_LITTLE_DATA, reason, 0, policy.lookback_periods)
+    idle = sum(1 for p in with_data if p.idle(policy))
+    peak = max(p.connections_max or 0.0 for p in with_data)
+    cpu = max(p.cpu_max or 0.0 for p in with_data)
+    numbers = (
+        f"unused in {idle} of the last {policy.lookback_periods} {unit}s (needs {policy.periods_required}); "
+        f"at most {peak:g} connections, peak CPU {cpu:.1f}%"
+    )
+    outcome = DbOutcome.STOP_IDLE if idle >= policy.periods_required else DbOutcome.BUSY
+    return DbAssessment(db, outcome, numbers, idle, policy.lookback_periods)
+
+
+def decide_databases(
+    databases: Sequence[Database],
+    metrics: Mapping[str, Sequence[DbPeriod]],
+    policy: Policy,
+    now: datetime,
+    memory: Mapping[str, Any],
+) -> tuple[list[DbAssessment], dict[str, Any]]:
+    """Every database's assessment (at most ``max_stops`` stops: re-stops first, then the
+    longest-existing) and the database part of the memory for the next runs: ``db:<arn>`` ->
+    when this stack stopped it, kept while it stays stopped, dropped once someone starts it
+    (seen available before AWS's 7 days), written anew for this run's stops."""
+    assessed: list[DbAssessment] = []
+    remembered: dict[str, Any] = {}
+    for db in databases:
+        stopped_at = stopped_by_us(db, memory)
+        if stopped_at is not None and db.status in ("stopped", "stopping"):
+            remembered[db.memory_key] = int(stopped_at.timestamp())
+        if (
+            stopped_at is not None
+            and db.status == "available"
+            and now - stopped_at < DB_RESTART_AFTER - DB_RESTART_SLACK
+        ):
+            stopped_at = None  # started by someone before AWS would have: not ours to stop again
+        assessed.append(assess_database(db, metrics.get(db.arn, ()), policy, now, stopped_at))
+        if assessed[-1].outcome is DbOutcome.WAITING and stopped_at is not None:
+            remembered[db.memory_key] = int(stopped_at.timestamp())
+    order = sorted(
+        (a for a in assessed if a.stops),
+        key=lambda a: (a.outcome is not DbOutcome.STOP_AGAIN, a.database.created, a.database.arn),
+    )
+    over = {a.database.arn for a in order[policy.max_stops :]}
+    final = [
+        replace(a, outcome=DbOutcome.OVER_CAP, reason=f"over this run's stop limit (would stop: {a.reason})")
+        if a.database.arn in over
+        else a
+        for a in assessed
+    ]
+    for a in final:
+        if a.stops:
+            remembered[a.database.memory_key] = int(now.timestamp())
+    return final, remembered
+
+
+def database_intent(assessed: Sequence[DbAssessment], owner_tag_key: str, policy: Policy) -> dict[str, Any]:
+    """The database part of the run's intent: the stops, with what the mail needs."""
+    unit = "hour" if policy.period == timedelta(hours=1) else f"{format_duration(policy.period)} period"
+    rule = (
+        f"nobody connected and peak CPU below {policy.cpu_percent:g}% in at least "
+        f"{policy.periods_required} of the last {policy.lookback_periods} {unit}s"
+    )
+    return {
+        "rule": rule,
+        "checked": len(assessed),
+        "stop": [
+            {
+                "kind": a.database.kind,
+                "id": a.database.identifier,
+                "arn": a.database.arn,
+                "outcome": a.outcome.value,
+                "reason": a.reason,
+                "engine": a.database.engine,
+                "class": a.database.db_class,
+                "owner": a.database.tags.get(owner_tag_key, ""),
+                "name": a.database.tags.get("Name", ""),
+            }
+            for a in assessed
+            if a.stops
+        ],
+        "over_cap": sum(1 for a in assessed if a.outcome is DbOutcome.OVER_CAP),
+        "kept": dict(Counter(a.outcome.value for a in assessed if not a.stops)),
+    }

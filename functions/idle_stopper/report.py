@@ -17,7 +17,7 @@ from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
 from autopilot.tags import clean_value
 from idle_stopper.config import Config
-from idle_stopper.decide import EXCLUDED, Decision, Outcome
+from idle_stopper.decide import EXCLUDED, DbAssessment, DbOutcome, Decision, Outcome, db_exclusion
 
 AUTOMATION = "idle_stopper"
 LABELS = {
@@ -43,12 +43,29 @@ SKIP_REASONS = (*sorted(EXCLUDED), Outcome.OVER_CAP)
 # ---- the numbers --------------------------------------------------------------------------
 
 
-def plan_counts(decision: Decision, failed: int, metrics_asked: int = 0, remembered: int = 0) -> Counts:
+DATABASE_ADVICE = [
+    "Keep a database running: tag it AutoStop=false. Start one again from its console link, or: "
+    "aws rds start-db-instance --db-instance-identifier <id> "
+    "(an Aurora cluster: aws rds start-db-cluster --db-cluster-identifier <id>).",
+    "AWS starts a stopped database again after 7 days; this automation stops it again once a full "
+    "hour shows nobody connected since.",
+]
+
+
+def plan_counts(
+    decision: Decision,
+    failed: int,
+    metrics_asked: int = 0,
+    remembered: int = 0,
+    databases: Sequence[DbAssessment] | None = None,
+) -> Counts:
     """The gather-side metrics: Checked, Skipped and one Skipped<Reason> per reason met, Idle,
     MalformedStopAfter, the plan's own failures (stop protection not readable), the CloudWatch
     metrics asked for (MetricsRequested: what GetMetricData bills) and the instances not asked
-    about because they were remembered busy (RememberedBusy); the act-side names at zero, so
-    that every one is emitted each run (report.counts adds to them)."""
+    about because they were remembered busy (RememberedBusy); with IdleStopperDatabases on
+    (``databases`` not None) DatabasesChecked / DatabasesIdle / DatabasesStopped, and their two
+    metrics per judged database in MetricsRequested. The act-side names at zero, so that every
+    one is emitted each run (report.counts adds to them)."""
     outcomes = Counter(a.outcome.value for a in decision.all)
     skipped = {f"Skipped{o.value}": outcomes[o.value] for o in SKIP_REASONS}
     idle = sum(1 for a in decision.all if a.verdict is not None and a.verdict.idle)
@@ -60,8 +77,18 @@ def plan_counts(decision: Decision, failed: int, metrics_asked: int = 0, remembe
             "Idle": idle,
             **{k: v for k, v in skipped.items() if v},
             "MalformedStopAfter": len(decision.malformed),
-            "MetricsRequested": metrics_asked,
+            "MetricsRequested": metrics_asked
+            + 2 * sum(1 for d in databases or () if db_exclusion(d.database) is None),
             "RememberedBusy": remembered,
+            **(
+                {
+                    "DatabasesChecked": len(databases),
+                    "DatabasesIdle": sum(1 for d in databases if d.stops or d.outcome is DbOutcome.OVER_CAP),
+                    "DatabasesStopped": 0,
+                }
+                if databases is not None
+                else {}
+            ),
             "WouldStop": 0,
             "StoppedIdle": 0,
             "StoppedLifetime": 0,
@@ -84,6 +111,11 @@ def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
         "StoppedIdle": 0 if dry_run else idle,
         "StoppedLifetime": 0 if dry_run else len(stopped) - idle,
     }
+    db_stopped = len((result.get("databases") or {}).get("stopped", []))
+    db_failed = len((result.get("databases") or {}).get("failures", []))
+    if db_stopped:
+        extra["DatabasesStopped"] = 0 if dry_run else db_stopped
+        extra["WouldStop"] += db_stopped if dry_run else 0
     if dropped:
         extra["SkippedChanged"] = dropped
     if refused:
@@ -91,9 +123,9 @@ def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
     if reserve:
         extra[f"Skipped{Outcome.OVER_CAP.value}"] = -reserve
     return Counts(
-        changed=0 if dry_run else len(stopped),
+        changed=0 if dry_run else len(stopped) + db_stopped,
         skipped=dropped + refused - reserve,
-        failed=len(result.get("failures", [])),
+        failed=len(result.get("failures", [])) + db_failed,
         extra=extra,
     )
 
@@ -115,7 +147,33 @@ def decisions(decision: Decision, dry_run: bool) -> list[dict[str, Any]]:
     ]
 
 
+def database_decisions(databases: Sequence[DbAssessment], dry_run: bool) -> list[dict[str, Any]]:
+    """One log line per database stopped or held back by the cap."""
+    return [
+        {
+            "database": d.database.arn,
+            "outcome": d.outcome.value,
+            "reason": d.reason,
+            "stop": d.stops,
+            "dry_run": dry_run,
+        }
+        for d in databases
+        if d.stops or d.outcome is DbOutcome.OVER_CAP
+    ]
+
+
 # ---- the tags -------------------------------------------------------------------------------
+
+
+def database_tags(entry: Mapping[str, Any], stack_name: str, at: str) -> dict[str, str]:
+    """StoppedBy / StoppedReason (``idle``, or ``idle-after-restart`` when AWS had started it
+    again after 7 days) / StoppedAt on a stopped database."""
+    again = entry["outcome"] == DbOutcome.STOP_AGAIN.value
+    return {
+        "StoppedBy": clean_value(f"ops-autopilot/{stack_name}"),
+        "StoppedReason": "idle-after-restart" if again else "idle",
+        "StoppedAt": at,
+    }
 
 
 def stopped_tags(entry: Mapping[str, Any], stack_name: str, at: str) -> dict[str, str]:
@@ -144,7 +202,10 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     stopped = _stopped(intent, result)
     failures = [*intent.get("failures", []), *result.get("failures", [])]
     dropped = list(result.get("dropped", []))
-    if not (stopped or failures or dropped or intent.get("malformed_due")):
+    db_intent: Mapping[str, Any] = intent.get("databases") or {}
+    db_result: Mapping[str, Any] = result.get("databases") or {}
+    db_news = bool(db_result.get("stopped") or db_result.get("failures") or db_result.get("dropped"))
+    if not (stopped or failures or dropped or intent.get("malformed_due") or db_news):
         return None
     region = ctx.common.region
     owner_key = str(intent.get("owner_tag_key") or ctx.common.owner_tag_key)
@@ -186,6 +247,8 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
             "Not stopped after all: changed since this run decided (it was interrupted and finished later)",
             [item(d["id"], f"Left alone: {d['reason']}") for d in dropped],
         )
+
+    db_notes = _database_sections(digest, region, db_intent, db_result, verb, int(policy["max_stops"]))
     if intent.get("malformed"):
         digest.section(
             "StopAfter tag not understood (not guessed; the instance is judged on idleness only)",
@@ -204,6 +267,7 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
             f"{plural(over_cap, 'more instance')} met the rule but this run's limit of "
             f"{policy['max_stops']} stops was reached; the next run looks at them again."
         )
+    notes += db_notes
     if notes and not digest.empty:
         digest.section("Also worth knowing", text=notes)
     digest.advice = [
@@ -214,12 +278,70 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
         f"After a start it is not judged idle for {policy['lookback_periods']} hours.",
         "The StoppedBy, StoppedReason (idle or lifetime) and StoppedAt tags on each stopped instance say "
         "who, why and when; the numbers that decided are in this mail.",
+        *(DATABASE_ADVICE if db_intent else []),
     ]
+    failures = [*failures, *db_result.get("failures", [])]
     severity: Severity = "warning" if failures else "info"
     summary = summary_line(intent, result)
     if ctx.resumed:
         summary += " (This run was interrupted; a later invocation finished it.)"
     return digest.mail(subject_text(intent, result), summary, severity, now=ctx.now)
+
+
+def _database_sections(
+    digest: Digest,
+    region: str,
+    db_intent: Mapping[str, Any],
+    db_result: Mapping[str, Any],
+    verb: str,
+    max_stops: int,
+) -> list[str]:
+    """The mail's database sections (IdleStopperDatabases=true); returns its notes."""
+    db_stopped = [e for e in db_intent.get("stop", []) if e["arn"] in set(db_result.get("stopped", []))]
+    db_failures = list(db_result.get("failures", []))
+    db_dropped = list(db_result.get("dropped", []))
+
+    def database(e: Mapping[str, Any], *details: str) -> Item:
+        title = f"{'Aurora cluster' if e['kind'] == 'cluster' else 'DB instance'} {e['id']}"
+        title += (f" ({e['name']})" if e.get("name") else "") + f", owner {e.get('owner') or 'unknown'}"
+        kind = f"{e.get('engine') or 'engine unknown'}" + (f", {e['class']}" if e.get("class") else "")
+        link = console.rds_database(region, str(e["id"]), e["kind"] == "cluster")
+        return Item(title, [*details, kind], link)
+
+    db_idle = [e for e in db_stopped if e["outcome"] == DbOutcome.STOP_IDLE.value]
+    db_again = [e for e in db_stopped if e["outcome"] == DbOutcome.STOP_AGAIN.value]
+    if db_idle:
+        digest.section(
+            f"{verb}: idle databases ({db_intent.get('rule', '')})",
+            [database(e, f"Why: {e['reason']}") for e in db_idle],
+        )
+    if db_again:
+        digest.section(
+            f"{verb} again: databases AWS started after 7 days stopped, still unused",
+            [database(e, f"Why: {e['reason']}") for e in db_again],
+        )
+    by_id = {str(e["id"]): e for e in db_intent.get("stop", [])}
+    if db_failures:
+        digest.section(
+            "Databases that could not be handled",
+            [
+                database(by_id[f["instance_id"]], f"Could not {f['action']}: {f['code']}: {f['message']}")
+                if f["instance_id"] in by_id
+                else Item(str(f["instance_id"]), [f"Could not {f['action']}: {f['code']}: {f['message']}"])
+                for f in db_failures
+            ],
+        )
+    if db_dropped:
+        digest.section(
+            "Databases not stopped after all: changed since this run decided",
+            [Item(str(d["id"]), [f"Left alone: {d['reason']}"]) for d in db_dropped],
+        )
+    if int(db_intent.get("over_cap", 0)):
+        return [
+            f"{plural(int(db_intent['over_cap']), 'more database')} met the rule but this run's limit of "
+            f"{max_stops} stops was reached; the next run looks at them again."
+        ]
+    return []
 
 
 def subject_text(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
@@ -240,6 +362,18 @@ def subject_text(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     dropped = len(result.get("dropped", []))
     if dropped and not text:
         text = f"{plural(dropped, 'instance')} not stopped: changed since the decision"
+    db_done = set((result.get("databases") or {}).get("stopped", []))
+    db_stopped = [e for e in (intent.get("databases") or {}).get("stop", []) if e["arn"] in db_done]
+    if db_stopped:
+        again = sum(1 for e in db_stopped if e["outcome"] == DbOutcome.STOP_AGAIN.value)
+        note = f" ({again} again after AWS's 7-day restart)" if again else ""
+        text += ("; " if text else "") + f"{plural(len(db_stopped), 'database')} {verb}{note}"
+    db_failed = len((result.get("databases") or {}).get("failures", []))
+    if db_failed:
+        text += ("; " if text else "") + f"{plural(db_failed, 'database')} could not be handled"
+    db_dropped = len((result.get("databases") or {}).get("dropped", []))
+    if db_dropped and not text:
+        text = f"{plural(db_dropped, 'database')} not stopped: changed since the decision"
     if not text:
         text = f"{plural(len(intent.get('malformed', [])), 'instance')} with a malformed StopAfter tag"
     return text

@@ -53,6 +53,14 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         protection = {a.instance.instance_id: False for a in ordered}
     decision = decide.finish(concluded, policy, protection)
 
+    memory = decide.remember(policy, series, recalled, now)
+    databases: list[decide.DbAssessment] | None = None
+    if run.config.databases:
+        databases, db_memory = _databases(run)
+        memory.update(db_memory)
+    db_intent = (
+        decide.database_intent(databases, run.common.owner_tag_key, policy) if databases is not None else None
+    )
     intent = decide.intent(
         decision,
         policy,
@@ -60,13 +68,25 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         run.common.owner_tag_key,
         [f.as_dict() for f in failures],
         run.dry_run,
+        db_intent,
     )
     return Plan(
         intent=intent,
-        counts=report.plan_counts(decision, len(failures), asked, len(recalled)),
-        decisions=report.decisions(decision, run.dry_run),
-        memory=decide.remember(policy, series, recalled, now),
+        counts=report.plan_counts(decision, len(failures), asked, len(recalled), databases),
+        decisions=[
+            *report.decisions(decision, run.dry_run),
+            *report.database_decisions(databases or (), run.dry_run),
+        ],
+        memory=memory,
     )
+
+
+def _databases(run: Run[Config, Trigger]) -> tuple[list[decide.DbAssessment], dict[str, Any]]:
+    """The databases' assessments and their part of the memory (IdleStopperDatabases=true)."""
+    found = service.databases()
+    judged = [db for db in found if decide.db_exclusion(db) is None]
+    metrics = service.fetch_db_metrics(judged, run.config.policy, run.now, run.deadline) if judged else {}
+    return decide.decide_databases(found, metrics, run.config.policy, run.now, run.memory)
 
 
 def _metrics(
@@ -94,8 +114,12 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"dry_run": dry_run, "stopped": [], "dropped": [], "failures": []}
     if dry_run:
         result["stopped"] = list(entries)
+        if intent.get("databases"):
+            result["databases"] = {"stopped": [str(e["arn"]) for e in intent["databases"].get("stop", [])]}
         return result
     if not entries:
+        if intent.get("databases"):
+            result["databases"] = _act_databases(ctx, intent)
         return result
 
     failures: list[service.Failure] = []
@@ -143,7 +167,50 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
             },
         )
     result["failures"] = [f.as_dict() for f in failures]
+    if intent.get("databases"):
+        result["databases"] = _act_databases(ctx, intent)
     return result
+
+
+def _act_databases(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
+    """Stop the intent's databases, one call each (the API takes one), then tag each that
+    stopped. Resuming, a database already stopping or stopped is ours (tagged, not stopped
+    again); one gone or in another state is left alone."""
+    stopped: list[str] = []
+    dropped: list[dict[str, str]] = []
+    failures: list[service.Failure] = []
+    for entry in intent["databases"].get("stop", []):
+        kind, identifier, arn = str(entry["kind"]), str(entry["id"]), str(entry["arn"])
+        if ctx.resumed:
+            status = service.database_status(kind, identifier)
+            if status in ("stopping", "stopped"):
+                stopped.append(arn)
+                continue
+            if status != "available":
+                dropped.append(
+                    {
+                        "id": identifier,
+                        "reason": "no longer exists" if status is None else f"status is now {status}",
+                    }
+                )
+                continue
+        failure = service.stop_database(kind, identifier)
+        if failure is not None:
+            failures.append(failure)
+            continue
+        stopped.append(arn)
+    entries = {str(e["arn"]): e for e in intent["databases"].get("stop", [])}
+    for arn in stopped:
+        tags = report.database_tags(entries[arn], ctx.common.stack_name, str(intent["at"]))
+        failure = service.tag_database(arn, str(entries[arn]["id"]), tags)
+        if failure is not None:
+            failures.append(failure)
+    for failure in failures:
+        logger.error(
+            "database not handled",
+            extra={"database": failure.instance_id, "action": failure.action, "code": failure.code},
+        )
+    return {"stopped": stopped, "dropped": dropped, "failures": [f.as_dict() for f in failures]}
 
 
 def _recheck(

@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 from autopilot import aws
 from autopilot.runtime import Deadline
 from autopilot.tags import as_dict, as_list
-from idle_stopper.decide import ALREADY_STOPPING, Instance, Period, Policy
+from idle_stopper.decide import ALREADY_STOPPING, Database, DbPeriod, Instance, Period, Policy
 
 logger = Logger(child=True)
 
@@ -273,3 +273,160 @@ def _failure(instance_id: str, action: str, err: ClientError) -> Failure:
     message = str(err.response.get("Error", {}).get("Message", err))
     logger.warning(f"could not {action} instance", extra={"instance_id": instance_id, "code": code})
     return Failure(instance_id, action, code, message)
+
+
+# ---- databases (IdleStopperDatabases=true) -------------------------------------------------------------
+# Per run, D DB instances and C DB clusters, S of them stopped: DescribeDBInstances ceil(D / 100)
+# pages and DescribeDBClusters ceil(C / 100) (their maximum page size; the tags come with them),
+# GetMetricData ceil(2 (D' + C') / 500) for the D' + C' judged, and one StopDBInstance or
+# StopDBCluster and one AddTagsToResource per stop (neither takes more than one database).
+
+DB_PAGE_SIZE = 100  # DescribeDBInstances' and DescribeDBClusters' MaxRecords maximum
+DB_METRICS: tuple[Metric, ...] = (("u", "CPUUtilization", "Maximum"), ("n", "DatabaseConnections", "Maximum"))
+
+
+def _when(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if not isinstance(value, datetime):
+        return datetime.now(UTC)  # no creation time: as young as can be, so never judged idle
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def databases() -> list[Database]:
+    """Every DB instance and DB cluster of the region, with their tags."""
+    rds = aws.client("rds")
+    found: list[Database] = []
+    for raw in aws.paginate(
+        rds, "describe_db_instances", "DBInstances[]", PaginationConfig={"PageSize": DB_PAGE_SIZE}
+    ):
+        found.append(
+            Database(
+                kind="instance",
+                identifier=str(raw["DBInstanceIdentifier"]),
+                arn=str(raw["DBInstanceArn"]),
+                status=str(raw.get("DBInstanceStatus", "unknown")),
+                engine=str(raw.get("Engine", "")),
+                created=_when(raw.get("InstanceCreateTime")),
+                tags=as_dict(raw.get("TagList")),
+                multi_az=bool(raw.get("MultiAZ")),
+                replica_of=raw.get("ReadReplicaSourceDBInstanceIdentifier")
+                or raw.get("ReadReplicaSourceDBClusterIdentifier"),
+                replicas=tuple(raw.get("ReadReplicaDBInstanceIdentifiers") or ())
+                + tuple(raw.get("ReadReplicaDBClusterIdentifiers") or ()),
+                cluster=raw.get("DBClusterIdentifier"),
+                db_class=str(raw.get("DBInstanceClass", "")),
+            )
+        )
+    for raw in aws.paginate(
+        rds, "describe_db_clusters", "DBClusters[]", PaginationConfig={"PageSize": DB_PAGE_SIZE}
+    ):
+        found.append(
+            Database(
+                kind="cluster",
+                identifier=str(raw["DBClusterIdentifier"]),
+                arn=str(raw["DBClusterArn"]),
+                status=str(raw.get("Status", "unknown")),
+                engine=str(raw.get("Engine", "")),
+                created=_when(raw.get("ClusterCreateTime")),
+                tags=as_dict(raw.get("TagList")),
+                multi_az=bool(raw.get("MultiAZ")),
+                replica_of=raw.get("ReplicationSourceIdentifier"),
+                replicas=tuple(raw.get("ReadReplicaIdentifiers") or ()),
+                engine_mode=str(raw.get("EngineMode") or "provisioned"),
+                db_class=str(raw.get("DBClusterInstanceClass", "")),
+            )
+        )
+    return found
+
+
+def fetch_db_metrics(
+    dbs: Sequence[Database], policy: Policy, now: datetime, deadline: Deadline
+) -> dict[str, list[DbPeriod]]:
+    """Peak CPU and peak connections per period, by ARN; as :func:`fetch_metrics`, what the
+    time did not reach has no data (never idle)."""
+    period = int(policy.period.total_seconds())
+    queries = [
+        {
+            "Id": f"{prefix}{index}",
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": "AWS/RDS",
+                    "MetricName": name,
+                    "Dimensions": [
+                        {
+                            "Name": "DBClusterIdentifier" if db.kind == "cluster" else "DBInstanceIdentifier",
+                            "Value": db.identifier,
+                        }
+                    ],
+                },
+                "Period": period,
+                "Stat": stat,
+            },
+            "ReturnData": True,
+        }
+        for index, db in enumerate(dbs)
+        for prefix, name, stat in DB_METRICS
+    ]
+    start, end = policy.window(now)
+    values: dict[str, dict[datetime, float]] = {}
+    for batch in aws.chunked(queries, METRIC_QUERIES_PER_CALL):
+        if deadline.expired():
+            logger.warning("out of time while fetching database metrics; the rest are not judged")
+            break
+        for result in aws.paginate(
+            aws.client("cloudwatch"),
+            "get_metric_data",
+            "MetricDataResults[]",
+            MetricDataQueries=batch,
+            StartTime=start,
+            EndTime=end,
+            ScanBy="TimestampAscending",
+        ):
+            series = values.setdefault(result["Id"], {})
+            for stamp, value in zip(result.get("Timestamps", []), result.get("Values", []), strict=False):
+                series[stamp.astimezone(UTC)] = float(value)
+    starts = policy.period_starts(now)
+    return {
+        db.arn: [
+            DbPeriod(s, values.get(f"u{index}", {}).get(s), values.get(f"n{index}", {}).get(s))
+            for s in starts
+        ]
+        for index, db in enumerate(dbs)
+    }
+
+
+def stop_database(kind: str, identifier: str) -> Failure | None:
+    """StopDBInstance or StopDBCluster; a refusal is the database's failure, not the run's."""
+    rds = aws.client("rds")
+    try:
+        if kind == "cluster":
+            rds.stop_db_cluster(DBClusterIdentifier=identifier)
+        else:
+            rds.stop_db_instance(DBInstanceIdentifier=identifier)
+    except ClientError as err:
+        return _failure(identifier, "stop", err)
+    return None
+
+
+def database_status(kind: str, identifier: str) -> str | None:
+    """The database's status now (finishing an interrupted run), or None if it is gone."""
+    rds = aws.client("rds")
+    try:
+        if kind == "cluster":
+            return str(rds.describe_db_clusters(DBClusterIdentifier=identifier)["DBClusters"][0]["Status"])
+        return str(
+            rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0]["DBInstanceStatus"]
+        )
+    except ClientError as err:
+        if aws.error_code(err) in ("DBInstanceNotFound", "DBInstanceNotFoundFault", "DBClusterNotFoundFault"):
+            return None
+        raise
+
+
+def tag_database(arn: str, identifier: str, tags: Mapping[str, str]) -> Failure | None:
+    try:
+        aws.client("rds").add_tags_to_resource(ResourceName=arn, Tags=as_list(dict(tags)))
+    except ClientError as err:
+        return _failure(identifier, "tag", err)
+    return None

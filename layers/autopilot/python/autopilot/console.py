@@ -37,6 +37,10 @@ def ec2_snapshot(region: str, snapshot_id: str) -> str:
     return f"{_base(region, 'ec2')}#SnapshotDetails:snapshotId={snapshot_id}"
 
 
+def rds_database(region: str, identifier: str, cluster: bool = False) -> str:
+    return f"{_base(region, 'rds')}#database:id={identifier};is-cluster={str(cluster).lower()}"
+
+
 def ssm_command(region: str, command_id: str) -> str:
     return f"{_base(region, 'systems-manager')}#/run-command/{command_id}"
 
