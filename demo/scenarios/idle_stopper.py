@@ -1,6 +1,7 @@
 """idle_stopper in the sandbox: a fleet of busy, idle, Auto Scaling, Spot, opted-out,
 stop-protected and StopAfter instances with a day of CPU and network metrics written into the
-sandbox's CloudWatch; a dry run, the real run, a retry of its event that does nothing, and the
+sandbox's CloudWatch, and three RDS databases (IdleStopperDatabases=true: an unused one, a busy
+primary and its read replica); a dry run, the real run, a retry of its event that does nothing, and the
 next hour's run that finds nothing left to stop."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
+from moto.rds.models import rds_backends
 
 from demo.sandbox import Sandbox, sample_event, step
 from idle_stopper.decide import Policy
@@ -23,6 +25,7 @@ ENV = {
     "CPU_PERCENT": "10",
     "NETWORK_MB": "5",
     "MAX_STOPS_PER_RUN": "10",
+    "IDLE_DATABASES": "true",
 }
 POLICY = Policy(lookback_periods=24, periods_required=23, cpu_percent=10.0, network_mb=5.0)
 
@@ -38,6 +41,56 @@ FLEET: dict[str, tuple[str, dict[str, str], int, float, tuple[int, ...], bool, b
     "workshop-vm": ("carol@example.com", {"StopAfter": "8h"}, 9, 45.0, (), False, False),
     "spike-box": ("dave@example.com", {"StopAfter": "2 days"}, 30, 20.0, (), False, False),
 }
+
+
+# name: (owner, connections each hour, replica of)
+DATABASES: dict[str, tuple[str, float, str | None]] = {
+    "demo-signup-db": ("erin@example.com", 0.0, None),
+    "orders-db": ("shop-team", 14.0, None),
+    "orders-db-replica": ("shop-team", 0.0, "orders-db"),
+}
+
+
+def _databases(sb: Sandbox, now: datetime) -> None:
+    rds = sb.client("rds")
+    backend: Any = rds_backends[DEFAULT_ACCOUNT_ID][sb.region]
+    for name, (owner, connections, source) in DATABASES.items():
+        tags = [{"Key": "Owner", "Value": owner}]
+        if source:
+            rds.create_db_instance_read_replica(
+                DBInstanceIdentifier=name, SourceDBInstanceIdentifier=source, Tags=tags
+            )
+        else:
+            rds.create_db_instance(
+                DBInstanceIdentifier=name,
+                Engine="postgres",
+                DBInstanceClass="db.t4g.medium",
+                AllocatedStorage=20,
+                MasterUsername="demo",
+                MasterUserPassword="not-a-real-password",
+                Tags=tags,
+            )
+        backend.databases[name].instance_create_time = now - timedelta(days=20)
+        dims = [{"Name": "DBInstanceIdentifier", "Value": name}]
+        starts = POLICY.period_starts(now)
+        data = []
+        for start in [*starts, starts[-1] + POLICY.period]:  # as _metrics: the hour after too
+            stamp = start + timedelta(minutes=5)
+            data += [
+                {"MetricName": "CPUUtilization", "Dimensions": dims, "Timestamp": stamp,
+                 "Value": 30.0 if connections else 1.5, "Unit": "Percent"},
+                {"MetricName": "DatabaseConnections", "Dimensions": dims, "Timestamp": stamp,
+                 "Value": connections, "Unit": "Count"},
+            ]  # fmt: skip
+        sb.client("cloudwatch").put_metric_data(Namespace="AWS/RDS", MetricData=data)
+
+
+def _database_table(sb: Sandbox) -> None:
+    for db in sb.client("rds").describe_db_instances()["DBInstances"]:
+        tags = {t["Key"]: t["Value"] for t in db.get("TagList", [])}
+        print(
+            f"  {db['DBInstanceIdentifier']:<18} {db['DBInstanceStatus']:<9} {tags.get('StoppedReason', '')}"
+        )
 
 
 def _launch(sb: Sandbox, now: datetime) -> dict[str, str]:
@@ -116,7 +169,7 @@ def _scheduled(now: datetime) -> dict[str, Any]:
 def run(sb: Sandbox) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
 
-    step("A fleet of 9 running instances, with a day of hourly CPU and network metrics")
+    step("A fleet of 9 running instances and 3 databases, with a day of hourly metrics")
     ids = _launch(sb, now)
     _metrics(sb, ids, now)
     for name, (_owner, tags, hours, cpu, busy, spot, protected) in FLEET.items():
@@ -129,6 +182,10 @@ def run(sb: Sandbox) -> None:
         )
         burst = ", one busy hour" if busy else ""
         print(f"  {name:<13} started {hours:>3}h ago, CPU ~{cpu:g}%{burst}{', ' + extra if extra else ''}")
+    _databases(sb, now)
+    for name, (_owner, connections, source) in DATABASES.items():
+        who = f"{connections:g} connections an hour" if connections else "nobody connected for a day"
+        print(f"  RDS {name:<18} {who}{f', read replica of {source}' if source else ''}")
 
     step("Dry run (DryRun=true, the deploy default): the same decisions, nothing stopped")
     dry = sb.invoke("idle_stopper", _scheduled(now), {**sb.base_env(dry_run=True), **ENV})
@@ -139,6 +196,7 @@ def run(sb: Sandbox) -> None:
     event = _scheduled(now)
     print(f"  handler returned: {sb.invoke('idle_stopper', event, {**sb.base_env(), **ENV})}")
     _table(sb, ids)
+    _database_table(sb)
     sb.print_mails()
 
     step("The same event again (EventBridge's retry): the run is claimed already, nothing happens")

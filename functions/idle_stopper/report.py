@@ -36,6 +36,19 @@ LABELS = {
     "StopFailed": "stop failed",
     "Changed": "changed since the decision",
 }
+DB_LABELS = {
+    DbOutcome.BUSY.value: "in use",
+    DbOutcome.TOO_LITTLE_DATA.value: "too little metric data",
+    DbOutcome.TOO_YOUNG.value: "created too recently to judge",
+    DbOutcome.WAITING.value: "restarted by AWS, waiting for a full hour",
+    DbOutcome.NOT_AVAILABLE.value: "not available",
+    DbOutcome.CLUSTER_MEMBER.value: "Aurora cluster member",
+    DbOutcome.REPLICA.value: "read replica",
+    DbOutcome.HAS_REPLICAS.value: "with read replicas",
+    DbOutcome.NOT_STOPPABLE.value: "not stoppable",
+    DbOutcome.OPTED_OUT.value: "opted out (AutoStop)",
+    DbOutcome.OVER_CAP.value: "over the stop limit",
+}
 # Skipped<Reason> metrics, one per reason an instance is left running.
 SKIP_REASONS = (*sorted(EXCLUDED), Outcome.OVER_CAP)
 
@@ -354,7 +367,18 @@ def subject_text(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     if lifetime:
         parts.append(f"{lifetime} past StopAfter")
     verb = "would be stopped" if result.get("dry_run") else "stopped"
-    text = f"{plural(len(stopped), 'instance')} {verb} ({', '.join(parts)})" if stopped else ""
+    db_done = set((result.get("databases") or {}).get("stopped", []))
+    db_stopped = [e for e in (intent.get("databases") or {}).get("stop", []) if e["arn"] in db_done]
+    again = sum(1 for e in db_stopped if e["outcome"] == DbOutcome.STOP_AGAIN.value)
+    databases = plural(len(db_stopped), "database") + (
+        f" ({again} again after AWS's 7-day restart)" if again else ""
+    )
+    if stopped and db_stopped:  # one verb for both: the subject stays within SNS's 100 characters
+        text = f"{plural(len(stopped), 'instance')} ({', '.join(parts)}) and {databases} {verb}"
+    elif stopped:
+        text = f"{plural(len(stopped), 'instance')} {verb} ({', '.join(parts)})"
+    else:
+        text = f"{databases} {verb}" if db_stopped else ""
     failures = [*intent.get("failures", []), *result.get("failures", [])]
     failed = len({f["instance_id"] for f in failures})
     if failed:
@@ -362,12 +386,6 @@ def subject_text(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     dropped = len(result.get("dropped", []))
     if dropped and not text:
         text = f"{plural(dropped, 'instance')} not stopped: changed since the decision"
-    db_done = set((result.get("databases") or {}).get("stopped", []))
-    db_stopped = [e for e in (intent.get("databases") or {}).get("stop", []) if e["arn"] in db_done]
-    if db_stopped:
-        again = sum(1 for e in db_stopped if e["outcome"] == DbOutcome.STOP_AGAIN.value)
-        note = f" ({again} again after AWS's 7-day restart)" if again else ""
-        text += ("; " if text else "") + f"{plural(len(db_stopped), 'database')} {verb}{note}"
     db_failed = len((result.get("databases") or {}).get("failures", []))
     if db_failed:
         text += ("; " if text else "") + f"{plural(db_failed, 'database')} could not be handled"
@@ -400,9 +418,21 @@ def summary_line(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     )
     verb = "would stop" if result.get("dry_run") else "stopped"
     total = int(intent.get("checked", 0))
-    return f"Looked at {plural(total, 'running instance')}: {verb} {len(stopped)}" + (
+    line = f"Looked at {plural(total, 'running instance')}: {verb} {len(stopped)}" + (
         f"; left running: {left}." if left else "."
     )
+    databases: Mapping[str, Any] = intent.get("databases") or {}
+    if databases:
+        done = len((result.get("databases") or {}).get("stopped", []))
+        db_left = ", ".join(
+            f"{n} {DB_LABELS.get(str(name), str(name))}"
+            for name, n in sorted(databases.get("kept", {}).items(), key=lambda kv: (-int(kv[1]), str(kv[0])))
+            if n
+        )
+        line += f" Looked at {plural(int(databases.get('checked', 0)), 'database')}: {verb} {done}" + (
+            f"; left alone: {db_left}." if db_left else "."
+        )
+    return line
 
 
 def _stopped(intent: Mapping[str, Any], result: Mapping[str, Any]) -> list[Mapping[str, Any]]:

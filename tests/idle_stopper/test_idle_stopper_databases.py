@@ -158,6 +158,10 @@ def test_idle_databases_stop_and_busy_ones_replicas_members_and_opted_out_stay(
     assert "Aurora cluster analytics, owner data-team@example.com" in body
     assert "unused in 24 of the last 24 hours (needs 23); at most 0 connections" in body
     assert "orders-db" not in body and "keep-db" not in body
+    assert (
+        "Looked at 7 databases: stopped 2; left alone: 1 in use, 1 Aurora cluster member, "
+        "1 with read replicas, 1 opted out (AutoStop), 1 read replica." in body
+    )
     assert "aws rds start-db-instance --db-instance-identifier" in body
 
 
@@ -210,7 +214,7 @@ def test_awss_restart_after_seven_days_is_stopped_again_within_hours_and_said_so
     assert result["DatabasesStopped"] == 1
     assert _tags(arn)["StoppedReason"] == "idle-after-restart"
     mail = mailbox()[-1]
-    assert mail["subject"] == "[ops-autopilot-test] 1 database stopped (1 again after AWS's 7-day restart)"
+    assert mail["subject"] == "[ops-autopilot-test] 1 database (1 again after AWS's 7-day restart) stopped"
     assert "started again by AWS 7d 2h after this stack stopped it" in mail["body"]
     # the ordinary rule alone would have waited for a full window of data
     assert len(since) < POLICY.periods_required

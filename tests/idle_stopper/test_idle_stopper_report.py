@@ -13,7 +13,7 @@ from autopilot.runner import Context
 from autopilot.runtime import Deadline
 from idle_stopper import report
 from idle_stopper.config import Config
-from idle_stopper.decide import Instance, Period, Policy, decide, intent
+from idle_stopper.decide import DB_STOPS, DbOutcome, Instance, Period, Policy, decide, intent
 
 pytestmark = pytest.mark.unit
 
@@ -188,3 +188,33 @@ def test_decision_lines_are_the_stops_the_held_back_and_the_malformed() -> None:
         ("i-pet", "StopProtected", False),
         ("i-odd", "TooYoung", False),
     ]
+
+
+def test_a_subject_naming_instances_and_databases_fits_snss_100_characters() -> None:
+    stops = [{"id": f"i-{n}", "outcome": "StopIdle"} for n in range(2)] + [
+        {"id": "i-9", "outcome": "StopAfter"}
+    ]
+    databases = {
+        "stop": [{"arn": "arn:db:a", "outcome": "StopIdle"}, {"arn": "arn:db:b", "outcome": "StopAgain"}]
+    }
+    made = {"stop": stops, "databases": databases}
+    dry = report.subject_text(
+        made, {"dry_run": True, "stopped": ["i-0", "i-1", "i-9"], "databases": {"stopped": ["arn:db:a"]}}
+    )
+    assert dry == "3 instances (2 idle, 1 past StopAfter) and 1 database would be stopped"
+    assert len(f"[ops-autopilot-demo] DRY RUN: {dry}") <= 100
+    real = report.subject_text(
+        made, {"stopped": ["i-0", "i-1", "i-9"], "databases": {"stopped": ["arn:db:a", "arn:db:b"]}}
+    )
+    assert (
+        real == "3 instances (2 idle, 1 past StopAfter) and 2 databases (1 again after AWS's 7-day restart) "
+        "stopped"
+    )
+    alone = report.subject_text(
+        {"stop": [], "databases": databases}, {"databases": {"stopped": ["arn:db:b"]}}
+    )
+    assert alone == "1 database (1 again after AWS's 7-day restart) stopped"
+
+
+def test_every_way_a_database_is_left_alone_has_words_in_the_mail() -> None:
+    assert {o.value for o in DbOutcome if o not in DB_STOPS} == set(report.DB_LABELS)
