@@ -80,8 +80,8 @@ build: $(STAMP) ## sam build (no Docker; the layer is built for arm64 by pip)
 
 check: lint typecheck test scan ## The full gate CI runs: lint, types, tests (with template checks), checkov
 
-new-automation: $(STAMP) ## Scaffold one: make new-automation NAME=snake_name [TRIGGER=schedule|cloudtrail:EventA,EventB] [MUTATING=1]
-	@test -n "$(NAME)" || { echo "usage: make new-automation NAME=snake_name [TRIGGER=schedule|cloudtrail:EventA,EventB] [MUTATING=1]"; exit 2; }
+new-automation: $(STAMP) ## Scaffold one: make new-automation NAME=snake_name [TRIGGER=schedule|cloudtrail:EventA,EventB|ec2-state:running,terminated] [MUTATING=1]
+	@test -n "$(NAME)" || { echo "usage: make new-automation NAME=snake_name [TRIGGER=schedule|cloudtrail:EventA,EventB|ec2-state:running,terminated] [MUTATING=1]"; exit 2; }
 	@$(BIN)/python tools/new_automation.py $(NAME) $(if $(TRIGGER),--trigger $(TRIGGER)) $(if $(filter 1 true yes,$(MUTATING)),--mutating)
 
 docs: $(STAMP) ## Regenerate the README's parameter table from template.yaml

@@ -1,7 +1,8 @@
 """Scaffold a new automation in the house shape (docs/adding-an-automation.md).
 
-    make new-automation NAME=stale_ami_report [TRIGGER=schedule|cloudtrail:EventA,EventB] [MUTATING=1]
+    make new-automation NAME=stale_ami_report [TRIGGER=schedule|cloudtrail:A,B|ec2-state:S,T] [MUTATING=1]
     python tools/new_automation.py stale_ami_report --trigger cloudtrail:RunInstances --mutating
+    python tools/new_automation.py host_watch --trigger ec2-state:running,terminated
 
 Creates a working example automation - it reports running EC2 instances without a Name tag;
 with --mutating it also tags them ``NeedsName=true`` (dry run, opt-out tag, idempotent) - and
@@ -9,7 +10,8 @@ everything around it:
 
 - functions/<name>/: the rooms event, config, decide, service, run, report, app (on the runner);
 - events/<name>/: real-shaped sample events (the schedule; or one CloudTrail event per call,
-  a failed call and a call it does not handle);
+  a failed call and a call it does not handle; or, with ec2-state, the schedule and one EC2
+  state-change notification per state, and one of a state it does not handle);
 - tests/<name>/: unit and moto integration tests, and the reliability scenario (scenario.py);
 - demo/scenarios/<name>.py, docs/<name>.md;
 - template.yaml: the three automation lists (its log group, the right to write to it, alarms),
@@ -18,9 +20,15 @@ everything around it:
   policy), its trigger with retry and dead-letter queue, and - scheduled - its silence alarm and
   that alarm's condition; samconfig.toml defaults; a README row and the parameter table.
 
+The trigger ``ec2-state:<states>`` runs the automation on EC2's "EC2 Instance State-change
+Notification" for those states (the instance that changed; its state read again from EC2) and
+on a daily schedule that converges whatever an event missed.
+
 Then `make test` passes with it. Templates are in tools/scaffold/: ``$name``-style placeholders
 (string.Template) and ``#if <flag>`` / ``#else`` / ``#endif`` lines, flags being ``mutating``,
-``readonly``, ``cloudtrail``, ``schedule`` (``not`` and ``and`` allowed).
+``readonly``, ``cloudtrail``, ``state``, ``schedule`` (a schedule: every trigger but
+cloudtrail) and ``events`` (cloudtrail or state: events that name instances); ``not``,
+``and`` and ``or`` allowed (``or`` binds loosest).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)+$")
 MAX_NAME = 32  # the CamelCase name prefixes logical ids and parameters
 EVENT_NAME = re.compile(r"^[A-Z][A-Za-z0-9]{2,63}$")
 MAX_EVENT_NAMES = 20
+EC2_STATES = ("pending", "running", "stopping", "stopped", "shutting-down", "terminated")
 
 sys.path.insert(0, str(SKELETON))
 import samples  # noqa: E402  - tools/scaffold/samples.py: the sample events
@@ -63,6 +72,7 @@ class Options:
     name: str
     events: tuple[str, ...]  # CloudTrail event names; empty for a schedule
     mutating: bool
+    states: tuple[str, ...] = ()  # EC2 instance states (ec2-state:...), with a converging schedule
 
     @property
     def camel(self) -> str:
@@ -75,7 +85,9 @@ class Options:
             "mutating": self.mutating,
             "readonly": not self.mutating,
             "cloudtrail": cloudtrail,
+            "state": bool(self.states),
             "schedule": not cloudtrail,
+            "events": cloudtrail or bool(self.states),
         }
 
     def values(self) -> dict[str, str]:
@@ -86,6 +98,8 @@ class Options:
             for e in events
         )
         when = f"on CloudTrail {', '.join(events)}" if events else f"every {self.camel}Schedule"
+        if self.states:
+            when = f"on EC2 state changes to {', '.join(self.states)} and every {self.camel}Schedule"
         does = (
             "tags the running instances without a Name tag NeedsName=true"
             if self.mutating
@@ -93,6 +107,7 @@ class Options:
         )
         if events:
             does = does.replace("the running instances", "the running instances the call named")
+        states = self.states
         banner = textwrap.fill(
             f"{self.name}: {when}, {does} (scaffolded example: say what yours does)",
             width=96,
@@ -111,18 +126,40 @@ class Options:
             "first_event": events[0] if events else "",
             "first_sample": f"cloudtrail.{samples.snake(events[0])}" if events else "eventbridge.scheduled",
             "failed_sample": f"cloudtrail.{samples.snake(events[0])}.failed" if events else "",
+            "states_literal": ", ".join(f'"{s}"' for s in states),
+            "states_yaml": "[" + ", ".join(states) + "]",
+            "states_md": ", ".join(f"`{s}`" for s in states),
+            "states_text": ", ".join(states),
+            "first_state": states[0] if states else "",
+            "first_state_sample": f"ec2.state_change.{samples.snake_state(states[0])}" if states else "",
         }
 
 
 UNKNOWN_NOTE = "not a call the scaffold knows - check where its events name the instances"
 
 
-def parse_trigger(value: str) -> tuple[str, ...]:
+def parse_states(names: str) -> tuple[str, ...]:
+    states = tuple(n.strip() for n in names.split(","))
+    for state in states:
+        if state not in EC2_STATES:
+            fail(f"--trigger: {state!r} is not an EC2 instance state (one of {', '.join(EC2_STATES)})")
+    if len(set(states)) != len(states):
+        fail("--trigger: a state is given twice")
+    return states
+
+
+def parse_trigger(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(CloudTrail event names, EC2 states): both empty for a schedule."""
     if value == "schedule":
-        return ()
+        return (), ()
     kind, _, names = value.partition(":")
+    if kind == "ec2-state" and names:
+        return (), parse_states(names)
     if kind != "cloudtrail" or not names:
-        fail(f"--trigger {value!r}: use schedule or cloudtrail:EventA,EventB (e.g. cloudtrail:RunInstances)")
+        fail(
+            f"--trigger {value!r}: use schedule, cloudtrail:EventA,EventB (e.g. cloudtrail:RunInstances) "
+            "or ec2-state:state,... (e.g. ec2-state:running,terminated)"
+        )
     events = tuple(n.strip() for n in names.split(","))
     for event in events:
         if not EVENT_NAME.match(event):
@@ -131,7 +168,7 @@ def parse_trigger(value: str) -> tuple[str, ...]:
         fail("--trigger: an event name is given twice")
     if len(events) > MAX_EVENT_NAMES:
         fail(f"--trigger: at most {MAX_EVENT_NAMES} event names")
-    return events
+    return events, ()
 
 
 def check_name(name: str, root: Path) -> None:
@@ -153,6 +190,8 @@ _DIRECTIVE = re.compile(r"^\s*#(if|else|endif)\b\s*(.*?)\s*$")
 
 
 def _holds(condition: str, flags: dict[str, bool]) -> bool:
+    if " or " in condition:
+        return any(_holds(part, flags) for part in condition.split(" or "))
     result = True
     for term in condition.split(" and "):
         words = term.split()
@@ -208,7 +247,9 @@ def render_files(options: Options, root: Path) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         created.append(relative)
-    for filename, event in samples.events(options.name, options.camel, options.events).items():
+    for filename, event in samples.events(
+        options.name, options.camel, options.events, options.states
+    ).items():
         relative = Path("events") / options.name / filename
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(json.dumps(event, indent=2) + "\n")
@@ -273,13 +314,16 @@ def wire_template(options: Options, text: str) -> str:
         fail("template.yaml: cannot find the dashboard's alarm list (ending in ${SilenceAlarms}])")
     text = text.replace('"${SilenceAlarms}]', f'", "${{{c}FailedAlarm.Arn}}"${{SilenceAlarms}}]', 1)
     # The dead-letter rule of its trigger may send to the failed-events queue (its policy).
-    rule = f"{c}Function{'ApiCalls' if options.events else 'Schedule'}"
-    text = _insert_after_last(
-        text,
-        r'^ +"aws:SourceArn":  # rule list\n(?: +- !GetAtt \w+\.Arn\n)+',
-        f"                  - !GetAtt {rule}.Arn\n",
-        "the failed-events queue policy's rule list",
-    )
+    rules = [f"{c}Function{'ApiCalls' if options.events else 'Schedule'}"]
+    if options.states:
+        rules.append(f"{c}FunctionStateChanges")
+    for rule in rules:
+        text = _insert_after_last(
+            text,
+            r'^ +"aws:SourceArn":  # rule list\n(?: +- !GetAtt \w+\.Arn\n)+',
+            f"                  - !GetAtt {rule}.Arn\n",
+            "the failed-events queue policy's rule list",
+        )
     if not options.events:  # scheduled: a silence alarm, its condition and its dashboard entry
         text = _insert_after_last(
             text,
@@ -321,6 +365,8 @@ def wire_readme(options: Options, text: str) -> str:
         end += 1
     name = options.name
     runs = "on CloudTrail " + ", ".join(f"`{e}`" for e in options.events) if options.events else "daily"
+    if options.states:
+        runs = "on EC2 state changes to " + ", ".join(f"`{s}`" for s in options.states) + ", and daily"
     does = (
         "tags running instances without a Name tag `NeedsName=true`"
         if options.mutating
@@ -348,7 +394,9 @@ def arguments(argv: list[str]) -> Options:
     parser.add_argument(
         "--trigger",
         default="schedule",
-        help="schedule (default) or cloudtrail:EventA,EventB (EC2 API calls, e.g. cloudtrail:RunInstances)",
+        help="schedule (default), cloudtrail:EventA,EventB (EC2 API calls, e.g. cloudtrail:RunInstances) "
+        "or ec2-state:state,... (EC2 state-change notifications, e.g. ec2-state:running,terminated; "
+        "with a daily schedule that converges)",
     )
     parser.add_argument(
         "--mutating",
@@ -356,7 +404,8 @@ def arguments(argv: list[str]) -> Options:
         help="the example also tags the instances it finds (NeedsName=true): dry run, opt-out, idempotent",
     )
     args = parser.parse_args(argv)
-    return Options(args.name, parse_trigger(args.trigger), args.mutating)
+    events, states = parse_trigger(args.trigger)
+    return Options(args.name, events, args.mutating, states)
 
 
 def main(argv: list[str]) -> int:
@@ -377,6 +426,8 @@ def main(argv: list[str]) -> int:
     files["README.md"].write_text(render_params(readme))
     name = options.name
     trigger = f"CloudTrail {', '.join(options.events)}" if options.events else "a schedule"
+    if options.states:
+        trigger = f"EC2 state changes to {', '.join(options.states)} and a schedule"
     mode = "mutating (tags NeedsName=true)" if options.mutating else "read-only"
     print(f"Created {name} ({mode}, on {trigger}):")
     for path in created:

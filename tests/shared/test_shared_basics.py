@@ -18,9 +18,11 @@ from autopilot.events import (
     MAX_EVENT_AGE,
     MAX_EVENT_AHEAD,
     BadEvent,
+    InstanceStateChange,
     StaleEvent,
     describe,
     parse_scheduled,
+    parse_state_change,
     require,
     require_fresh,
 )
@@ -97,6 +99,57 @@ def test_any_json_value_is_either_parsed_or_a_bad_event(event: object) -> None:
     with contextlib.suppress(BadEvent):
         parse_scheduled(event)
     assert isinstance(describe(event), dict)
+
+
+STATE_CHANGE = {
+    "version": "0",
+    "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+    "detail-type": "EC2 Instance State-change Notification",
+    "source": "aws.ec2",
+    "account": "123456789012",
+    "time": "2026-11-23T10:05:00Z",
+    "region": "eu-west-1",
+    "resources": ["arn:aws:ec2:eu-west-1:123456789012:instance/i-0abcdef1234567890"],
+    "detail": {"instance-id": "i-0abcdef1234567890", "state": "running"},
+}
+
+
+@pytest.mark.unit
+def test_state_change_parsing() -> None:
+    change = parse_state_change(STATE_CHANGE, {"running", "terminated"})
+    assert change == InstanceStateChange(
+        "7bf73129-1428-4cd3-a780-95db273d1602",
+        datetime(2026, 11, 23, 10, 5, tzinfo=UTC),
+        "123456789012",
+        "eu-west-1",
+        "i-0abcdef1234567890",
+        "running",
+    )
+    bad = {
+        "not one of its states": {**STATE_CHANGE, "detail": {**STATE_CHANGE["detail"], "state": "stopped"}},
+        "a malformed instance id": {**STATE_CHANGE, "detail": {"instance-id": "i-;", "state": "running"}},
+        "no instance id": {**STATE_CHANGE, "detail": {"state": "running"}},
+        "another source": {**STATE_CHANGE, "source": "custom.forged"},
+        "a CloudTrail record": {**STATE_CHANGE, "detail-type": "AWS API Call via CloudTrail"},
+        "a detail that is no object": {**STATE_CHANGE, "detail": "running"},
+        "a bad time": {**STATE_CHANGE, "time": "soon"},
+    }
+    for which, event in bad.items():
+        with pytest.raises(BadEvent):
+            parse_state_change(event, {"running", "terminated"})
+            pytest.fail(which)
+
+
+@pytest.mark.unit
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+    )
+)
+def test_any_json_value_is_either_a_state_change_or_a_bad_event(event: object) -> None:
+    with contextlib.suppress(BadEvent):
+        parse_state_change(event, {"running"})
 
 
 @pytest.mark.unit

@@ -1,10 +1,11 @@
-"""`make new-automation` on a copy of the repo, twice - a read-only scheduled automation and a
-mutating one on CloudTrail RunInstances/StartInstances - and then, in that copy, everything the
+"""`make new-automation` on a copy of the repo, three times - a read-only scheduled automation, a
+mutating one on CloudTrail RunInstances/StartInstances, and a read-only one on EC2 state changes
+(running, terminated) with its converging schedule - and then, in that copy, everything the
 gate asks of an automation:
 
 - in ONE pytest session: both automations' own tests, the reliability suites on both (fault
   injection, idempotency, bad input, and the observed-IAM judgement at the end of the session,
-  which must judge both and find no mismatch: it only judges an automation whose whole test
+  which must judge all three and find no mismatch: it only judges an automation whose whole test
   folder and the reliability folder ran, so the reliability cases are selected by node id,
   never by ``-k``), the template, docs and convention checks, and ``sam validate --lint``;
 - ruff (check and format), ``mypy --strict`` and the security scan (checkov), with the repo's
@@ -51,7 +52,8 @@ IGNORE = shutil.ignore_patterns(
 BIN = Path(sys.executable).parent
 READ_ONLY = "example_probe"  # TRIGGER=schedule (the default)
 MUTATING = "example_tagger"  # TRIGGER=cloudtrail:RunInstances,StartInstances MUTATING=1
-NAMES = (READ_ONLY, MUTATING)
+WATCH = "example_watch"  # TRIGGER=ec2-state:running,terminated
+NAMES = (READ_ONLY, MUTATING, WATCH)
 ROOMS = {"__init__", "event", "config", "decide", "service", "run", "report", "app"}
 # tests/reliability/test_bad_input.py swaps the valid sample's source for another one, but picks
 # "aws.ec2" for every automation except owner_tagger - which for any other CloudTrail automation
@@ -115,6 +117,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     copy = copy_repo(tmp_path_factory.mktemp("scaffold") / "repo")
     new_automation(copy, READ_ONLY)
     new_automation(copy, MUTATING, "cloudtrail:RunInstances,StartInstances", mutating=True)
+    new_automation(copy, WATCH, "ec2-state:running,terminated")
     bad_input = copy / "tests" / "reliability" / "test_bad_input.py"
     bad_input.write_text(bad_input.read_text().replace(SOURCE_SWAP, SOURCE_SWAP_FIXED))
     yield copy
@@ -143,6 +146,13 @@ def test_every_piece_is_made_and_wired(repo: Path) -> None:
         "cloudtrail.run_instances.failed.json",
         "cloudtrail.not_handled.json",
     }
+    assert {p.name for p in (repo / "events" / WATCH).glob("*.json")} == {
+        "eventbridge.scheduled.json",
+        "eventbridge.not_scheduled.json",
+        "ec2.state_change.running.json",
+        "ec2.state_change.terminated.json",
+        "ec2.state_change.not_handled.json",
+    }
     template = yaml_parse((repo / "template.yaml").read_text())
     resources, parameters = template["Resources"], template["Parameters"]
     scheduled = resources["ExampleProbeFunction"]["Properties"]
@@ -158,9 +168,19 @@ def test_every_piece_is_made_and_wired(repo: Path) -> None:
         "errorCode": [{"exists": False}],
     }
     assert not any(p.startswith(("ExampleTaggerSchedule", "ExampleTaggerSilence")) for p in parameters)
+    watch = resources["ExampleWatchFunction"]["Properties"]["Events"]
+    assert watch["Schedule"]["Properties"]["Schedule"] == {"Ref": "ExampleWatchSchedule"}
+    assert watch["StateChanges"]["Properties"]["Pattern"] == {
+        "account": [{"Ref": "AWS::AccountId"}],
+        "source": ["aws.ec2"],
+        "detail-type": ["EC2 Instance State-change Notification"],
+        "detail": {"state": ["running", "terminated"]},
+    }
+    assert {"ExampleWatchSchedule", "ExampleWatchSilenceAlarmHours"} <= set(parameters)
+    assert "ExampleWatchSilenceAlarm" in resources
     # Its own role (SAM then attaches no managed policy), its log group's policy, its rule may
     # dead-letter to the queue; scheduled: its silence alarm, off when its hours are 0.
-    for camel in ("ExampleProbe", "ExampleTagger"):
+    for camel in ("ExampleProbe", "ExampleTagger", "ExampleWatch"):
         assert resources[f"{camel}Function"]["Properties"]["Role"] == {
             "Fn::GetAtt": [f"{camel}FunctionRole", "Arn"]
         }
@@ -169,6 +189,7 @@ def test_every_piece_is_made_and_wired(repo: Path) -> None:
         assert camel in template["Resources"]["Fn::ForEach::Automation"][1]
     queue_policy = str(resources["FailedEventsQueuePolicy"])
     assert "ExampleProbeFunctionSchedule" in queue_policy and "ExampleTaggerFunctionApiCalls" in queue_policy
+    assert all(f"ExampleWatchFunction{rule}" in queue_policy for rule in ("Schedule", "StateChanges"))
     alarm = resources["ExampleProbeSilenceAlarm"]
     assert (
         alarm["Condition"] == "ExampleProbeSilenceAlarmOn"
@@ -225,11 +246,11 @@ def test_the_generated_automations_pass_every_check(repo: Path, tmp_path: Path) 
     collected = run([*pytest_args, "--collect-only", "tests/reliability", *CHECKS], repo)
     nodes = [line for line in collected.stdout.splitlines() if "::" in line]
     reliability = [n for n in nodes if n.startswith("tests/reliability/") and ours(n)]
-    assert len(reliability) >= 2 * 6, collected.stdout[-3000:] + collected.stderr[-3000:]
+    assert len(reliability) >= len(NAMES) * 6, collected.stdout[-3000:] + collected.stderr[-3000:]
     # The other automations' cases prove nothing about the generated ones (the main suite runs
     # them on the repo): only the generated automations' cases and the template-wide checks.
     checks = [n for n in nodes if not n.startswith("tests/reliability/") and (ours(n) or "[" not in n)]
-    assert len(checks) >= 2 * 8, collected.stdout[-3000:]
+    assert len(checks) >= len(NAMES) * 8, collected.stdout[-3000:]
     junit = tmp_path / "junit.xml"
     session = run(
         [
@@ -292,8 +313,11 @@ def test_bad_or_taken_names_and_bad_options_are_refused(fresh_copy: Path) -> Non
         (["json"], "snake_case"),
         (["website_health_check"], "already exists"),
         (["a_" + "x" * 40], "at most 32 characters"),
-        (["ok_name", "--trigger", "sqs"], "use schedule or cloudtrail:"),
-        (["ok_name", "--trigger", "cloudtrail:"], "use schedule or cloudtrail:"),
+        (["ok_name", "--trigger", "sqs"], "use schedule, cloudtrail:"),
+        (["ok_name", "--trigger", "cloudtrail:"], "use schedule, cloudtrail:"),
+        (["ok_name", "--trigger", "ec2-state:"], "use schedule, cloudtrail:"),
+        (["ok_name", "--trigger", "ec2-state:running,rebooting"], "not an EC2 instance state"),
+        (["ok_name", "--trigger", "ec2-state:running,running"], "a state is given twice"),
         (["ok_name", "--trigger", "cloudtrail:runInstances"], "not an EC2 API call name"),
         (["ok_name", "--trigger", "cloudtrail:RunInstances,RunInstances"], "given twice"),
     ):

@@ -50,6 +50,10 @@ def snake(event_name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", event_name).lower()
 
 
+def snake_state(state: str) -> str:
+    return state.replace("-", "_")
+
+
 def id_path_literal(event_name: str) -> str:
     """The value of the event's entry in the generated lookup table (Python source)."""
     path = ID_PATHS.get(event_name)
@@ -313,8 +317,60 @@ def scheduled_event(name: str, camel: str) -> dict[str, Any]:
     }
 
 
-def events(name: str, camel: str, event_names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def state_change_event(name: str, state: str, index: int) -> dict[str, Any]:
+    """EC2's "EC2 Instance State-change Notification" (EC2 sends it itself, for every state
+    change of every instance of the account and region)."""
+    instance = instance_id(name, "state", state)
+    return {
+        "version": "0",
+        "id": _uuid(name, "state", state),
+        "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2",
+        "account": ACCOUNT,
+        "time": f"2026-11-23T09:{15 + index:02d}:42Z",
+        "region": REGION,
+        "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance}"],
+        "detail": {"instance-id": instance, "state": state},
+    }
+
+
+def spot_warning_event(name: str) -> dict[str, Any]:
+    """Another EC2 event about one instance ("EC2 Spot Instance Interruption Warning")."""
+    instance = instance_id(name, "spot")
+    return {
+        "version": "0",
+        "id": _uuid(name, "spot-warning"),
+        "detail-type": "EC2 Spot Instance Interruption Warning",
+        "source": "aws.ec2",
+        "account": ACCOUNT,
+        "time": "2026-11-23T09:20:42Z",
+        "region": REGION,
+        "resources": [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance}"],
+        "detail": {"instance-id": instance, "instance-action": "terminate"},
+    }
+
+
+def events(
+    name: str, camel: str, event_names: tuple[str, ...], states: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
     """File name -> sample event, for events/<name>/."""
+    if states:
+        found = {
+            f"ec2.state_change.{snake_state(s)}.json": state_change_event(name, s, n)
+            for n, s in enumerate(states)
+        }
+        others = [
+            s
+            for s in ("stopped", "pending", "stopping", "running", "shutting-down", "terminated")
+            if s not in states
+        ]
+        if others:
+            found["ec2.state_change.not_handled.json"] = state_change_event(name, others[0], len(states))
+        return {
+            "eventbridge.scheduled.json": scheduled_event(name, camel),
+            "eventbridge.not_scheduled.json": spot_warning_event(name),
+            **found,
+        }
     if not event_names:
         other = scheduled_event(name, camel)
         other.update(

@@ -7,7 +7,8 @@ logs once before returning without changing anything (a returned event is not re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -81,6 +82,53 @@ def parse_scheduled(event: Any) -> ScheduledRun:
         time=parse_time(require(event, "time", str)),
         account=require(event, "account", str),
         region=require(event, "region", str),
+    )
+
+
+# EC2's own notification when an instance changes state (not a CloudTrail record: EC2 sends it
+# for every state change, whoever or whatever caused it - a launch, a stop, a termination by
+# Auto Scaling or a host failure).
+EC2_STATE_CHANGE = "EC2 Instance State-change Notification"
+EC2_STATES = frozenset({"pending", "running", "stopping", "stopped", "shutting-down", "terminated"})
+_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
+
+
+@dataclass(frozen=True)
+class InstanceStateChange:
+    """One instance's state change, as EC2 announced it. The state is what the event claims:
+    whoever may invoke the function could forge it, so a plan reads the instance's state again
+    from EC2 before it acts on it."""
+
+    id: str
+    time: datetime
+    account: str
+    region: str
+    instance_id: str
+    state: str
+
+
+def parse_state_change(event: Any, states: Collection[str]) -> InstanceStateChange:
+    """An "EC2 Instance State-change Notification" for one of ``states``, or BadEvent."""
+    source = require(event, "source", str)
+    detail_type = require(event, "detail-type", str)
+    if source != "aws.ec2" or detail_type != EC2_STATE_CHANGE:
+        raise BadEvent(
+            f"expected an EC2 state-change notification, got {source[:100]!r} / {detail_type[:100]!r}"
+        )
+    detail = require(event, "detail", Mapping)
+    instance_id = require(detail, "instance-id", str, "event.detail")
+    state = require(detail, "state", str, "event.detail")
+    if not _INSTANCE_ID.fullmatch(instance_id):
+        raise BadEvent(f"event.detail.instance-id={instance_id[:40]!r} is not an instance id")
+    if state not in states:
+        raise BadEvent(f"state {state[:40]!r} is not one this function handles ({', '.join(sorted(states))})")
+    return InstanceStateChange(
+        id=require(event, "id", str),
+        time=parse_time(require(event, "time", str)),
+        account=require(event, "account", str),
+        region=require(event, "region", str),
+        instance_id=instance_id,
+        state=state,
     )
 
 
