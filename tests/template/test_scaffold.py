@@ -324,3 +324,19 @@ def test_bad_or_taken_names_and_bad_options_are_refused(fresh_copy: Path) -> Non
         result = run([*tool, *args], fresh_copy)
         assert result.returncode == 2 and reason in result.stderr, (args, result.stderr)
     assert not (fresh_copy / "functions" / "ok_name").exists()
+
+
+def test_the_longest_name_keeps_every_generated_line_within_ruffs_limit(fresh_copy: Path) -> None:
+    """Text that grows with the name (docstrings, comments) must still fit: ruff on the code of
+    a 32-character name, for every trigger and mode."""
+    triggers = ("schedule", "cloudtrail:RunInstances,StartInstances", "ec2-state:running,terminated")
+    made = []
+    for n, (trigger, mutating) in enumerate((t, m) for t in triggers for m in (False, True)):
+        name = f"long_automation_name_number_{n}xxx"
+        assert len(name) == 32
+        args = [sys.executable, "tools/new_automation.py", name, "--trigger", trigger]
+        result = run(args + (["--mutating"] if mutating else []), fresh_copy)
+        assert result.returncode == 0, result.stderr
+        made += [f"functions/{name}", f"tests/{name}", f"demo/scenarios/{name}.py"]
+    ruff = run([str(BIN / "ruff"), "check", "--select", "E501", *made], fresh_copy)
+    assert ruff.returncode == 0, ruff.stdout
