@@ -140,6 +140,22 @@ def sandbox() -> Iterator[None]:
             aws.reset_clients()
 
 
+class LambdaContext:
+    """The Lambda context a bench invokes a handler with: this account's function, and
+    ``millis`` of time left (each bench gives its run the time it may take)."""
+
+    function_name = "bench"
+    memory_limit_in_mb = 256
+    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"
+
+    def __init__(self, millis: int, request_id: str = "bench") -> None:
+        self.millis = millis
+        self.aws_request_id = request_id
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.millis
+
+
 # ---- one measured run ----------------------------------------------------------------------
 
 

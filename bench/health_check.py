@@ -28,7 +28,7 @@ from unittest import mock
 import boto3
 
 from autopilot.runtime import Deadline
-from bench.common import ACCOUNT, REGION, STACK, Run, measured, sandbox
+from bench.common import ACCOUNT, REGION, STACK, LambdaContext, Run, measured, sandbox
 from website_health_check.decide import Site, classify
 from website_health_check.service import probe_all
 
@@ -81,16 +81,6 @@ def wall_ratio(n: int) -> dict[str, float]:
         process.terminate()
     assert len(results) == n and all(r.status.value == "UP" for r in results)
     return {"sites": n, "wall_s": round(wall, 3), "ratio_to_one_site": round(wall / LATENCY, 2)}
-
-
-class _Context:
-    function_name = "bench"
-    memory_limit_in_mb = 256
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 120_000
 
 
 def _event() -> dict[str, Any]:
@@ -146,9 +136,9 @@ def calls_run(n: int) -> Run:
             }
             # Powertools prints per-site metrics (single_metric) even when metrics are disabled.
             with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(io.StringIO()):
-                app.lambda_handler(_event(), _Context())  # first run
+                app.lambda_handler(_event(), LambdaContext(120_000))  # first run
                 with measured() as (calls, elapsed):
-                    app.lambda_handler(_event(), _Context())
+                    app.lambda_handler(_event(), LambdaContext(120_000))
     finally:
         process.terminate()
     return Run(

@@ -39,7 +39,18 @@ from unittest import mock
 import boto3
 from moto.ec2.models import ec2_backends
 
-from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sample_event, sandbox
+from bench.common import (
+    ACCOUNT,
+    REGION,
+    ROOT,
+    STACK,
+    LambdaContext,
+    Run,
+    measured,
+    pages,
+    sample_event,
+    sandbox,
+)
 
 CAP = 10
 LAUNCH_BATCH = 500
@@ -52,16 +63,6 @@ RUNNER_CALLS = {
 }
 RUNNER_CALLS_NOTHING_TO_DO = {"dynamodb.Query": 1, "dynamodb.PutItem": 1, "dynamodb.UpdateItem": 1}
 RESULT_FIELDS = {"status", "dry_run", "mails_held"}  # the rest of the handler's result are metrics
-
-
-class _Context:
-    function_name = "bench"
-    memory_limit_in_mb = 256
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
 
 
 def _outbox_table() -> str:
@@ -137,7 +138,7 @@ def run(count: int) -> Run:
             contextlib.redirect_stdout(io.StringIO()),
             measured() as (calls, elapsed),
         ):
-            result = app.lambda_handler(event, _Context())
+            result = app.lambda_handler(event, LambdaContext(900_000))
     return Run(
         automation="idle_stopper",
         size=count,

@@ -38,8 +38,8 @@ from moto.cloudwatch.models import CloudWatchBackend
 from moto.ec2.models import ec2_backends
 
 from bench import prices
-from bench.common import ACCOUNT, REGION, ROOT, measured, sandbox
-from bench.idle_stopper import _Context, scheduled_run
+from bench.common import ACCOUNT, REGION, ROOT, LambdaContext, measured, sandbox
+from bench.idle_stopper import scheduled_run
 
 RUNS_A_MONTH = 730
 CAP = 1000
@@ -157,7 +157,7 @@ def run(count: int, hours: int, on_hour: Callable[[int], None] | None = None) ->
                     "id": f"{event['id'][:-4]}{hour:04d}",
                     "time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 }
-                context = _Context()
+                context = LambdaContext(900_000)
                 context.aws_request_id = f"bench-{hour}"
                 with mock.patch.object(runner, "clock", lambda now=now: now), measured() as (calls, _):
                     result = app.lambda_handler(delivered, context)

@@ -37,8 +37,8 @@ import boto3
 from moto.cloudwatch.models import CloudWatchBackend
 from moto.ec2.models import ec2_backends
 
-from bench.common import ACCOUNT, REGION, ROOT, measured, pages, sandbox
-from bench.idle_stopper import RUNNER_CALLS, _Context, scheduled_run
+from bench.common import ACCOUNT, REGION, ROOT, LambdaContext, measured, pages, sandbox
+from bench.idle_stopper import RUNNER_CALLS, scheduled_run
 
 CAP = 1000  # the largest IdleStopperMaxStopsPerRun: one StopInstances call
 LAUNCH_BATCH = 500
@@ -145,7 +145,7 @@ def run(count: int, protected_share: float = 0.0) -> Result:
             contextlib.redirect_stdout(io.StringIO()),
             measured() as (calls, elapsed),
         ):
-            app.lambda_handler(event, _Context())
+            app.lambda_handler(event, LambdaContext(900_000))
         states = boto3.client("ec2", region_name=REGION).describe_instances()["Reservations"]
         stopped = {i["InstanceId"] for r in states for i in r["Instances"] if i["State"]["Name"] != "running"}
     return Result(fleet, dict(calls.by_operation()), minimum(fleet), stopped, elapsed[0])

@@ -29,7 +29,17 @@ from unittest import mock
 
 import boto3
 
-from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sample_event, sandbox
+from bench.common import (
+    REGION,
+    ROOT,
+    STACK,
+    LambdaContext,
+    Run,
+    measured,
+    pages,
+    sample_event,
+    sandbox,
+)
 from demo.cloudtrail import run_instances_event
 
 SAMPLE = ROOT / "events" / "owner_tagger" / "cloudtrail.run_instances.sso_user.json"
@@ -39,16 +49,6 @@ RUNNER_CALLS = {
     "dynamodb.UpdateItem": 2,
     "dynamodb.DeleteItem": 1,
 }
-
-
-class _Context:
-    function_name = "bench"
-    memory_limit_in_mb = 256
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
 
 
 def _event_for(instances: list[Any]) -> dict[str, Any]:
@@ -101,7 +101,7 @@ def run(instances: int) -> Run:
             contextlib.redirect_stdout(io.StringIO()),
             measured() as (calls, elapsed),
         ):
-            result = app.lambda_handler(event, _Context())
+            result = app.lambda_handler(event, LambdaContext(60_000))
     return Run(
         automation="owner_tagger",
         size=instances,

@@ -45,7 +45,17 @@ import boto3
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from autopilot import aws
-from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sample_event, sandbox
+from bench.common import (
+    REGION,
+    ROOT,
+    STACK,
+    LambdaContext,
+    Run,
+    measured,
+    pages,
+    sample_event,
+    sandbox,
+)
 
 TABLE = "bench-patch-sweeper"
 OUTBOX = "bench-outbox"
@@ -179,16 +189,6 @@ def minimum(count: int) -> dict[str, int]:
     }
 
 
-class _Context:
-    function_name = "bench"
-    memory_limit_in_mb = 256
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"
-    aws_request_id = "bench-request"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
-
-
 def run(count: int) -> Run:
     from patch_sweeper import app
 
@@ -218,14 +218,14 @@ def run(count: int) -> Run:
             contextlib.redirect_stdout(io.StringIO()),
             measured() as (calls, elapsed),
         ):
-            outcome = app.lambda_handler(copy.deepcopy(schedule), _Context())
+            outcome = app.lambda_handler(copy.deepcopy(schedule), LambdaContext(900_000, "bench-request"))
             for command_id, params in simulated.params.items():
                 # SSM's status event echoes the command's parameters: SnapshotId = the sweep id.
                 event = copy.deepcopy(status)
                 event["id"] = str(uuid.uuid4())  # every status event is an event of its own
                 event["detail"]["command-id"] = command_id
                 event["detail"]["parameters"] = params
-                outcome = app.lambda_handler(event, _Context())
+                outcome = app.lambda_handler(event, LambdaContext(900_000, "bench-request"))
         record = next(p for p in calls.of("dynamodb", "PutItem") if p["TableName"] == TABLE)
     return Run(
         automation="patch_sweeper",

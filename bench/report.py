@@ -40,7 +40,8 @@ FORMULAS = {
     "calls paced at EC2's refill "
     "(modelled, not slept: docs/benchmarks-snapshot-scale.md for 10,000 volumes)" + RUNNER,
     "idle_stopper": "per run over N running instances, E = N/100 past StopAfter, cap C = 10: ceil(N/1000) "
-    "DescribeInstances, ceil(3(N-E)/500) GetMetricData, 0 DescribeInstanceAttribute (EC2's refusal "
+    "DescribeInstances, ceil((N-E)/500) GetMetricData for the peak CPU (the network only where the "
+    "CPU was quiet: none here), 0 DescribeInstanceAttribute (EC2's refusal "
     "names a stop-protected instance: one StopInstances more per protected one), 1 StopInstances, "
     "1 CreateTags per stop category (idle, lifetime: 1 here), 1 Publish" + RUNNER,
 }

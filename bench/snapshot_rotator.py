@@ -38,7 +38,18 @@ import boto3
 from moto.ec2.models import ec2_backends
 
 from autopilot import pacing, runner
-from bench.common import ACCOUNT, REGION, ROOT, STACK, Run, measured, pages, sample_event, sandbox
+from bench.common import (
+    ACCOUNT,
+    REGION,
+    ROOT,
+    STACK,
+    LambdaContext,
+    Run,
+    measured,
+    pages,
+    sample_event,
+    sandbox,
+)
 from snapshot_rotator import store
 from snapshot_rotator.store import Record
 
@@ -52,16 +63,6 @@ RUNNER_CALLS = {
     "dynamodb.UpdateItem": 2,
     "dynamodb.DeleteItem": 1,
 }
-
-
-class _Context:
-    function_name = "bench"
-    memory_limit_in_mb = 256
-    invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:bench"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
 
 
 def _outbox_table(name: str = "bench-outbox") -> str:
@@ -143,7 +144,7 @@ def run(volumes: int) -> Run:
             contextlib.redirect_stdout(io.StringIO()),
             measured() as (calls, elapsed),
         ):
-            result = app.lambda_handler(event, _Context())
+            result = app.lambda_handler(event, LambdaContext(900_000))
     return Run(
         automation="snapshot_rotator",
         size=volumes,
