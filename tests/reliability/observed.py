@@ -8,7 +8,8 @@ that called it, and set-up calls made by tests or the demo count for nobody. The
 (POWERTOOLS_SERVICE_NAME) is not used: tests set it for whole modules, including their set-up.
 
 Boto operation names map to IAM actions as ``<service>:<Operation>``, plus the actions AWS
-authorizes implicitly: tag-on-create (``TagSpecifications``) also needs ``ec2:CreateTags``.
+authorizes implicitly: tag-on-create (``TagSpecifications``) also needs ``ec2:CreateTags``; an
+alarm with an EC2 action, ``iam:CreateServiceLinkedRole``; an encrypted copy, KMS.
 
 The judgement (granted == observed, per automation) runs once at the end of the session, on the
 calls of every worker (tests/reliability/figures.py, tests/conftest.py).
@@ -22,7 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-# What EBS does with the caller's own credentials on an encrypted copy: no botocore call names it.
+# What CloudWatch does with the caller's rights on an alarm with an EC2 action (its
+# service-linked role), and EBS on an encrypted copy: no botocore call names them.
+from instance_recovery.service import IAM_FOR_EC2_ALARM_ACTIONS
 from snapshot_rotator.service import KMS_FOR_ENCRYPTED_COPY
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -74,6 +77,10 @@ def iam_actions(service: str, operation: str, params: dict[str, Any]) -> set[str
         actions.add(f"{prefix}:CreateTags")
     if (service, operation) == ("ec2", "CopySnapshot") and params.get("KmsKeyId"):
         actions |= KMS_FOR_ENCRYPTED_COPY
+    if (prefix, operation) == ("cloudwatch", "PutMetricAlarm") and any(
+        ":automate:" in str(a) for a in params.get("AlarmActions", [])
+    ):
+        actions |= IAM_FOR_EC2_ALARM_ACTIONS
     return actions
 
 

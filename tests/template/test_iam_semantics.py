@@ -16,6 +16,7 @@ from template.iam_eval import ALLOW, DENY, Request, decide, decide_all, decide_w
 from template_tools import (
     ACCOUNT,
     REGION,
+    STACK_NAME,
     automation_folders,
     camel,
     cloudformation_template,
@@ -120,6 +121,58 @@ def test_idle_stopper_never_stops_spot_or_instance_store_or_another_accounts_ins
     elsewhere = Request("ec2:StopInstances", ec2("instance", "i-1", OTHER_ACCOUNT), ON_DEMAND_EBS)
     assert decide(role(deployed, "idle_stopper"), elsewhere) != ALLOW
     assert decide(role(deployed, "idle_stopper"), Request("ec2:TerminateInstances", INSTANCE)) != ALLOW
+
+
+# -- instance_recovery ----------------------------------------------------------------------------
+
+
+def alarm(name: str, account: str = ACCOUNT) -> str:
+    return f"arn:aws:cloudwatch:{REGION}:{account}:alarm:{name}"
+
+
+def test_instance_recovery_puts_and_deletes_only_this_stacks_recovery_alarms(
+    deployed: dict[str, Any],
+) -> None:
+    mine = f"{STACK_NAME}-recover-i-0123456789abcdef0"
+    statements = role(deployed, "instance_recovery")
+    for action in ("cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms"):
+        assert decide(statements, Request(action, alarm(mine))) == ALLOW, action
+        for other in (
+            "billing-alarm",
+            "other-stack-recover-i-0123456789abcdef0",
+            f"{STACK_NAME}-SiteDown",  # the stack's own alarms are CloudFormation's
+        ):
+            assert decide(statements, Request(action, alarm(other))) != ALLOW, (action, other)
+        assert decide(statements, Request(action, alarm(mine, OTHER_ACCOUNT))) != ALLOW
+    for action in ("cloudwatch:DisableAlarmActions", "cloudwatch:SetAlarmState", "ec2:RecoverInstances"):
+        assert decide(statements, Request(action, alarm(mine))) != ALLOW, action
+
+
+def test_instance_recovery_may_create_cloudwatchs_ec2_action_role_and_no_other(
+    deployed: dict[str, Any],
+) -> None:
+    statements = role(deployed, "instance_recovery")
+    events = (
+        f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/events.amazonaws.com/AWSServiceRoleForCloudWatchEvents"
+    )
+    allowed = Request("iam:CreateServiceLinkedRole", events, {"iam:AWSServiceName": "events.amazonaws.com"})
+    assert decide(statements, allowed) == ALLOW
+    other = f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/ssm.amazonaws.com/AWSServiceRoleForAmazonSSM"
+    assert (
+        decide(
+            statements,
+            Request("iam:CreateServiceLinkedRole", other, {"iam:AWSServiceName": "ssm.amazonaws.com"}),
+        )
+        != ALLOW
+    )
+    assert (
+        decide(
+            statements,
+            Request("iam:CreateServiceLinkedRole", events, {"iam:AWSServiceName": "ssm.amazonaws.com"}),
+        )
+        != ALLOW
+    )
+    assert decide(statements, Request("iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/x")) != ALLOW
 
 
 # -- patch_sweeper --------------------------------------------------------------------------------
