@@ -53,6 +53,35 @@ TABLE: list[tuple[str, Any, str | None, str]] = [
     ),
     ("role session", assumed("Developer", "maria.garcia"), "maria.garcia", "person"),
     ("sdk default session", assumed("Deployer", "botocore-session-1700000000"), "Deployer", "role"),
+    ("github actions default session", assumed("deploy-prod", "GitHubActions"), "deploy-prod", "role"),
+    (
+        "codebuild session",
+        assumed("codebuild-app", "AWSCodeBuild-5f2ac0e4-7d21-4c3e-9e0a-1b2c3d4e5f60"),
+        "codebuild-app",
+        "role",
+    ),
+    ("cloudformation service role", assumed("cfn-deployer", "AWSCloudFormation"), "cfn-deployer", "role"),
+    (
+        "source identity wins over the session name",
+        {
+            **assumed("Developer", "whatever-i-like"),
+            "sessionContext": {
+                "sourceIdentity": "maria.garcia@example.com",
+                "sessionIssuer": {"type": "Role", "userName": "Developer"},
+            },
+        },
+        "maria.garcia@example.com",
+        "person",
+    ),
+    (
+        "source identity wins over a CI default session",
+        {
+            **assumed("deploy-prod", "GitHubActions"),
+            "sessionContext": {"sourceIdentity": "octocat", "sessionIssuer": {"type": "Role"}},
+        },
+        "octocat",
+        "person",
+    ),
     (
         "instance profile",
         assumed("ci-runner", "i-0fedcba9876543210"),

@@ -26,9 +26,14 @@ UNRESOLVED_REASONS: Final = frozenset({NO_IDENTITY, UNKNOWN_TYPE, NO_NAME})
 SSO_ROLE_PREFIX: Final = "AWSReservedSSO_"
 SERVICE_ROLE_PREFIX: Final = "AWSServiceRoleFor"
 INSTANCE_ID: Final = re.compile(r"i-[0-9a-f]{8}(?:[0-9a-f]{9})?")
-# Session names the SDKs and CLI pick when the caller gave none: they name nobody.
+# Session names that name a tool, not a person: the SDKs' and the CLI's when the caller gave
+# none, and the defaults of common CI and deploy tools - GitHub's configure-aws-credentials
+# action ("GitHubActions", the same for every repository), CodeBuild ("AWSCodeBuild-<build id>")
+# and CloudFormation with a service role ("AWSCloudFormation"). The role name is the better clue.
 GENERIC_SESSION: Final = re.compile(
-    r"(?:botocore-session|aws-go-sdk|aws-sdk-[a-z]+|aws-cli|awscli)[-_]?\d*|\d+", re.IGNORECASE
+    r"(?:botocore-session|aws-go-sdk|aws-sdk-[a-z]+|aws-cli|awscli)[-_]?\d*|\d+"
+    r"|GitHubActions|AWSCodeBuild-[0-9a-f-]+|AWSCloudFormation",
+    re.IGNORECASE,
 )
 
 
@@ -61,6 +66,14 @@ def _arn_resource(arn: str) -> list[str]:
     """``arn:aws:sts::1:assumed-role/Role/session`` -> ``["assumed-role", "Role", "session"]``."""
     parts = arn.split(":", 5)
     return parts[5].split("/") if len(parts) == 6 and parts[0] == "arn" else []
+
+
+def _source_identity(identity: Mapping[object, object]) -> str:
+    """``sessionContext.sourceIdentity``: set by the identity provider or the principal that
+    assumed the role, and unchangeable for the session (and the roles it chains into) - unlike
+    the session name, which the caller picks."""
+    context = identity.get("sessionContext")
+    return _text(context, "sourceIdentity") if isinstance(context, Mapping) else ""
 
 
 def _issuer(identity: Mapping[object, object]) -> Mapping[object, object]:
@@ -106,6 +119,8 @@ def _assumed_role(identity: Mapping[object, object]) -> Resolution:
         # A service-linked role: AWS launched it for a service (Auto Scaling, EC2 Fleet, ...).
         name = invoked_by or role
         return _done(name, "service", "service-linked role") if name else _unresolved(NO_NAME)
+    if source := _source_identity(identity):
+        return _done(source, "person", "source identity")
     if not session:
         return _done(role, "role", "role without session name") if role else _unresolved(NO_NAME)
     if INSTANCE_ID.fullmatch(session):
