@@ -32,10 +32,14 @@ class CreationCall:
     ids: str  # JMESPath of the new resource ids in the event's detail
 
 
-# CreateSnapshots logs its response in the raw XML-to-JSON form; "item" is a list or one object.
+# CreateSnapshots logs its response in the raw XML-to-JSON form - "item" (singular) is a list,
+# or one object for one snapshot - with or without the CreateSnapshotsResponse wrapper; and in
+# CloudTrail's usual "items" form. Every shape seen is tried.
 _CREATE_SNAPSHOTS_IDS = (
     "responseElements.CreateSnapshotsResponse.snapshotSet.item[].snapshotId"
     " || responseElements.CreateSnapshotsResponse.snapshotSet.item.snapshotId"
+    " || responseElements.snapshotSet.item[].snapshotId"
+    " || responseElements.snapshotSet.item.snapshotId"
     " || responseElements.snapshotSet.items[].snapshotId"
 )
 

@@ -66,6 +66,18 @@ def test_single_item_create_snapshots_response(load_event: Load) -> None:
     assert parse(event).resource_ids == ("snap-0b2c3d4e5f6071829",)
 
 
+@pytest.mark.parametrize("single", [False, True])
+def test_create_snapshots_item_list_without_the_response_wrapper(load_event: Load, single: bool) -> None:
+    """``responseElements.snapshotSet.item[]`` (singular ``item``, a list; one snapshot may come
+    as an object), as issue 15 saw it: both snapshots named, none dropped as malformed."""
+    event = load_event("owner_tagger/cloudtrail.create_snapshots.aws_service")
+    response = event["detail"]["responseElements"]
+    snapshot_set = response.pop("CreateSnapshotsResponse")["snapshotSet"]
+    response["snapshotSet"] = {"item": snapshot_set["item"][0] if single else snapshot_set["item"]}
+    expected = ("snap-0b2c3d4e5f6071829",) if single else ("snap-0b2c3d4e5f6071829", "snap-0c3d4e5f607182930")
+    assert parse(event).resource_ids == expected
+
+
 def test_failed_call_is_a_bad_event_naming_the_error(load_event: Load) -> None:
     """A failed call created nothing; the rule filters them out, so one that arrives anyway is
     turned down before the runner claims it (no AWS call at all)."""

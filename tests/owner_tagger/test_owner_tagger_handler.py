@@ -285,6 +285,7 @@ def test_other_creation_calls(
     assert ops(calls) == {**RUNNER_WITH_INTENT, f"ec2.{describe[field]}": 1, "ec2.CreateTags": 1}
 
 
+@pytest.mark.parametrize("wrapped", [True, False])
 def test_create_snapshots_tags_every_snapshot(
     owner_env: dict[str, str],
     load_event: Load,
@@ -293,13 +294,18 @@ def test_create_snapshots_tags_every_snapshot(
     helpers: Any,
     calls: CallRecorder,
     lambda_context: Any,
+    wrapped: bool,
 ) -> None:
+    """In both logged shapes: with CreateSnapshotsResponse around snapshotSet.item[], and without."""
     volume_id = helpers.attachments(ec2, launch(1)[0]["InstanceId"])[0][0]
     snapshots = [ec2.create_snapshot(VolumeId=volume_id)["SnapshotId"] for _ in range(2)]
     event = helpers.fresh(load_event("owner_tagger/cloudtrail.create_snapshots.aws_service"))
-    items = event["detail"]["responseElements"]["CreateSnapshotsResponse"]["snapshotSet"]["item"]
+    response = event["detail"]["responseElements"]
+    items = response["CreateSnapshotsResponse"]["snapshotSet"]["item"]
     for item, snapshot_id in zip(items, snapshots, strict=True):
         item["snapshotId"] = snapshot_id
+    if not wrapped:
+        response["snapshotSet"] = response.pop("CreateSnapshotsResponse")["snapshotSet"]
     run(event, lambda_context)
     assert all(helpers.tags_of(ec2, s)["Owner"] == "dlm.amazonaws.com" for s in snapshots)
     assert ec2_ops(calls) == {"ec2.DescribeSnapshots": 1, "ec2.CreateTags": 1}
