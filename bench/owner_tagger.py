@@ -7,8 +7,8 @@ Its calls depend on the instances in one event, not on the fleet: a month costs
 event with N instances has R = 3 N resources to tag, all with the same owner.
 
 Minimum for N instances per event:
-- DescribeInstances: ceil(N / 200) (the volume ids are not in the event; 200 filter values
-  per call);
+- DescribeInstances: ceil(N / 1000) (the volume ids are not in the event; 1,000 InstanceIds
+  per call, the API's limit);
 - DescribeTags: 0 (the event's launch data says nothing was tagged with an owner at launch);
 - CreateTags: ceil(3 N / 1000) (one tag set, up to 1,000 resource ids per call);
 - the runner (autopilot.runner), per event: dynamodb.Query 1 (earlier runs' unfinished work),
@@ -74,7 +74,7 @@ def _outbox_table() -> str:
 
 def minimum(instances: int) -> dict[str, int]:
     return {
-        "ec2.DescribeInstances": pages(instances, 200),
+        "ec2.DescribeInstances": pages(instances, 1000),
         "ec2.CreateTags": pages(3 * instances, 1000),
         **RUNNER_CALLS,
     }

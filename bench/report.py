@@ -27,7 +27,7 @@ RUNNER = "; plus the runner's 3 DynamoDB calls per run (Query, claim PutItem + U
 FORMULAS = {
     "website_health_check": "1 GetParameter + 1 Scan per run, whatever the number of sites; PutItem only per "
     "site whose state changed, Publish only on a change (0 in a steady state)" + RUNNER,
-    "owner_tagger": "per RunInstances event of N instances: ceil(N/200) DescribeInstances + ceil(3N/1000) "
+    "owner_tagger": "per RunInstances event of N instances: ceil(N/1000) DescribeInstances + ceil(3N/1000) "
     "CreateTags (instance + root volume + ENI, one owner); DescribeTags 0 when the event's launch data "
     "answers it" + RUNNER,
     "patch_sweeper": "per sweep of N instances, B = ceil(N/50): ceil(N/1000)+1 DescribeInstances, ceil(N/50) "
@@ -112,7 +112,7 @@ def _limits(runs: dict[str, list[Run]]) -> list[str]:
             out.append(
                 "| owner_tagger | per event, not per fleet: 1 CreateTags (mutating, burst 200, refill 5/s) "
                 "per launch event, so more than 5 launch events a second, sustained past 200, are paced by "
-                "retries | never for one event (one event of 1,000 instances takes 5 DescribeInstances "
+                "retries | never for one event (one event of 1,000 instances takes 1 DescribeInstances "
                 "and 3 CreateTags) | - |"
             )
             continue

@@ -3,7 +3,7 @@ decides (decide) and changes nothing; ``act`` carries out a recorded intent (ser
 
 AWS calls of one event (plan, then act):
 - RunInstances, nothing tagged with an owner at launch (the common case): 1 DescribeInstances
-  (per 200 instances) + 1 CreateTags (per owner value and 1,000 resources);
+  (per 1,000 instances) + 1 CreateTags (per owner value and 1,000 resources);
 - RunInstances via a launch template (Auto Scaling), or with an owner already on an instance
   (a repeat delivery, an owner set at launch): + 1 DescribeTags of the volumes and ENIs;
 - an EBS-backed instance whose volume is not attached yet: DescribeInstances again after 2, 4

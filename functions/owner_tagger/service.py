@@ -1,10 +1,12 @@
 """Every AWS call owner_tagger makes: read instances and owner tags, write the owner tag. No
 decisions here.
 
-Batching: DescribeInstances and DescribeTags take at most 200 values per filter, CreateTags at
+Batching: DescribeInstances takes 1,000 InstanceIds, a filter at most 200 values (DescribeTags,
+the Describe calls of volumes, snapshots and images), CreateTags at
 most 1,000 resource ids per call (one tag set per call, so one batch per owner value). For ``n``
 ids, with every answer paginated:
-- :func:`describe_instances`: ceil(n / 200) DescribeInstances;
+- :func:`describe_instances`: ceil(n / 1000) DescribeInstances (InstanceIds), plus ceil(n / 200)
+  for a batch naming an instance that does not exist (then read with an id filter);
 - :func:`created`: ceil(n / 200) DescribeVolumes, DescribeSnapshots or DescribeImages;
 - :func:`owner_tags`: ceil(n / 200) DescribeTags;
 - :func:`create_tags`: ceil(n / 1000) CreateTags, plus one per id of a batch refused for a
@@ -24,7 +26,8 @@ from autopilot import aws
 from autopilot.tags import as_dict
 from owner_tagger.decide import InstanceView
 
-FILTER_VALUES_MAX: Final = 200
+FILTER_VALUES_MAX: Final = 200  # values per filter of a Describe call (EC2's FilterLimitExceeded)
+INSTANCE_IDS_MAX: Final = 1000  # DescribeInstances' InstanceIds
 CREATE_TAGS_MAX: Final = 1000
 
 
@@ -75,16 +78,24 @@ def _view(instance: Mapping[str, Any]) -> InstanceView:
 
 
 def describe_instances(ids: Iterable[str]) -> dict[str, InstanceView]:
-    """Instances by id: ceil(n / 200) DescribeInstances. A filter (not InstanceIds) so that an
-    id that no longer exists is just absent from the answer instead of failing the whole call."""
+    """Instances by id: one DescribeInstances per 1,000 ids (its InstanceIds limit), which is
+    the API's minimum for a launch event. InstanceIds fails the whole call when one id does not
+    exist (yet, or any more); then that batch is read again with an id filter (200 values a
+    call), where such an id is just absent from the answer."""
     ec2 = aws.client("ec2")
     found: dict[str, InstanceView] = {}
-    for batch in aws.chunked(ids, FILTER_VALUES_MAX):
-        filters = [{"Name": "instance-id", "Values": batch}]
-        pages = aws.paginate(ec2, "describe_instances", "Reservations[].Instances[]", Filters=filters)
-        for instance in pages:
-            view = _view(instance)
-            found[view.id] = view
+    for batch in aws.chunked(list(dict.fromkeys(ids)), INSTANCE_IDS_MAX):
+        try:
+            pages = aws.paginate(ec2, "describe_instances", "Reservations[].Instances[]", InstanceIds=batch)
+            found.update((view.id, view) for view in map(_view, pages))
+            continue
+        except ClientError as err:
+            if aws.error_code(err) not in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
+                raise
+        for part in aws.chunked(batch, FILTER_VALUES_MAX):
+            filters = [{"Name": "instance-id", "Values": part}]
+            pages = aws.paginate(ec2, "describe_instances", "Reservations[].Instances[]", Filters=filters)
+            found.update((view.id, view) for view in map(_view, pages))
     return found
 
 

@@ -55,8 +55,9 @@ def test_transient_errors_propagate_for_a_retry(owner_env: dict[str, str]) -> No
 def test_reads_batch_at_200_filter_values(owner_env: dict[str, str], calls: CallRecorder) -> None:
     ids = [f"vol-{n:017x}" for n in range(401)]
     assert service.owner_tags(ids, "Owner") == {}
+    # ids that do not exist: InstanceIds refuses the call, the id filter reads them in 200s
     assert service.describe_instances([f"i-{n:017x}" for n in range(201)]) == {}
-    assert calls.by_operation() == {"ec2.DescribeTags": 3, "ec2.DescribeInstances": 2}
+    assert calls.by_operation() == {"ec2.DescribeTags": 3, "ec2.DescribeInstances": 1 + 2}
     assert [len(p["Filters"][0]["Values"]) for p in calls.of("ec2", "DescribeTags")] == [200, 200, 1]
     assert all(
         p["Filters"][1] == {"Name": "key", "Values": ["Owner"]} for p in calls.of("ec2", "DescribeTags")
@@ -79,3 +80,18 @@ def test_describe_instances_views(owner_env: dict[str, str], launch: Any, helper
     (view,) = service.describe_instances([instance, "i-0000000000000dead"]).values()
     assert (view.id, view.volume_ids, view.network_interface_ids) == (instance, tuple(volumes), tuple(enis))
     assert not view.gone and not view.volumes_pending
+
+
+def test_a_thousand_instances_are_read_in_one_call(
+    owner_env: dict[str, str], ec2: Any, calls: CallRecorder
+) -> None:
+    """DescribeInstances takes 1,000 InstanceIds: a 1,000-instance launch is one read (the
+    API's minimum), and one id that does not exist costs the id-filter reads of its batch only."""
+    made = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1000, MaxCount=1000)["Instances"]
+    ids = [i["InstanceId"] for i in made]
+    assert set(service.describe_instances(ids)) == set(ids)
+    assert calls.count("ec2", "DescribeInstances") == 1
+    assert calls.of("ec2", "DescribeInstances")[0]["InstanceIds"] == ids
+    with CallRecorder() as again:
+        views = service.describe_instances([*ids[:10], "i-0123456789abcdef0"])
+    assert set(views) == set(ids[:10]) and again.count("ec2", "DescribeInstances") == 1 + 1
