@@ -43,6 +43,12 @@ def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
     if event is None:
         raise TypeError("owner_tagger's plan needs the parsed creation event")
     key = run.common.owner_tag_key
+    if event.region and event.region != run.common.region:
+        # EventBridge delivers this region's events only; another region's ids name nothing here
+        # (a misrouted or forged event): no call, no wait, one reasoned log line and a count.
+        reason = f"an event of region {event.region[:30]}; this function tags in {run.common.region}"
+        line = {"event": event.event_id, "action": "ignored", "reason": reason}
+        return Plan(intent=None, counts=_counts(0, 0, other_region=1), decisions=[line])
     owner = decide.resolve_owner(event.identity)
     gone: tuple[str, ...] = ()
     missing: tuple[decide.Target, ...] = ()
@@ -72,8 +78,9 @@ def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
     lines: list[dict[str, Any]] = [
         {
             "resource": i,
-            "type": event.resource_type if event.resource_type != "instance" else "instance",
+            "type": event.resource_type,
             "action": "gone",
+            "reason": "not found in this account and region (terminated or deleted, or never created here)",
         }
         for i in gone
     ]
@@ -98,14 +105,25 @@ def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
         }
         for d in decided.decisions
     ]
-    counts = Counts(
-        checked=len(decided.decisions),
-        skipped=len(decided.of("keep")) + len(gone) + len(not_new),
-        # always emitted; report.counts adds
-        extra={"ResourcesTagged": 0, "OwnersUnresolved": 0, "ResourcesNotNew": len(not_new)},
+    counts = _counts(
+        len(decided.decisions), len(decided.of("keep")) + len(gone) + len(not_new), len(not_new), len(gone)
     )
     intent = decide.intent(event, owner, decided, decide.caller(event.identity), missing, waited, not_new)
     return Plan(intent=intent, counts=counts, decisions=lines)
+
+
+def _counts(
+    checked: int, skipped: int, not_new: int = 0, not_found: int = 0, other_region: int = 0
+) -> Counts:
+    """The plan's numbers, every name always emitted (report.counts adds the act's)."""
+    extra = {
+        "ResourcesTagged": 0,
+        "OwnersUnresolved": 0,
+        "ResourcesNotNew": not_new,
+        "ResourcesNotFound": not_found,
+        "OtherRegionEvents": other_region,
+    }
+    return Counts(checked=checked, skipped=skipped, extra=extra)
 
 
 def _instances(

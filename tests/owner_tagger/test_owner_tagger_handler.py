@@ -719,3 +719,40 @@ def test_a_volume_is_tagged_only_if_the_call_created_it(
     )
     run(event, lambda_context)
     assert ("Owner" in helpers.tags_of(ec2, volume_id)) is (age <= timedelta(minutes=15))
+
+
+def test_another_regions_event_makes_no_ec2_call_and_is_counted(
+    owner_env: dict[str, str],
+    load_event: Load,
+    launch: Any,
+    helpers: Any,
+    calls: CallRecorder,
+    lambda_context: Any,
+) -> None:
+    """Its ids name nothing in this region: no read, no 14-second wait for them, no tag - one
+    log line with the reason and OtherRegionEvents=1."""
+    instances = launch(1)
+    event = helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), instances)
+    event["detail"]["awsRegion"] = "ap-southeast-2"
+    result = run(event, lambda_context)
+    assert (result["status"], result["OtherRegionEvents"], result["Changed"]) == ("done", 1, 0)
+    assert ec2_ops(calls) == {}
+
+
+def test_an_instance_that_is_not_found_is_counted_and_logged_with_the_reason(
+    owner_env: dict[str, str],
+    load_event: Load,
+    launch: Any,
+    helpers: Any,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from owner_tagger import run as owner_run
+
+    monkeypatch.setattr(owner_run.decide, "ATTACH_WAITS", (0.0,))  # the bounded wait, not slept here
+    instances = launch(1)
+    event = helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.iam_user"), instances)
+    # an instance this account does not have (a forged event, or one gone before we looked)
+    event["detail"]["responseElements"]["instancesSet"]["items"][0]["instanceId"] = "i-0123456789abcdef0"
+    result = run(event, lambda_context)
+    assert (result["status"], result["ResourcesNotFound"], result["Changed"]) == ("done", 1, 0)
