@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autopilot.tags import MAX_TAG_VALUE, clean_value
-from owner_tagger.decide.identity import UNRESOLVED_REASONS, Resolution, caller, resolve_owner
+from autopilot.tags import MAX_TAG_VALUE
+from owner_tagger.decide.identity import UNRESOLVED_REASONS, Resolution, caller, owner_value, resolve_owner
 
 pytestmark = pytest.mark.unit
 
@@ -133,7 +133,9 @@ TABLE: list[tuple[str, Any, str | None, str]] = [
     ),
     ("aws service", {"type": "AWSService", "invokedBy": "dlm.amazonaws.com"}, "dlm.amazonaws.com", "service"),
     ("other account", {"type": "AWSAccount", "accountId": "210987654321"}, "account:210987654321", "account"),
-    ("name with bad characters", {"type": "IAMUser", "userName": "bob (ops)\n"}, "bob _ops_", "person"),
+    # EC2 takes any character in a value: the name as given, on one line (nothing invented)
+    ("name with other characters", {"type": "IAMUser", "userName": "bob (ops)\n"}, "bob (ops)", "person"),
+    ("a name that names nothing", {"type": "IAMUser", "userName": "!!!"}, None, "unresolved"),
     ("unknown type", {"type": "Unknown", "principalId": "x"}, None, "unresolved"),
     ("no type", {"userName": "bob"}, None, "unresolved"),
     ("not an object", "IAMUser", None, "unresolved"),
@@ -212,7 +214,8 @@ def assert_valid(result: Resolution) -> None:
     else:
         assert result.value.strip() == result.value != ""
         assert len(result.value) <= MAX_TAG_VALUE
-        assert clean_value(result.value) == result.value  # already a valid EC2 tag value
+        # a valid EC2 tag value as given: one printable line, naming something
+        assert owner_value(result.value) == result.value and any(c.isalnum() for c in result.value)
 
 
 json_values = st.recursive(
@@ -262,3 +265,23 @@ def test_identities_of_known_types_never_raise(
     assert_valid(resolve_owner(identity))
     with_arn = {**identity, "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{session}"}
     assert_valid(resolve_owner(with_arn))
+
+
+@pytest.mark.parametrize(
+    ("given_value", "written"),
+    [
+        ("maria.garcia", "maria.garcia"),
+        ("maria!garcia", "maria!garcia"),  # EC2 takes any character: nothing is replaced
+        ("José Núñez", "José Núñez"),
+        ("  two\nlines\t ", "two lines"),
+        ("x" * 300, "x" * 256),
+        ("!!!", None),  # names nothing: no tag rather than a guess
+        ("- _ -", None),
+        ("", None),
+    ],
+)
+def test_an_owner_value_is_written_as_given_or_not_at_all(given_value: str, written: str | None) -> None:
+    assert owner_value(given_value) == written
+    result = resolve_owner(assumed("Developer", given_value)) if given_value.strip() else None
+    if result is not None and written is None:
+        assert result.value != given_value  # never a session name that names nothing

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autopilot.tags import clean_value
 from owner_tagger.decide import (
     CREATED_WITHIN,
     InstanceView,
@@ -25,6 +24,7 @@ from owner_tagger.decide import (
     launch,
     waiting,
 )
+from owner_tagger.decide.identity import owner_value
 from owner_tagger.event import parse
 
 pytestmark = pytest.mark.unit
@@ -88,7 +88,7 @@ def targets(draw: st.DrawFn) -> Target:
 
 owners = st.one_of(
     st.just(NOBODY),
-    values.map(lambda v: Resolution(clean_value(v).strip() or None, "person", "x")),
+    values.map(lambda v: Resolution(owner_value(v), "person", "x")),
 )
 
 
@@ -102,7 +102,7 @@ def test_never_overwrites_and_always_writes_valid_values(
     assert sorted(decided) == sorted({t.id for t in target_list})  # each exactly once
     for value, resource_ids in plan.writes().items():
         assert not set(resource_ids) & set(current)  # never a resource that has the tag
-        assert value and clean_value(value) == value  # a valid, non-empty tag value
+        assert value and owner_value(value) == value  # a valid tag value, naming something
     for decision in plan.of("keep"):
         assert decision.value == current[decision.target.id]
 

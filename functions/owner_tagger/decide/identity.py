@@ -1,7 +1,8 @@
 """Who is the owner? A pure function of a CloudTrail ``userIdentity`` object.
 
-Every outcome is a :class:`Resolution`: either a value that is already a valid EC2 tag value
-(``autopilot.tags.clean_value`` rules, never empty) or ``value=None`` with one of the documented
+Every outcome is a :class:`Resolution`: either a value that is a valid EC2 tag value as it was
+given (:func:`owner_value`: EC2 takes any character; one line, at most 256 characters, naming
+something - a letter or a digit) or ``value=None`` with one of the documented
 :data:`UNRESOLVED_REASONS`. No input, however malformed, raises. The table in
 docs/owner_tagger.md is the user-facing version of this module.
 """
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from autopilot.tags import clean_value
+from autopilot.tags import MAX_TAG_VALUE
 
 Kind = Literal["person", "role", "service", "instance-role", "root", "account", "unresolved"]
 
@@ -82,8 +83,21 @@ def _issuer(identity: Mapping[object, object]) -> Mapping[object, object]:
     return issuer if isinstance(issuer, Mapping) else {}
 
 
+def owner_value(value: str | None) -> str | None:
+    """``value`` as an owner tag value, or None when it names nothing.
+
+    EC2 accepts any character in a tag value, so nothing is replaced (an invented character
+    would make a name nobody has): whitespace and control characters become single spaces (a
+    tag is one line), it is cut to EC2's 256 characters, and a value without a single letter or
+    digit (``!!!``, ``---``) is no owner at all - no tag is better than a guess."""
+    if value is None:
+        return None
+    line = " ".join("".join(c if c.isprintable() else " " for c in value).split())[:MAX_TAG_VALUE].strip()
+    return line if any(c.isalnum() for c in line) else None
+
+
 def _done(value: str, kind: Kind, reason: str) -> Resolution:
-    cleaned = clean_value(value).strip()
+    cleaned = owner_value(value)
     return Resolution(cleaned, kind, reason) if cleaned else _unresolved(NO_NAME)
 
 

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
-from autopilot.tags import clean_value
-from owner_tagger.decide.identity import Resolution
+from owner_tagger.decide.identity import Resolution, owner_value
 from owner_tagger.event import CreationEvent
 
 Action = Literal["tag", "keep", "unresolved"]
@@ -109,10 +108,8 @@ def by_value(pairs: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def _usable(value: str | None) -> str | None:
-    if value is None:
-        return None
-    cleaned = clean_value(value).strip()
-    return cleaned or None
+    """An instance's own owner tag, as its attachments inherit it: as it is (identity.owner_value)."""
+    return owner_value(value)
 
 
 def decide(targets: Iterable[Target], current: Mapping[str, str], owner: Resolution) -> Decisions:
