@@ -43,8 +43,18 @@ _CREATE_SNAPSHOTS_IDS = (
     " || responseElements.snapshotSet.items[].snapshotId"
 )
 
+# CreateFleet (type instant: EC2 Fleet, Karpenter) logs its response in the XML-to-JSON form
+# too: one fleetInstanceSet item per launch-template override, each with its instanceIds.item - a
+# list, or one id as a string; the set itself an object for one item. Instances that could not be
+# launched are in errorSet and have no id. (Fleets of type maintain or request name no instance.)
+_CREATE_FLEET_IDS = (
+    "responseElements.CreateFleetResponse.fleetInstanceSet.item[].instanceIds.item[]"
+    " || responseElements.CreateFleetResponse.fleetInstanceSet.item.instanceIds.item"
+)
+
 CREATION_CALLS: Final[Mapping[str, CreationCall]] = {
     "RunInstances": CreationCall("instance", "responseElements.instancesSet.items[].instanceId"),
+    "CreateFleet": CreationCall("instance", _CREATE_FLEET_IDS),
     "CreateVolume": CreationCall("volume", "responseElements.volumeId"),
     "CreateSnapshot": CreationCall("snapshot", "responseElements.snapshotId"),
     "CreateSnapshots": CreationCall("snapshot", _CREATE_SNAPSHOTS_IDS),
@@ -136,7 +146,8 @@ def parse(event: Any) -> CreationEvent:
     instances: tuple[LaunchedInstance, ...] = ()
     if call.resource_type == "instance":
         instances, instances_known = _launched_instances(detail.get("responseElements"), unique)
-        known = known and instances_known and "launchTemplate" not in request
+        # a launch template (every fleet launches from one) may tag what it launches unseen
+        known = known and instances_known and "launchTemplate" not in request and name != "CreateFleet"
     return CreationEvent(
         event_id=event_id,
         event_name=name,

@@ -29,6 +29,7 @@ EXPECTED_IDS = {
     ),
     "cloudtrail.create_image.sso_user": ("image", ("ami-0a1b2c3d4e5f60718",)),
     "cloudtrail.copy_image.federated_user": ("image", ("ami-0b2c3d4e5f6071829",)),
+    "cloudtrail.create_fleet.karpenter": ("instance", ("i-0d1e2f3a4b5c60718", "i-0e1f2a3b4c5d60719")),
 }
 
 
@@ -52,6 +53,37 @@ def test_tags_set_at_launch_are_known(load_event: Load) -> None:
     parsed = parse(load_event("owner_tagger/cloudtrail.run_instances.tagged_at_launch"))
     assert parsed.creation_tags["instance"]["Owner"] == "team-data"
     assert parsed.instances[0].tags["Owner"] == "team-data"
+
+
+@pytest.mark.parametrize(
+    ("fleet_set", "expected"),
+    [
+        ({"item": [{"instanceIds": {"item": ["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2"]}},
+                   {"instanceIds": {"item": "i-0aaaaaaaaaaaaaaa3"}}]},
+         ("i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2", "i-0aaaaaaaaaaaaaaa3")),
+        ({"item": {"instanceIds": {"item": ["i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2"]}}},
+         ("i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2")),
+        ({"item": {"instanceIds": {"item": "i-0aaaaaaaaaaaaaaa1"}}}, ("i-0aaaaaaaaaaaaaaa1",)),
+    ],
+)  # fmt: skip
+def test_create_fleet_names_every_instance_in_each_logged_shape(
+    load_event: Load, fleet_set: dict[str, Any], expected: tuple[str, ...]
+) -> None:
+    """One item per launch-template override, instanceIds.item a list or one id, the set one
+    object for one item; a fleet launches from a template, so its tags are read, not assumed."""
+    event = load_event("owner_tagger/cloudtrail.create_fleet.karpenter")
+    event["detail"]["responseElements"]["CreateFleetResponse"]["fleetInstanceSet"] = fleet_set
+    parsed = parse(event)
+    assert parsed.resource_ids == expected and not parsed.creation_tags_known
+
+
+def test_a_fleet_that_launched_nothing_names_no_instance(load_event: Load) -> None:
+    event = load_event("owner_tagger/cloudtrail.create_fleet.karpenter")
+    response = event["detail"]["responseElements"]["CreateFleetResponse"]
+    response["fleetInstanceSet"] = ""
+    response["errorSet"] = {"item": {"errorCode": "InsufficientInstanceCapacity", "lifecycle": "on-demand"}}
+    with pytest.raises(BadEvent, match="no resource ids"):
+        parse(event)
 
 
 def test_launch_template_makes_creation_tags_unknown(load_event: Load) -> None:

@@ -756,3 +756,28 @@ def test_an_instance_that_is_not_found_is_counted_and_logged_with_the_reason(
     event["detail"]["responseElements"]["instancesSet"]["items"][0]["instanceId"] = "i-0123456789abcdef0"
     result = run(event, lambda_context)
     assert (result["status"], result["ResourcesNotFound"], result["Changed"]) == ("done", 1, 0)
+
+
+def test_a_create_fleet_launch_is_tagged_with_its_volumes_and_interfaces(
+    owner_env: dict[str, str],
+    load_event: Load,
+    launch: Any,
+    ec2: Any,
+    helpers: Any,
+    calls: CallRecorder,
+    lambda_context: Any,
+) -> None:
+    """EC2 Fleet (instant) and Karpenter launch through CreateFleet: its instances, their volumes
+    and interfaces get the owner (Karpenter's numeric session names nobody: the role's name)."""
+    instances = launch(2)
+    event = helpers.fresh(load_event("owner_tagger/cloudtrail.create_fleet.karpenter"))
+    fleet = event["detail"]["responseElements"]["CreateFleetResponse"]["fleetInstanceSet"]
+    fleet["item"][0]["instanceIds"]["item"] = [i["InstanceId"] for i in instances]
+    result = run(event, lambda_context)
+    assert result["status"] == "done"
+    for instance in instances:
+        volumes, enis = helpers.attachments(ec2, instance["InstanceId"])
+        for resource in [instance["InstanceId"], *volumes, *enis]:
+            assert helpers.tags_of(ec2, resource)["Owner"] == "KarpenterController-prod", resource
+    # a fleet launches from a template, which may have tagged the attachments: they are read
+    assert ec2_ops(calls) == {"ec2.DescribeInstances": 1, "ec2.DescribeTags": 1, "ec2.CreateTags": 1}
