@@ -10,6 +10,8 @@ AWS calls of one event (plan, then act):
   and 8 s at most (never past the invocation's deadline);
 - CreateVolume, CreateSnapshot(s), CopySnapshot, CreateImage, CopyImage, RegisterImage:
   1 DescribeVolumes / DescribeSnapshots / DescribeImages (creation time and tags) + 1 CreateTags;
+  an image adds 1 DescribeSnapshots of its backing snapshots (tagged in the same CreateTags),
+  and DescribeImages again after 2, 4 and 8 s at most while a pending image lists none;
 - a resource created long before the event's call time (decide.CREATED_WITHIN) is refused,
   whatever the event says: a forged or replayed event cannot give an old resource an owner;
 - act resumed (a run died between two CreateTags; the runner calls ``act`` again on its
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -74,6 +77,13 @@ def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
         refused = {t.id for t in not_new}
         targets = [decide.Target(i, event.resource_type) for i in new if i not in refused]
         current = {t.id: owner_value for t in targets if (owner_value := found[t.id].owner) is not None}
+        if event.resource_type == "image" and targets:
+            backing, more_not_new, waited = _backing_snapshots(
+                event, [t.id for t in targets], found, key, run, sleep
+            )
+            targets += backing.targets
+            current.update(backing.current)
+            not_new += more_not_new
     decided = decide.decide(targets, current, owner)
     lines: list[dict[str, Any]] = [
         {
@@ -124,6 +134,52 @@ def _counts(
         "OtherRegionEvents": other_region,
     }
     return Counts(checked=checked, skipped=skipped, extra=extra)
+
+
+@dataclass(frozen=True)
+class _Backing:
+    targets: list[decide.Target]
+    current: dict[str, str]
+
+
+def _backing_snapshots(
+    event: CreationEvent,
+    images: list[str],
+    found: dict[str, service.Created],
+    key: str,
+    run: Run[Config, CreationEvent],
+    sleep: Sleep,
+) -> tuple[_Backing, tuple[decide.Target, ...], float]:
+    """The EBS snapshots behind the new images (their storage is the image's cost): read from
+    DescribeImages, waited for (bounded, within the deadline) while a pending image lists none
+    yet, then their creation time and owner tag (one DescribeSnapshots). A snapshot created long
+    before the call - an image registered from an old snapshot - is not this call's: refused."""
+    waited = 0.0
+    for wait in decide.ATTACH_WAITS:
+        pending = [i for i in images if not found[i].snapshots and found[i].state == "pending"]
+        if not pending or run.deadline.remaining() < wait:
+            break
+        logger.info("waiting for the images' snapshots", extra={"images": pending, "seconds": wait})
+        sleep(wait)
+        waited += wait
+        found.update(service.created("image", pending, key))
+    backing = {snapshot: image for image in images for snapshot in found[image].snapshots}
+    snapshots = service.created("snapshot", list(backing), key) if backing else {}
+    targets: list[decide.Target] = []
+    current: dict[str, str] = {}
+    not_new: list[decide.Target] = []
+    for snapshot_id, image_id in backing.items():
+        snap = snapshots.get(snapshot_id)
+        if snap is None:
+            continue  # deleted meanwhile (or not this account's): nothing to tag
+        target = decide.Target(snapshot_id, "snapshot", image_id)
+        if not decide.created_by_the_call(snap.created_at, event.event_time):
+            not_new.append(target)
+            continue
+        targets.append(target)
+        if snap.owner is not None:
+            current[snapshot_id] = snap.owner
+    return _Backing(targets, current), tuple(not_new), waited
 
 
 def _instances(

@@ -101,10 +101,13 @@ def describe_instances(ids: Iterable[str]) -> dict[str, InstanceView]:
 
 @dataclass(frozen=True)
 class Created:
-    """When a volume, snapshot or image was created, and its owner tag (None: it has none)."""
+    """When a volume, snapshot or image was created, and its owner tag (None: it has none); for
+    an image, its state and the EBS snapshots behind it (BlockDeviceMappings)."""
 
     created_at: datetime | None
     owner: str | None
+    state: str = ""
+    snapshots: tuple[str, ...] = ()
 
 
 # Per resource type: the Describe call, its id filter, the list in its answer, its id field
@@ -130,7 +133,13 @@ def created(resource_type: str, ids: Iterable[str], key: str) -> dict[str, Creat
         pages = aws.paginate(ec2, operation, path, Filters=[{"Name": id_filter, "Values": batch}], **extra)
         for item in pages:
             tags = as_dict(item.get("Tags"))
-            found[str(item[id_field])] = Created(_time(item.get(time_field)), tags.get(key))
+            snapshots = tuple(
+                str(m["Ebs"]["SnapshotId"])
+                for m in item.get("BlockDeviceMappings", [])
+                if isinstance(m.get("Ebs"), Mapping) and m["Ebs"].get("SnapshotId")
+            )
+            state = str(item.get("State", ""))
+            found[str(item[id_field])] = Created(_time(item.get(time_field)), tags.get(key), state, snapshots)
     return found
 
 

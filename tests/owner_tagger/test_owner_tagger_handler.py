@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT_ID
+from moto.ec2.models import ec2_backends
 
 from autopilot import aws, runner
 from autopilot.outbox import Outbox, OutboxError
@@ -282,7 +284,67 @@ def test_other_creation_calls(
     run(helpers.set_resource_id(load_event(f"owner_tagger/{sample}"), field, created), lambda_context)
     assert helpers.tags_of(ec2, created)["Owner"] == owner
     describe = {"volumeId": "DescribeVolumes", "snapshotId": "DescribeSnapshots", "imageId": "DescribeImages"}
-    assert ops(calls) == {**RUNNER_WITH_INTENT, f"ec2.{describe[field]}": 1, "ec2.CreateTags": 1}
+    # an image's backing snapshots come with it: one DescribeSnapshots more, the same CreateTags
+    backing = {"ec2.DescribeSnapshots": 1} if field == "imageId" else {}
+    assert ops(calls) == {**RUNNER_WITH_INTENT, f"ec2.{describe[field]}": 1, **backing, "ec2.CreateTags": 1}
+
+
+def test_an_images_backing_snapshots_get_its_owner_and_an_old_one_is_refused(
+    owner_env: dict[str, str],
+    load_event: Load,
+    launch: Any,
+    ec2: Any,
+    helpers: Any,
+    calls: CallRecorder,
+    lambda_context: Any,
+) -> None:
+    """Their storage is the image's cost: the snapshots behind a new image are tagged in the
+    same CreateTags; one created long before the call (an image registered from an old
+    snapshot) is not this call's and keeps no owner from it; a hand-set owner on one stays."""
+    instance = launch(1)[0]["InstanceId"]
+    image = ec2.create_image(InstanceId=instance, Name="web-image")["ImageId"]
+    (snapshot,) = [
+        m["Ebs"]["SnapshotId"]
+        for m in ec2.describe_images(ImageIds=[image])["Images"][0]["BlockDeviceMappings"]
+    ]
+    event = helpers.set_resource_id(
+        load_event("owner_tagger/cloudtrail.create_image.sso_user"), "imageId", image
+    )
+    run(event, lambda_context)
+    assert (
+        helpers.tags_of(ec2, image)["Owner"]
+        == helpers.tags_of(ec2, snapshot)["Owner"]
+        == "jane.doe@example.com"
+    )
+    (write,) = calls.of("ec2", "CreateTags")
+    assert sorted(write["Resources"]) == sorted([image, snapshot])
+
+    other = ec2.create_image(InstanceId=instance, Name="other-image")["ImageId"]
+    (kept,) = [
+        m["Ebs"]["SnapshotId"]
+        for m in ec2.describe_images(ImageIds=[other])["Images"][0]["BlockDeviceMappings"]
+    ]
+    ec2.create_tags(Resources=[kept], Tags=[{"Key": "Owner", "Value": "storage-team"}])
+    run(
+        helpers.set_resource_id(
+            load_event("owner_tagger/cloudtrail.copy_image.federated_user"), "imageId", other
+        ),
+        lambda_context,
+    )
+    assert helpers.tags_of(ec2, kept)["Owner"] == "storage-team"  # never overwritten
+    assert helpers.tags_of(ec2, other)["Owner"] == "carol"
+
+    registered = ec2.create_image(InstanceId=instance, Name="registered-image")["ImageId"]
+    (old,) = [
+        m["Ebs"]["SnapshotId"]
+        for m in ec2.describe_images(ImageIds=[registered])["Images"][0]["BlockDeviceMappings"]
+    ]
+    backend = ec2_backends[ACCOUNT_ID]["eu-west-1"]
+    backend.snapshots[old].start_time = backend.snapshots[old].start_time - timedelta(days=30)
+    event = load_event("owner_tagger/cloudtrail.create_image.sso_user")
+    run(helpers.set_resource_id(event, "imageId", registered), lambda_context)
+    assert helpers.tags_of(ec2, registered)["Owner"] == "jane.doe@example.com"
+    assert "Owner" not in helpers.tags_of(ec2, old)  # a month old: not made by this call
 
 
 @pytest.mark.parametrize("wrapped", [True, False])
