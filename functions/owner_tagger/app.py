@@ -27,6 +27,7 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "ec2:DescribeImages",
         "ec2:DescribeTags",
         "ec2:CreateTags",
+        "autoscaling:DescribeAutoScalingGroups",  # an Auto Scaling launch: the group's owner tag
     }
 )
 AUTOMATION = Automation(

@@ -54,6 +54,7 @@ def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
         return Plan(intent=None, counts=_counts(0, 0, other_region=1), decisions=[line])
     owner = decide.resolve_owner(event.identity)
     gone: tuple[str, ...] = ()
+    group_of: dict[str, str] = {}  # instance -> its Auto Scaling group
     missing: tuple[decide.Target, ...] = ()
     not_new: tuple[decide.Target, ...] = ()
     waited = 0.0
@@ -65,6 +66,11 @@ def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
             current.update(service.owner_tags(launch.to_read, key))
         targets, gone, missing = list(launch.targets), launch.gone, launch.volumes_missing
         not_new = launch.not_new
+        group_of = {
+            t.id: views[t.id].tags[decide.ASG_TAG]
+            for t in targets
+            if t.type == "instance" and decide.ASG_TAG in views[t.id].tags
+        }
     else:
         found = service.created(event.resource_type, event.resource_ids, key)
         gone = tuple(i for i in event.resource_ids if i not in found)
@@ -84,7 +90,10 @@ def plan(run: Run[Config, CreationEvent], sleep: Sleep = time.sleep) -> Plan:
             targets += backing.targets
             current.update(backing.current)
             not_new += more_not_new
-    decided = decide.decide(targets, current, owner)
+    group_owner = (
+        service.group_owners(set(group_of.values()), key) if group_of and owner.kind == "service" else {}
+    )
+    decided = decide.decide_by_group(targets, current, owner, group_of, group_owner)
     lines: list[dict[str, Any]] = [
         {
             "resource": i,

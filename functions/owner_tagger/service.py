@@ -200,3 +200,21 @@ def _create_tags(batch: list[str], key: str, value: str) -> ClientError | None:
 
 def _message(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Message", ""))[:300]
+
+
+GROUPS_MAX: Final = 100  # DescribeAutoScalingGroups' AutoScalingGroupNames
+
+
+def group_owners(groups: Iterable[str], key: str) -> dict[str, str]:
+    """Auto Scaling group name -> its own ``key`` tag, for the groups that have one:
+    ceil(n / 100) DescribeAutoScalingGroups (the tags come with the groups)."""
+    found: dict[str, str] = {}
+    client = aws.client("autoscaling")
+    for batch in aws.chunked(sorted(set(groups)), GROUPS_MAX):
+        for group in aws.paginate(
+            client, "describe_auto_scaling_groups", "AutoScalingGroups[]", AutoScalingGroupNames=batch
+        ):
+            for tag in group.get("Tags", []):
+                if tag.get("Key") == key and str(tag.get("Value", "")).strip():
+                    found[str(group["AutoScalingGroupName"])] = str(tag["Value"])
+    return found

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT_ID
@@ -18,6 +19,7 @@ from autopilot import aws, runner
 from autopilot.outbox import Outbox, OutboxError
 from autopilot.recorder import CallRecorder
 from owner_tagger import app, service
+from tests.owner_tagger.conftest import AMI_ID
 
 pytestmark = pytest.mark.integration
 Load = Callable[[str], dict[str, Any]]
@@ -843,3 +845,42 @@ def test_a_create_fleet_launch_is_tagged_with_its_volumes_and_interfaces(
             assert helpers.tags_of(ec2, resource)["Owner"] == "KarpenterController-prod", resource
     # a fleet launches from a template, which may have tagged the attachments: they are read
     assert ec2_ops(calls) == {"ec2.DescribeInstances": 1, "ec2.DescribeTags": 1, "ec2.CreateTags": 1}
+
+
+def test_an_auto_scaling_launch_gets_the_groups_own_owner_tag(
+    owner_env: dict[str, str],
+    load_event: Load,
+    launch: Any,
+    ec2: Any,
+    helpers: Any,
+    calls: CallRecorder,
+    lambda_context: Any,
+) -> None:
+    """The service launched it, which names nobody to ask: the group's owner tag does (one
+    DescribeAutoScalingGroups); a group without one leaves the service as before."""
+    autoscaling = boto3.client("autoscaling", region_name="eu-west-1")
+    for group, tags in (
+        ("web", [{"Key": "Owner", "Value": "web-team", "PropagateAtLaunch": False}]),
+        ("batch", []),
+    ):
+        autoscaling.create_launch_configuration(
+            LaunchConfigurationName=group, ImageId=AMI_ID, InstanceType="t3.micro"
+        )
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=group, LaunchConfigurationName=group, MinSize=0, MaxSize=2,
+            DesiredCapacity=0, AvailabilityZones=["eu-west-1a"], Tags=[{**t, "ResourceId": group,
+            "ResourceType": "auto-scaling-group"} for t in tags],
+        )  # fmt: skip
+
+    def member(group: str) -> list[dict[str, Any]]:  # EC2 tags an Auto Scaling launch with its group
+        tags = [{"Key": "aws:autoscaling:groupName", "Value": group}]
+        return list(launch(1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}]))
+
+    web, batch = member("web"), member("batch")
+    event = helpers.retarget(load_event("owner_tagger/cloudtrail.run_instances.autoscaling"), [*web, *batch])
+    run(event, lambda_context)
+    web_volumes, web_enis = helpers.attachments(ec2, web[0]["InstanceId"])
+    for resource in [web[0]["InstanceId"], *web_volumes, *web_enis]:
+        assert helpers.tags_of(ec2, resource)["Owner"] == "web-team", resource
+    assert helpers.tags_of(ec2, batch[0]["InstanceId"])["Owner"] == "autoscaling.amazonaws.com"
+    assert calls.count("autoscaling", "DescribeAutoScalingGroups") == 1

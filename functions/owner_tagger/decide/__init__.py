@@ -7,6 +7,7 @@
 
 from owner_tagger.decide.identity import UNRESOLVED_REASONS, Resolution, caller, resolve_owner
 from owner_tagger.decide.plan import (
+    ASG_TAG,
     ATTACH_WAITS,
     ATTACHMENT_TYPES,
     CREATED_WITHIN,
@@ -18,12 +19,14 @@ from owner_tagger.decide.plan import (
     by_value,
     created_by_the_call,
     decide,
+    decide_by_group,
     intent,
     launch,
     waiting,
 )
 
 __all__ = [
+    "ASG_TAG",
     "ATTACHMENT_TYPES",
     "ATTACH_WAITS",
     "CREATED_WITHIN",
@@ -38,6 +41,7 @@ __all__ = [
     "caller",
     "created_by_the_call",
     "decide",
+    "decide_by_group",
     "intent",
     "launch",
     "resolve_owner",

@@ -16,7 +16,7 @@ runner records before acting, and from which ``act`` and ``report`` work).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
@@ -84,7 +84,7 @@ class Decision:
     target: Target
     action: Action
     value: str | None  # tag: the value to write; keep: the existing value; unresolved: None
-    source: str  # identity | instance | existing | none
+    source: str  # identity | instance | group (an Auto Scaling group's owner tag) | existing | none
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,41 @@ def decide(targets: Iterable[Target], current: Mapping[str, str], owner: Resolut
         else:
             decisions.append(Decision(target, "unresolved", None, "none"))
     return Decisions(tuple(decisions))
+
+
+ASG_TAG: Final = "aws:autoscaling:groupName"  # EC2 puts it on every instance of a group
+
+
+def decide_by_group(
+    targets: Sequence[Target],
+    current: Mapping[str, str],
+    owner: Resolution,
+    group_of: Mapping[str, str],
+    group_owner: Mapping[str, str],
+) -> Decisions:
+    """:func:`decide`, where an Auto Scaling launch (the owner is the service) gives each
+    group's instances - and their volumes and interfaces - the group's own owner tag, when the
+    group has one (``group_of``: instance id -> its group; ``group_owner``: group -> the value).
+    Everything else as :func:`decide`: an existing owner tag stays, the instance's is inherited."""
+    if owner.kind != "service":
+        return decide(targets, current, owner)
+    by_group: dict[str | None, list[Target]] = {}
+    for target in targets:
+        group = group_of.get(target.parent or target.id)
+        value = owner_value(group_owner.get(group, "")) if group else None
+        by_group.setdefault(group if value else None, []).append(target)
+    decisions: list[Decision] = []
+    for group, members in by_group.items():
+        if group is None:
+            decisions += decide(members, current, owner).decisions
+            continue
+        resolution = Resolution(owner_value(group_owner[group]), "service", f"Auto Scaling group {group}")
+        decisions += [
+            replace(d, source="group") if d.source == "identity" else d
+            for d in decide(members, current, resolution).decisions
+        ]
+    order = {t.id: n for n, t in enumerate(targets)}
+    return Decisions(tuple(sorted(decisions, key=lambda d: order[d.target.id])))
 
 
 # -- RunInstances: what the instances look like now, and what the event says about the launch --
