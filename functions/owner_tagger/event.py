@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import jmespath  # type: ignore[import-untyped]  # no stubs published; used for one search
 
-from autopilot.events import BadEvent, parse_time, require
+from autopilot.events import BadEvent, EmptyEvent, parse_time, require
 
 DETAIL_TYPE: Final = "AWS API Call via CloudTrail"
 SOURCE: Final = "aws.ec2"
@@ -132,6 +132,12 @@ def parse(event: Any) -> CreationEvent:
         raise BadEvent(f"{name} failed ({str(error_code)[:100]}): it created nothing to tag")
     ids = _COMPILED[name].search(detail)
     id_list = [ids] if isinstance(ids, str) else ids if isinstance(ids, list) else []
+    if not id_list and name == "CreateFleet":
+        errors = jmespath.search("responseElements.CreateFleetResponse.errorSet", detail)
+        if errors:  # every launch failed (capacity, say): nothing was created, nothing missed
+            found = jmespath.search("item[].errorCode || item.errorCode", errors)
+            codes = sorted({str(c) for c in (found if isinstance(found, list) else [found or "unknown"])})
+            raise EmptyEvent(f"CreateFleet launched no instance ({', '.join(map(str, codes))[:200]})")
     if not id_list:
         raise BadEvent(f"{name} event has no resource ids at detail.{call.ids.split(' ||')[0]}")
     bad = [i for i in id_list if not valid_id(call.resource_type, i)]

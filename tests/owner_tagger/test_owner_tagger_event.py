@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from autopilot.events import BadEvent
+from autopilot.events import BadEvent, EmptyEvent
 from owner_tagger.event import CREATION_CALLS, parse
 
 pytestmark = pytest.mark.unit
@@ -82,8 +82,18 @@ def test_a_fleet_that_launched_nothing_names_no_instance(load_event: Load) -> No
     response = event["detail"]["responseElements"]["CreateFleetResponse"]
     response["fleetInstanceSet"] = ""
     response["errorSet"] = {"item": {"errorCode": "InsufficientInstanceCapacity", "lifecycle": "on-demand"}}
-    with pytest.raises(BadEvent, match="no resource ids"):
+    # nothing was created, so nothing was missed: not a malformed event (no alarm), an empty one
+    with pytest.raises(EmptyEvent, match=r"launched no instance \(InsufficientInstanceCapacity\)"):
         parse(event)
+    response["errorSet"] = {
+        "item": [{"errorCode": "InsufficientInstanceCapacity"}, {"errorCode": "Unsupported"}]
+    }
+    with pytest.raises(EmptyEvent, match=r"\(InsufficientInstanceCapacity, Unsupported\)"):
+        parse(event)
+    response["errorSet"] = ""  # no instance and no error: a shape not understood
+    with pytest.raises(BadEvent, match="no resource ids") as raised:
+        parse(event)
+    assert not isinstance(raised.value, EmptyEvent)
 
 
 def test_launch_template_makes_creation_tags_unknown(load_event: Load) -> None:

@@ -18,11 +18,13 @@ from autopilot.events import (
     MAX_EVENT_AGE,
     MAX_EVENT_AHEAD,
     BadEvent,
+    EmptyEvent,
     InstanceStateChange,
     StaleEvent,
     describe,
     parse_scheduled,
     parse_state_change,
+    reject,
     require,
     require_fresh,
 )
@@ -288,3 +290,18 @@ def test_an_event_is_fresh_within_a_deliverys_age_and_the_clocks_skew_only() -> 
         require_fresh(at(now + MAX_EVENT_AHEAD + timedelta(seconds=1)), now)
     with pytest.raises(BadEvent, match="not an ISO 8601 time"):
         require_fresh({"time": "now"}, now)
+
+
+@pytest.mark.unit
+def test_an_event_with_nothing_to_do_is_counted_apart_from_malformed_ones() -> None:
+    lines: list[tuple[str, str]] = []
+    counted: list[str] = []
+    logger = SimpleNamespace(
+        info=lambda message, **_: lines.append(("info", message)),
+        error=lambda message, **_: lines.append(("error", message)),
+    )
+    metrics = SimpleNamespace(add_metric=lambda name, unit, value: counted.append(name))
+    assert reject(EmptyEvent("nothing launched"), {}, logger, metrics)["status"] == "ignored"
+    assert reject(BadEvent("not an event"), {}, logger, metrics)["reason"] == "not an event"
+    assert counted == ["EmptyEvents", "MalformedEvents"]
+    assert lines == [("info", "ignored event with nothing to do"), ("error", "ignored malformed event")]

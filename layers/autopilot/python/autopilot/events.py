@@ -25,6 +25,11 @@ class StaleEvent(BadEvent):
     Lambda would still make (or replayed), or ahead of the clock (forged). Nothing changed."""
 
 
+class EmptyEvent(BadEvent):
+    """A well-formed event that names nothing to act on - an EC2 Fleet whose every launch
+    failed, say: logged and counted as EmptyEvents, not as malformed (nothing was missed)."""
+
+
 # The oldest event a real delivery can be: EventBridge retries a target for up to an hour
 # (the rules' RetryPolicy) and Lambda keeps an asynchronous event for up to an hour
 # (EventInvokeConfig MaximumEventAgeInSeconds), plus a margin for the run itself.
@@ -253,11 +258,15 @@ def describe(event: Any) -> dict[str, Any]:
 
 def reject(err: BadEvent, event: Any, logger: Any, metrics: Any) -> dict[str, Any]:
     """The one way a handler turns down an event: one error log line naming the reason and
-    a safe summary of the event, a MalformedEvents (or StaleEvents) metric, and a normal return (so the event
-    is not retried). Nothing has been changed at this point."""
+    a safe summary of the event, a MalformedEvents (or StaleEvents, or for an event with nothing
+    to do an info line and EmptyEvents) metric, and a normal return (so the event is not
+    retried). Nothing has been changed at this point."""
     if isinstance(err, StaleEvent):
         logger.error("ignored stale event", extra={"reason": str(err), "event": describe(event)})
         metrics.add_metric(name="StaleEvents", unit="Count", value=1)
+    elif isinstance(err, EmptyEvent):
+        logger.info("ignored event with nothing to do", extra={"reason": str(err), "event": describe(event)})
+        metrics.add_metric(name="EmptyEvents", unit="Count", value=1)
     else:
         logger.error("ignored malformed event", extra={"reason": str(err), "event": describe(event)})
         metrics.add_metric(name="MalformedEvents", unit="Count", value=1)
