@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import boto3
 from moto import mock_aws
 from moto.core.responses import ActionResult
 from moto.ec2.models.core import TaggedEC2Resource
@@ -138,6 +139,21 @@ def sandbox() -> Iterator[None]:
             for p in reversed(patches):
                 p.stop()
             aws.reset_clients()
+
+
+def outbox_table(name: str = "bench-outbox") -> str:
+    """The stack's outbox table (pk, sk; on demand) in the sandbox, for the runner."""
+    return str(
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )["TableDescription"]["TableName"]
+    )
 
 
 class LambdaContext:

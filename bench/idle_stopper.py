@@ -47,6 +47,7 @@ from bench.common import (
     LambdaContext,
     Run,
     measured,
+    outbox_table,
     pages,
     sample_event,
     sandbox,
@@ -63,20 +64,6 @@ RUNNER_CALLS = {
 }
 RUNNER_CALLS_NOTHING_TO_DO = {"dynamodb.Query": 1, "dynamodb.PutItem": 1, "dynamodb.UpdateItem": 1}
 RESULT_FIELDS = {"status", "dry_run", "mails_held"}  # the rest of the handler's result are metrics
-
-
-def _outbox_table() -> str:
-    return str(
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName="bench-outbox",
-            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )["TableDescription"]["TableName"]
-    )
 
 
 def _seed(count: int, now: datetime) -> None:
@@ -106,7 +93,7 @@ def scheduled_run(cap: int) -> tuple[dict[str, Any], dict[str, str]]:
     event["id"] = str(uuid.uuid4())
     env = {
         "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,
-        "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": _outbox_table(),
+        "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": outbox_table(),
         "LOOKBACK_HOURS": "24", "PERIODS_REQUIRED": "23", "CPU_PERCENT": "10", "NETWORK_MB": "5",
         "MAX_STOPS_PER_RUN": str(cap),
     }  # fmt: skip

@@ -36,6 +36,7 @@ from bench.common import (
     LambdaContext,
     measured,
     offline_environment,
+    outbox_table,
     pages,
     sample_event,
     sandbox,
@@ -92,15 +93,7 @@ def minimum(size: int, alarms_before: int, created: int, quiet: bool) -> dict[st
 def run(size: int) -> Result:
     """Two scheduled runs over ``size`` instances, half opted in."""
     with sandbox(), mock.patch.object(CloudWatchResponse, "describe_alarms", _paged_alarms):
-        table = boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName="bench-outbox",
-            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )["TableDescription"]["TableName"]
+        table = outbox_table()
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
         ec2 = boto3.client("ec2", region_name=REGION)
         opted = size // 2

@@ -36,6 +36,7 @@ from bench.common import (
     LambdaContext,
     Run,
     measured,
+    outbox_table,
     pages,
     sample_event,
     sandbox,
@@ -56,20 +57,6 @@ def _event_for(instances: list[Any]) -> dict[str, Any]:
     event = run_instances_event(sample_event(SAMPLE), instances)
     event["id"] = str(uuid.uuid4())
     return event
-
-
-def _outbox_table() -> str:
-    return str(
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName="bench-outbox",
-            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )["TableDescription"]["TableName"]
-    )
 
 
 def minimum(instances: int) -> dict[str, int]:
@@ -94,7 +81,7 @@ def run(instances: int) -> Run:
             "TOPIC_ARN": topic,
             "DRY_RUN": "false",
             "OWNER_TAG_KEY": "Owner",
-            "OUTBOX_TABLE": _outbox_table(),
+            "OUTBOX_TABLE": outbox_table(),
         }
         with (
             mock.patch.dict(os.environ, env),

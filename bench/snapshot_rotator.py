@@ -46,6 +46,7 @@ from bench.common import (
     LambdaContext,
     Run,
     measured,
+    outbox_table,
     pages,
     sample_event,
     sandbox,
@@ -63,20 +64,6 @@ RUNNER_CALLS = {
     "dynamodb.UpdateItem": 2,
     "dynamodb.DeleteItem": 1,
 }
-
-
-def _outbox_table(name: str = "bench-outbox") -> str:
-    return str(
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName=name,
-            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )["TableDescription"]["TableName"]
-    )
 
 
 def _seed(volumes: int, ledger: str) -> None:
@@ -122,14 +109,14 @@ def run(volumes: int) -> Run:
 
     with sandbox():
         topic = boto3.client("sns", region_name=REGION).create_topic(Name="bench")["TopicArn"]
-        ledger = _outbox_table("bench-ledger")
+        ledger = outbox_table("bench-ledger")
         _seed(volumes, ledger)
         event: dict[str, Any] = sample_event(SAMPLE)
         event["id"] = str(uuid.uuid4())
         event["time"] = NOW.strftime("%Y-%m-%dT%H:%M:%SZ")  # delivered at the run's (fixed) clock
         env = {
             "STACK_NAME": STACK, "TOPIC_ARN": topic, "DRY_RUN": "false", "AWS_REGION": REGION,
-            "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": _outbox_table(),
+            "OWNER_TAG_KEY": "Owner", "OUTBOX_TABLE": outbox_table(),
             "SCHEDULE": "rate(1 day)", "KEEP_NEWEST": str(KEEP), "KEEP_DAYS": "0",
             "KEEP_DAILY": "0", "KEEP_WEEKLY": "0", "KEEP_MONTHLY": "0", "SUMMARY_MAIL": "false",
             "KEEP_YEARLY": "0", "POLICIES": "", "LEDGER_TABLE": ledger,

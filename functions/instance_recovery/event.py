@@ -16,7 +16,6 @@ nothing.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from typing import Any, Final
 
 from autopilot.events import (
     EC2_STATE_CHANGE,
+    INSTANCE_ID,
     BadEvent,
     InstanceStateChange,
     ScheduledRun,
@@ -39,7 +39,6 @@ from instance_recovery.decide import HEALTH_CODES
 STATES: Final = frozenset({"running", "terminated"})
 HEALTH_EVENT: Final = "AWS Health Event"
 MAX_ENTITIES: Final = 1000
-_INSTANCE_ID: Final = re.compile(r"i-[0-9a-f]{8,17}")
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def _instance_id(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     tail = value.rsplit("/", 1)[-1] if value.startswith("arn:") else value
-    return tail if _INSTANCE_ID.fullmatch(tail) else None
+    return tail if INSTANCE_ID.fullmatch(tail) else None
 
 
 def _description(value: Any) -> str:

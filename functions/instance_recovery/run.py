@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
+from autopilot import console
 from autopilot.events import InstanceStateChange
 from autopilot.runner import Context, Counts, Plan, Run
 from instance_recovery import decide, service
@@ -46,9 +47,12 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     found = service.instances([change.instance_id]) if change else service.all_instances()
     candidates = [i for i in found if i.state not in decide.GONE_STATES and decide.wanted(i, policy)]
     supported = service.recovery_support(i.instance_type for i in candidates)
-    existing = service.alarms(decide.alarm_prefix(stack), stack)
-    partition = run.common.topic_arn.split(":")[1] if run.common.topic_arn.count(":") >= 5 else "aws"
-    actions = [decide.recover_action(partition, run.common.region), run.common.topic_arn]
+    # a state change needs its one alarm (read by name), the schedule all of this stack's
+    existing = service.alarms(stack, [decide.alarm_name(stack, change.instance_id)] if change else None)
+    actions = [
+        decide.recover_action(console.partition(run.common.region), run.common.region),
+        run.common.topic_arn,
+    ]
     scope = frozenset({change.instance_id}) if change else None
     made = decide.plan_alarms(found, supported, existing, policy, actions, stack, scope)
     memory = _memory(run, made, scope)

@@ -4,7 +4,7 @@ Per scheduled run, N instances of T types, A alarms of this stack, C changed: De
 ceil(N / 1000), DescribeInstanceTypes ceil(T / 100), DescribeAlarms ceil(A / 100) (each API's
 largest page), one PutMetricAlarm per alarm created or updated (it takes one alarm) and
 DeleteAlarms ceil(deleted / 100). A state change: DescribeInstances 1, DescribeInstanceTypes 1,
-DescribeAlarms 1 and at most one put or delete.
+DescribeAlarms 1 (its alarm, by name) and at most one put or delete.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 
 from autopilot import aws, tags
-from instance_recovery.decide import METRIC, NAMESPACE, Alarm, AlarmSpec, Instance, instance_of
+from instance_recovery.decide import METRIC, NAMESPACE, Alarm, AlarmSpec, Instance, alarm_prefix, instance_of
 
 FILTER_VALUES_MAX: Final = 200  # values per DescribeInstances filter
 TYPES_MAX: Final = 100  # instance types per DescribeInstanceTypes call
@@ -111,16 +111,20 @@ def _types(batch: list[str]) -> dict[str, bool]:
         return {k: v for one in batch for k, v in _types([one]).items()}
 
 
-def alarms(prefix: str, stack: str) -> list[Alarm]:
-    """This stack's recovery alarms: named ``prefix`` + an instance id (100 a page)."""
+def alarms(stack: str, names: Sequence[str] | None = None) -> list[Alarm]:
+    """This stack's recovery alarms (named ``<stack>-recover-<instance id>``, 100 a page), or
+    only those of ``names`` (at most 100: one call, whatever the number of alarms)."""
     found: list[Alarm] = []
+    selection: dict[str, Any] = (
+        {"AlarmNames": list(names)} if names is not None else {"AlarmNamePrefix": alarm_prefix(stack)}
+    )
     for raw in aws.paginate(
         aws.client("cloudwatch"),
         "describe_alarms",
         "MetricAlarms[]",
-        AlarmNamePrefix=prefix,
         AlarmTypes=["MetricAlarm"],
         PaginationConfig={"PageSize": ALARMS_PAGE},
+        **selection,
     ):
         name = str(raw["AlarmName"])
         instance_id = instance_of(name, stack)

@@ -95,7 +95,7 @@ def parse_scheduled(event: Any) -> ScheduledRun:
 # Auto Scaling or a host failure).
 EC2_STATE_CHANGE = "EC2 Instance State-change Notification"
 EC2_STATES = frozenset({"pending", "running", "stopping", "stopped", "shutting-down", "terminated"})
-_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")
+INSTANCE_ID = re.compile(r"i-[0-9a-f]{8,17}")  # an EC2 instance id
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def parse_state_change(event: Any, states: Collection[str]) -> InstanceStateChan
     detail = require(event, "detail", Mapping)
     instance_id = require(detail, "instance-id", str, "event.detail")
     state = require(detail, "state", str, "event.detail")
-    if not _INSTANCE_ID.fullmatch(instance_id):
+    if not INSTANCE_ID.fullmatch(instance_id):
         raise BadEvent(f"event.detail.instance-id={instance_id[:40]!r} is not an instance id")
     if state not in states:
         raise BadEvent(f"state {state[:40]!r} is not one this function handles ({', '.join(sorted(states))})")
