@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,10 @@ def attached_policies(
         props = resource["Properties"]
         roles = [props["RoleName"]] if "RoleName" in props else as_list(props.get("Roles", []))
         if any(_names_role(r, role, resolved) for r in roles):
-            found.append((name, props["PolicyDocument"]))
+            document = props["PolicyDocument"]
+            # A document given as a string (its condition keys hold a parameter): as IAM reads it,
+            # once resolved; unresolved it is a Fn::Sub, whose statements only a rendering shows.
+            found.append((name, json.loads(document) if isinstance(document, str) else document))
     for arn in as_list(properties.get("ManagedPolicyArns", [])):
         target = arn.get("Ref") if isinstance(arn, dict) else None
         if resources.get(target or "", {}).get("Type") != "AWS::IAM::ManagedPolicy":

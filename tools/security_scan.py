@@ -114,7 +114,8 @@ def policies(resolved: dict[str, Any]) -> dict[str, Any]:
             for policy in props.get("Policies", []):
                 found[f"{name}/{policy['PolicyName']}"] = policy["PolicyDocument"]
         elif kind in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-            found[name] = props["PolicyDocument"]
+            document = props["PolicyDocument"]  # a string where its condition keys hold a parameter
+            found[name] = json.loads(document) if isinstance(document, str) else document
         elif kind == "AWS::KMS::Key":
             found[name] = props["KeyPolicy"]
         elif "PolicyDocument" in props:  # topic, queue and bucket policies

@@ -109,14 +109,15 @@ def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
     that failed plus instances whose volumes never came (``Failed``), ``OwnersUnresolved``.
     Resumed, an owner found with the intended value was written by the earlier attempt of this
     intent (counted here, once: that attempt died before counting); one found with another value
-    was set by someone meanwhile and kept (``Skipped``)."""
+    was set by someone meanwhile and kept (``Skipped``), as was one IAM refused to overwrite
+    (``kept``)."""
     intended = {str(t["id"]): t.get("value") for t in intent.get("tag", [])}
     found: Mapping[str, str] = result.get("found", {})
     earlier = sum(1 for resource_id, value in found.items() if intended.get(resource_id) == value)
     changed = len(result.get("tagged", {})) + earlier
     return Counts(
         changed=changed,
-        skipped=len(found) - earlier,
+        skipped=len(found) - earlier + len(result.get("kept", {})),
         failed=len(result.get("failed", [])) + len(intent.get("volumes_missing", [])),
         extra={"ResourcesTagged": changed, "OwnersUnresolved": len(intent.get("unresolved", []))},
     )

@@ -211,7 +211,9 @@ def _instances(
 
 def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     """Write the intended owner tags; idempotent. Returns what was tagged, what failed (per
-    resource, by error code) and, when resumed, the owner tags found already in place.
+    resource, by error code), what IAM refused to overwrite (``kept``: an owner key set on the
+    resource after the plan read it - by hand on a volume, say) and, when resumed, the owner
+    tags found already in place.
 
     Resumed (``ctx.resumed``: an earlier run recorded this intent and died while acting), the
     owner tags of the intended resources are read first and those that have one are left alone:
@@ -219,20 +221,26 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     nothing is called at all."""
     writes: list[Mapping[str, Any]] = list(intent.get("tag", []))
     if ctx.dry_run or not writes:
-        return {"tagged": {}, "failed": [], "found": {}}
+        return {"tagged": {}, "failed": [], "found": {}, "kept": {}}
     key = ctx.common.owner_tag_key
     found: dict[str, str] = {}
     if ctx.resumed:
         found = service.owner_tags([str(w["id"]) for w in writes], key)
         writes = [w for w in writes if w["id"] not in found]
     failures: list[service.TagFailure] = []
+    kept: dict[str, str] = {}
     for value, ids in decide.by_value((str(w["id"]), str(w["value"])) for w in writes).items():
-        failures += service.create_tags(ids, key, value)
+        written = service.create_tags(ids, key, value)
+        failures += written.failures
+        kept.update(written.kept)
     for failure in failures:
         logger.warning("tagging failed", extra={"resource": failure.resource_id, "code": failure.code})
+    for resource_id, owner in kept.items():
+        logger.info("owner set meanwhile: kept", extra={"resource": resource_id, "value": owner})
     failed = {f.resource_id for f in failures}
     return {
-        "tagged": {str(w["id"]): str(w["value"]) for w in writes if w["id"] not in failed},
+        "tagged": {str(w["id"]): str(w["value"]) for w in writes if w["id"] not in failed | kept.keys()},
         "failed": [f.as_dict() for f in failures],
         "found": found,
+        "kept": kept,
     }

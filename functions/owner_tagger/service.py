@@ -9,8 +9,9 @@ ids, with every answer paginated:
   for a batch naming an instance that does not exist (then read with an id filter);
 - :func:`created`: ceil(n / 200) DescribeVolumes, DescribeSnapshots or DescribeImages;
 - :func:`owner_tags`: ceil(n / 200) DescribeTags;
-- :func:`create_tags`: ceil(n / 1000) CreateTags, plus one per id of a batch refused for a
-  permanent reason (the batch is retried id by id).
+- :func:`create_tags`: ceil(n / 1000) CreateTags; a batch IAM refuses because some of it carries
+  the owner key already: + ceil(n / 200) DescribeTags and 1 CreateTags for the rest; a batch
+  refused for another permanent reason: + 1 per id (retried id by id).
 """
 
 from __future__ import annotations
@@ -167,25 +168,76 @@ def owner_tags(ids: Iterable[str], key: str) -> dict[str, str]:
     return found
 
 
-def create_tags(ids: list[str], key: str, value: str) -> list[TagFailure]:
-    """Tag ``ids`` with ``key=value`` in batches of 1,000. A batch that fails for a permanent
-    reason (a resource gone, say) is retried id by id so the others still get their tag; the
-    ids that still fail are returned. Transient errors (after the client's own retries) raise,
+@dataclass(frozen=True)
+class Written:
+    """What :func:`create_tags` could not write: the ids that failed, and the ids IAM refused
+    because they carry the owner key already (their value, as found), which stay as they are."""
+
+    failures: list[TagFailure]
+    kept: dict[str, str]
+
+
+# The stack's Deny (template.yaml OwnerTaggerNeverOverwrite) refuses a CreateTags naming a
+# resource that carries the owner key; EC2 answers the whole call with this code.
+DENIED: Final = "UnauthorizedOperation"
+DENIED_ROUNDS: Final = 3  # reads of who carries the key, for owners being set while we write
+
+
+def create_tags(ids: list[str], key: str, value: str) -> Written:
+    """Tag ``ids`` with ``key=value`` in batches of 1,000.
+
+    IAM refuses a batch naming a resource that already carries the owner key (set by hand
+    after the launch, or meanwhile): then the batch's tags are read (:func:`carrying_key`,
+    ceil(n / 200) DescribeTags), those resources are kept as they are and the rest written again
+    - up to DENIED_ROUNDS times, for owners set while this runs. A refusal with nobody carrying
+    the key is a missing permission: the batch fails as a whole (no call per id).
+    A batch that fails for another permanent reason (a resource gone, say) is retried id by id
+    so the others still get their tag. Transient errors (after the client's own retries) raise,
     so the invocation is retried as a whole, which is harmless: the runner finishes the recorded
     intent first (re-reading the owner tags), and an existing owner tag is never written again."""
     failures: list[TagFailure] = []
-    for batch in aws.chunked(ids, CREATE_TAGS_MAX):
+    kept: dict[str, str] = {}
+    for chunk in aws.chunked(ids, CREATE_TAGS_MAX):
+        batch = list(chunk)
         error = _create_tags(batch, key, value)
+        rounds = 0
+        while error is not None and aws.error_code(error) == DENIED and rounds < DENIED_ROUNDS:
+            rounds += 1
+            carrying = carrying_key(batch, key)
+            if not carrying:
+                break
+            kept.update(carrying)
+            batch = [i for i in batch if i not in carrying]
+            error = _create_tags(batch, key, value) if batch else None
         if error is None:
             continue
-        if len(batch) == 1:
-            failures.append(TagFailure(batch[0], aws.error_code(error), _message(error)))
+        if len(batch) == 1 or aws.error_code(error) == DENIED:
+            failures += [TagFailure(i, aws.error_code(error), _message(error)) for i in batch]
             continue
         for resource_id in batch:
             single = _create_tags([resource_id], key, value)
             if single is not None:
                 failures.append(TagFailure(resource_id, aws.error_code(single), _message(single)))
-    return failures
+    return Written(failures, kept)
+
+
+def carrying_key(ids: Iterable[str], key: str) -> dict[str, str]:
+    """Resource id -> the value of its tag whose key is ``key`` compared as IAM compares
+    condition keys (case-insensitively; the exact key wins), for those of ``ids`` that have
+    one: ceil(n / 200) DescribeTags of every tag of the resources."""
+    ec2 = aws.client("ec2")
+    found: dict[str, str] = {}
+    exact: set[str] = set()
+    for batch in aws.chunked(list(ids), FILTER_VALUES_MAX):
+        filters = [{"Name": "resource-id", "Values": batch}]
+        for tag in aws.paginate(ec2, "describe_tags", "Tags[]", Filters=filters):
+            resource_id, tag_key = str(tag.get("ResourceId", "")), str(tag.get("Key", ""))
+            if tag_key.lower() != key.lower() or resource_id in exact:
+                continue
+            found[resource_id] = str(tag.get("Value", ""))
+            if tag_key == key:
+                exact.add(resource_id)
+    return found
 
 
 def _create_tags(batch: list[str], key: str, value: str) -> ClientError | None:

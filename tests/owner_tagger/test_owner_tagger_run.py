@@ -120,6 +120,7 @@ def test_act_in_dry_run_calls_nothing(
             "tagged": {},
             "failed": [],
             "found": {},
+            "kept": {},
         }
     assert calls.calls == []
 
@@ -137,6 +138,7 @@ def test_act_resumed_reads_the_owner_tags_first_and_keeps_what_it_finds(
         "tagged": {enis[0]: "bob"},
         "failed": [],
         "found": {instance: "bob", volumes[0]: "alice"},
+        "kept": {},
     }
     assert helpers.tags_of(ec2, volumes[0])["Owner"] == "alice"
     assert calls.by_operation() == {"ec2.DescribeTags": 1, "ec2.CreateTags": 1}

@@ -22,7 +22,7 @@ def test_create_tags_batches_at_the_api_maximum(owner_env: dict[str, str]) -> No
         for start, end in ((0, 1000), (1000, 2000), (2000, 2500)):
             expected = {"Resources": ids[start:end], "Tags": [{"Key": "Owner", "Value": "x"}]}
             stub.add_response("create_tags", {}, expected)
-        assert service.create_tags(ids, "Owner", "x") == []
+        assert service.create_tags(ids, "Owner", "x") == service.Written([], {})
         stub.assert_no_pending_responses()
 
 
@@ -34,11 +34,64 @@ def test_a_refused_batch_is_retried_one_by_one(owner_env: dict[str, str]) -> Non
         stub.add_client_error(
             "create_tags", service_error_code="InvalidVolume.NotFound", service_message="gone"
         )
-        failures = service.create_tags(ids, "Owner", "x")
+        failures = service.create_tags(ids, "Owner", "x").failures
         stub.assert_no_pending_responses()
     assert [f.as_dict() for f in failures] == [
         {"id": ids[1], "code": "InvalidVolume.NotFound", "message": "gone"}
     ]
+
+
+def _denied(stub: Stubber) -> None:
+    stub.add_client_error("create_tags", service_error_code="UnauthorizedOperation", http_status_code=403)
+
+
+def test_a_batch_iam_refuses_keeps_who_carries_the_key_and_writes_the_rest(owner_env: dict[str, str]) -> None:
+    ids = ["i-0123456789abcdef0", "vol-0123456789abcdef0", "eni-0123456789abcdef0"]
+    tag = [{"Key": "Owner", "Value": "x"}]
+    with Stubber(aws.client("ec2")) as stub:
+        _denied(stub)  # the volume was tagged by hand after the launch: the Deny refuses the batch
+        stub.add_response(
+            "describe_tags",
+            {
+                "Tags": [
+                    {"ResourceId": ids[1], "ResourceType": "volume", "Key": "owner", "Value": "bob"},
+                    {"ResourceId": ids[1], "ResourceType": "volume", "Key": "Owner", "Value": "bob@x"},
+                    {"ResourceId": ids[2], "ResourceType": "network-interface", "Key": "Name", "Value": "a"},
+                ]
+            },
+            {"Filters": [{"Name": "resource-id", "Values": ids}]},
+        )
+        stub.add_response("create_tags", {}, {"Resources": [ids[0], ids[2]], "Tags": tag})
+        written = service.create_tags(ids, "Owner", "x")
+        stub.assert_no_pending_responses()
+    assert written == service.Written([], {ids[1]: "bob@x"})  # the exact key wins over "owner"
+
+
+def test_a_refusal_nobody_explains_fails_the_batch_without_a_call_per_id(owner_env: dict[str, str]) -> None:
+    ids = [f"vol-{n:017x}" for n in range(3)]
+    with Stubber(aws.client("ec2")) as stub:
+        _denied(stub)  # a missing permission (an SCP, say): nobody carries the key
+        stub.add_response(
+            "describe_tags", {"Tags": []}, {"Filters": [{"Name": "resource-id", "Values": ids}]}
+        )
+        written = service.create_tags(ids, "Owner", "x")
+        stub.assert_no_pending_responses()
+    assert [(f.resource_id, f.code) for f in written.failures] == [(i, "UnauthorizedOperation") for i in ids]
+    assert written.kept == {}
+
+
+def test_owners_set_while_writing_are_read_again_a_bounded_number_of_times(owner_env: dict[str, str]) -> None:
+    ids = [f"vol-{n:017x}" for n in range(5)]
+    with Stubber(aws.client("ec2")) as stub:
+        for n in range(service.DENIED_ROUNDS):  # each read finds one more owner, set meanwhile
+            _denied(stub)
+            tags = [{"ResourceId": ids[n], "ResourceType": "volume", "Key": "Owner", "Value": f"p{n}"}]
+            stub.add_response("describe_tags", {"Tags": tags})
+        _denied(stub)
+        written = service.create_tags(ids, "Owner", "x")
+        stub.assert_no_pending_responses()
+    assert written.kept == {ids[n]: f"p{n}" for n in range(service.DENIED_ROUNDS)}
+    assert {f.resource_id for f in written.failures} == set(ids[service.DENIED_ROUNDS :])
 
 
 def test_transient_errors_propagate_for_a_retry(owner_env: dict[str, str]) -> None:
