@@ -152,15 +152,3 @@ def test_a_volume_and_an_eni_tagged_by_hand_after_the_launch_keep_their_owner(
     assert iam.refused == 1
     assert _ec2(calls) == {"ec2.DescribeInstances": 1, "ec2.CreateTags": 2, "ec2.DescribeTags": 1}
     assert (result["Changed"], result["Skipped"], result["Failed"]) == (1, 2, 0)
-
-
-def test_the_deny_names_the_parameter_key_not_a_fixed_one() -> None:
-    """OwnerTagKey=CostCenter: a CostCenter tag blocks the write, an Owner tag does not."""
-    arn = _arn("vol-0123456789abcdef0")
-    request = {"aws:TagKeys": ["CostCenter"], "aws:RequestTag/CostCenter": "x"}
-    statements = _statements("CostCenter")
-    assert (
-        decide_all(statements, "ec2:CreateTags", {arn: {"ec2:ResourceTag/CostCenter": "y"}}, request) != ALLOW
-    )
-    assert decide_all(statements, "ec2:CreateTags", {arn: {"ec2:ResourceTag/Owner": "y"}}, request) == ALLOW
-    assert decide_all(statements, "ec2:CreateTags", {arn: {}}, request) == ALLOW

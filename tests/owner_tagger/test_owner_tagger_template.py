@@ -10,6 +10,7 @@ import pytest
 from owner_tagger.app import PERMISSIONS
 from owner_tagger.event import CREATION_CALLS, DETAIL_TYPE, EVENT_SOURCE, SOURCE
 from template_tools import cloudformation_template, expanded_template, raw_template
+from tests.owner_tagger import test_owner_tagger_never_overwrite as never_overwrite
 
 pytestmark = pytest.mark.unit
 
@@ -104,3 +105,25 @@ def test_trail_is_optional_and_secured() -> None:
     assert deny and deny[0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     trail = resources["OwnerTaggerTrail"]["Properties"]
     assert trail["EnableLogFileValidation"] is True and trail["IsLogging"] is True
+
+
+def test_the_deny_names_the_parameter_key_not_a_fixed_one() -> None:
+    """OwnerTagKey=CostCenter: a CostCenter tag blocks the write, an Owner tag does not."""
+    arn = never_overwrite._arn("vol-0123456789abcdef0")
+    request = {"aws:TagKeys": ["CostCenter"], "aws:RequestTag/CostCenter": "x"}
+    statements = never_overwrite._statements("CostCenter")
+    assert (
+        never_overwrite.decide_all(
+            statements, "ec2:CreateTags", {arn: {"ec2:ResourceTag/CostCenter": "y"}}, request
+        )
+        != never_overwrite.ALLOW
+    )
+    assert (
+        never_overwrite.decide_all(
+            statements, "ec2:CreateTags", {arn: {"ec2:ResourceTag/Owner": "y"}}, request
+        )
+        == never_overwrite.ALLOW
+    )
+    assert (
+        never_overwrite.decide_all(statements, "ec2:CreateTags", {arn: {}}, request) == never_overwrite.ALLOW
+    )
