@@ -146,12 +146,6 @@ def _title(resource: Resource) -> str:
 
 def _link(region: str, resource: Resource) -> str | None:
     kind, resource_id, parent = resource["type"], str(resource["id"]), resource.get("parent")
-    if kind == "instance":
-        return console.ec2_instance(region, resource_id)
-    if kind == "volume":
-        return console.ec2_volume(region, resource_id)
-    if kind == "snapshot":
-        return console.ec2_snapshot(region, resource_id)
     if kind == "network-interface" and parent:
         return console.ec2_instance(region, str(parent))
-    return None
+    return console.ec2_resource(region, str(kind), resource_id)

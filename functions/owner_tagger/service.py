@@ -177,7 +177,7 @@ class Written:
     kept: dict[str, str]
 
 
-# The stack's Deny (template.yaml OwnerTaggerNeverOverwrite) refuses a CreateTags naming a
+# The stack's Deny (template.yaml NeverOverwriteAnOwner) refuses a CreateTags naming a
 # resource that carries the owner key; EC2 answers the whole call with this code.
 DENIED: Final = "UnauthorizedOperation"
 DENIED_ROUNDS: Final = 3  # reads of who carries the key, for owners being set while we write

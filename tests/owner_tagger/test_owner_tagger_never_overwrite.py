@@ -1,7 +1,7 @@
 """'Never overwritten' with IAM in the loop: moto does not evaluate IAM, so here every CreateTags
 owner_tagger sends is judged first - as IAM would (tests/template/iam_eval.py) - against the
 policies its role really gets in the deployed template (template_tools.render: the role's own
-statements and the OwnerTaggerNeverOverwrite Deny), with each resource's tags as moto holds them
+statements and the NeverOverwriteAnOwner Deny), with each resource's tags as moto holds them
 at that moment. A refused call is answered as EC2 answers it (UnauthorizedOperation, the whole
 call), before moto sees it.
 

@@ -2,7 +2,7 @@
 
 Every AWS call made through ``autopilot.aws.client`` passes ``autopilot.aws.call_hooks``; the
 session hook (tests/conftest.py) attributes it to the automation **whose code is on the call
-stack** (the innermost frame whose module is ``<automation>`` or ``<automation>.*``), so shared
+stack** (the outermost frame whose module is ``<automation>`` or ``<automation>.*``), so shared
 layer code (``autopilot.notify``, ``autopilot.aws.running_instances``) counts for the automation
 that called it, and set-up calls made by tests or the demo count for nobody. The environment
 (POWERTOOLS_SERVICE_NAME) is not used: tests set it for whole modules, including their set-up.
@@ -48,14 +48,17 @@ calls_seen: dict[str, int] = defaultdict(int)
 
 
 def automation_on_stack() -> str | None:
+    """The outermost automation on the stack: the one running, also when its code calls
+    another's (owner_backfill writes through owner_tagger.service: its role makes the call)."""
     frame = sys._getframe(2)
+    found = None
     while frame is not None:
         module = frame.f_globals.get("__name__", "")
         top = module.split(".", 1)[0]
         if top in AUTOMATIONS:
-            return top
+            found = top
         frame = frame.f_back  # type: ignore[assignment]
-    return None
+    return found
 
 
 # A DynamoDB transaction has no IAM action of its own: each of its items is authorized as the

@@ -63,10 +63,40 @@ def silence_alarms(template: dict[str, Any], name: str) -> list[tuple[str, dict[
     return found
 
 
+def switched_on(template: dict[str, Any]) -> dict[str, str]:
+    """An opt-in automation (a parameter named after it, false or true: OwnerBackfill) has no
+    run due while it is off, so no silence alarm: these judge it switched on."""
+    parameters = template["Parameters"]
+    return {
+        camel(name): "true"
+        for name in SCHEDULED
+        if parameters.get(camel(name), {}).get("AllowedValues") == ["false", "true"]
+    }
+
+
 def rendered(hours: dict[str, str]) -> dict[str, Any]:
     template = cloudformation_template()
-    values = {**parameter_defaults(template), **hours}
+    values = {**parameter_defaults(template), **switched_on(template), **hours}
     return render(template, values)
+
+
+def test_an_opt_in_automation_switched_off_has_a_disabled_schedule_and_no_silence_alarm() -> None:
+    template = cloudformation_template()
+    flags = switched_on(template)
+    assert flags, "owner_backfill is opt-in (OwnerBackfill)"
+    for flag in flags:
+        off = render(template, {**parameter_defaults(template), flag: "false"})
+        name = next(n for n in SCHEDULED if camel(n) == flag)
+        assert silence_alarms(off, name) == []
+        rules = [
+            r["Properties"]
+            for r in off["Resources"].values()
+            if r["Type"] == "AWS::Events::Rule"
+            and r["Properties"].get("Description") == f"ops-autopilot {name}"
+        ]
+        assert [r["State"] for r in rules] == ["DISABLED"]
+        on = render(template, {**parameter_defaults(template), flag: "true"})
+        assert len(silence_alarms(on, name)) == 1
 
 
 @pytest.mark.parametrize("name", SCHEDULED)

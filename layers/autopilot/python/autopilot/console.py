@@ -37,6 +37,14 @@ def ec2_snapshot(region: str, snapshot_id: str) -> str:
     return f"{_base(region, 'ec2')}#SnapshotDetails:snapshotId={snapshot_id}"
 
 
+def ec2_resource(region: str, kind: str, resource_id: str) -> str | None:
+    """The console page of an instance, volume or snapshot (``kind`` as the automations name
+    them); None for a kind that has no page of its own here."""
+    pages = {"instance": ec2_instance, "volume": ec2_volume, "snapshot": ec2_snapshot}
+    page = pages.get(kind)
+    return page(region, resource_id) if page else None
+
+
 def rds_database(region: str, identifier: str, cluster: bool = False) -> str:
     return f"{_base(region, 'rds')}#database:id={identifier};is-cluster={str(cluster).lower()}"
 
