@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements-dev.txt | cut -d' ' -f1)
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv test stress demo bench mutate check lint format typecheck scan validate build new-automation docs lock clean
+.PHONY: help venv test stress demo bench mutate check lint format typecheck scan validate build release org-deploy new-automation docs lock clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -78,6 +78,17 @@ validate: $(STAMP) ## sam validate --lint
 build: $(STAMP) ## sam build (no Docker; the layer is built for arm64 by pip)
 	@$(BIN)/sam build
 
+# The artifact for an AWS Organization (docs/organizations.md): one bucket per target region,
+# the template without transforms (a service-managed StackSet refuses them).
+release: $(STAMP) ## make release PREFIX=<bucket prefix> REGIONS=eu-west-1,us-east-1 [ORG_ID=o-... CREATE_BUCKETS=1] [NO_UPLOAD=1]
+	@test -n "$(PREFIX)" -a -n "$(REGIONS)" || { echo "usage: make release PREFIX=<bucket prefix> REGIONS=<region,region> [ORG_ID=o-... CREATE_BUCKETS=1] [NO_UPLOAD=1]"; exit 2; }
+	@$(BIN)/python tools/release.py --prefix $(PREFIX) --regions $(REGIONS) $(if $(ORG_ID),--org-id $(ORG_ID)) \
+	  $(if $(filter 1 true yes,$(CREATE_BUCKETS)),--create-buckets) $(if $(filter 1 true yes,$(NO_UPLOAD)),--no-upload)
+
+org-deploy: $(STAMP) ## Create or update the StackSet from dist/ (org/stackset.json) [ALARM_EMAIL=... CALL_AS=SELF REGION=...]
+	@$(BIN)/python tools/org_deploy.py $(if $(ALARM_EMAIL),--alarm-email $(ALARM_EMAIL)) \
+	  $(if $(CALL_AS),--call-as $(CALL_AS)) $(if $(REGION),--region $(REGION)) $(if $(CONFIG),--config $(CONFIG))
+
 check: lint typecheck test scan ## The full gate CI runs: lint, types, tests (with template checks), checkov
 
 new-automation: $(STAMP) ## Scaffold one: make new-automation NAME=snake_name [TRIGGER=schedule|cloudtrail:EventA,EventB|ec2-state:running,terminated] [MUTATING=1]
@@ -94,4 +105,4 @@ lock: ## Re-pin requirements-dev.txt from requirements-dev.in
 	  /tmp/ops-autopilot-lock/bin/pip freeze; } > requirements-dev.txt
 
 clean: ## Remove the virtualenv and build output
-	rm -rf $(VENV) .venv-scan .venv-mutate .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-scan .venv-mutate .aws-sam dist .pytest_cache .mypy_cache .ruff_cache .hypothesis

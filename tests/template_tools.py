@@ -14,6 +14,8 @@ from typing import Any
 from samcli.yamlhelper import yaml_parse
 from samtranslator.translator.transform import transform
 
+from tools.render import expand_foreach
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 
@@ -21,30 +23,6 @@ TEMPLATE = ROOT / "template.yaml"
 def raw_template() -> dict[str, Any]:
     parsed: dict[str, Any] = yaml_parse(TEMPLATE.read_text())
     return parsed
-
-
-def _substitute(node: Any, name: str, value: str) -> Any:
-    if isinstance(node, dict):
-        if node == {"Ref": name}:
-            return value
-        return {_substitute(k, name, value): _substitute(v, name, value) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_substitute(v, name, value) for v in node]
-    if isinstance(node, str):
-        return node.replace("${" + name + "}", value).replace("&{" + name + "}", re.sub(r"\W", "", value))
-    return node
-
-
-def expand_foreach(section: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in section.items():
-        if key.startswith("Fn::ForEach::"):
-            identifier, collection, fragment = value
-            for item in collection:
-                out.update(expand_foreach(_substitute(copy.deepcopy(fragment), identifier, item)))
-        else:
-            out[key] = value
-    return out
 
 
 @functools.cache

@@ -8,7 +8,8 @@
    applied, conditions evaluated: tests/template_tools.py) twice - with the default parameters,
    and with every optional feature on (every Condition of the template true: the values are
    found from the Conditions themselves, so a new optional feature is scanned too);
-3. runs checkov on each rendering; any finding not suppressed inline in template.yaml
+3. runs checkov on each rendering, and on the template ``make release`` ships (no
+   transforms); any finding not suppressed inline in template.yaml
    (``Metadata: checkov: skip: [{id, comment}]``, which the SAM transform copies onto the
    generated AWS::Lambda::Function) fails the scan;
 4. runs parliament (an IAM linter) on every policy of each rendering - every role's own and
@@ -84,8 +85,9 @@ def ensure_scan_venv() -> Path:
 
 def _template_tools() -> Any:
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    if str(ROOT / "tests") not in sys.path:
-        sys.path[:0] = [str(ROOT / "tests")]
+    for path in (str(ROOT), str(ROOT / "tests")):
+        if path not in sys.path:
+            sys.path.insert(0, path)
     import template_tools
 
     return template_tools
@@ -100,6 +102,19 @@ def renderings() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
         name: (tools.render(template, values, resolve=False), tools.render(template, values))
         for name, values in tools.renderings(template).items()
     }
+
+
+def release_rendering() -> dict[str, Any]:
+    """The template as ``make release`` ships it (tools/render.py: no transforms, the code in
+    ``<prefix>-<region>``), conditions left to CloudFormation."""
+    tools = _template_tools()
+    from tools import render
+
+    template = tools.raw_template()
+    functions = render.serverless_functions(render.language_extensions(template))
+    return render.without_transforms(
+        template, {name: "ops-autopilot/code/x.zip" for name in functions}, "us-east-1"
+    )
 
 
 def policies(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +227,12 @@ def main() -> int:
                 failed = True
                 where = f"{finding['where']} {finding['sid']}"
                 print(f"  UNEXPLAINED {finding['issue']} in {where}: {finding['detail']}")
+        print("== the release template (make release: plain CloudFormation)", flush=True)
+        released = Path(tmp) / "template-release.json"
+        released.write_text(json.dumps(release_rendering(), indent=1, default=str))
+        if run_checkov(python, released) != 0:
+            failed = True
+            print("checkov (release): FAILED (findings above)")
     for key in sorted(set(PARLIAMENT_EXPLAINED) - explained_seen):
         failed = True
         print(f"parliament: stale explanation (no such finding any more): {key}")
