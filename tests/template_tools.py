@@ -105,12 +105,14 @@ def as_list(value: Any) -> list[Any]:
 # -- IAM as deployed: every policy a role gets, from wherever the template attaches it ---------
 
 # What Lambda itself does with a function's role, not the function's code: send a failed
-# asynchronous event to the on-failure destination, write the function's logs, and (the health
+# asynchronous event to the on-failure destination and a run's summary to the on-success one
+# (the default event bus), write the function's logs, and (the health
 # check in a VPC) manage its network interfaces. The code-vs-grant comparisons leave these out;
 # tests/template/test_iam_semantics.py judges where they reach.
 RUNTIME_ACTIONS = frozenset(
     {
         "sqs:SendMessage",
+        "events:PutEvents",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
         "ec2:CreateNetworkInterface",
@@ -214,6 +216,7 @@ FEATURE_SAMPLES: dict[str, Any] = {
     "Sites": "https://example.com",
     "CopyRegions": ["eu-central-1"],
     "CopyKmsKeys": ["arn:aws:kms:eu-central-1:123456789012:key/0f5bbd7e-6b1f-4c4e-9c9d-2f1a3b4c5d6e"],
+    "RollupBusArn": "arn:aws:events:eu-west-1:210987654321:event-bus/ops-autopilot-rollup",
 }
 
 

@@ -79,7 +79,8 @@ def test_unscoped_statements_are_read_only() -> None:
     granted = {
         a for s in _statements() for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
     }
-    assert granted - {"sqs:SendMessage"} == set(PERMISSIONS)  # SQS: SAM's on-failure destination
+    # Lambda itself: SQS for the on-failure destination, EventBridge for the on-success one
+    assert granted - {"sqs:SendMessage", "events:PutEvents"} == set(PERMISSIONS)
 
 
 def test_trail_is_optional_and_secured() -> None:

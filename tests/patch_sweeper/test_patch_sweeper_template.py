@@ -58,7 +58,7 @@ def _actions(statement: dict[str, Any]) -> set[str]:
 def test_policy_allows_exactly_the_actions_the_code_calls(template: dict[str, Any]) -> None:
     allowed = set().union(*(_actions(s) for s in _statements(template) if s["Effect"] == "Allow"))
     # sqs:SendMessage: Lambda's on-failure destination sends the failed event with the role
-    assert allowed - {"sqs:SendMessage"} == PERMISSIONS
+    assert allowed - {"sqs:SendMessage", "events:PutEvents"} == PERMISSIONS
 
 
 def test_send_command_is_scoped_to_the_patch_document_and_instances(template: dict[str, Any]) -> None:

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.integration
 __all__ = ["ctx"]  # the scenario context fixture (tests/reliability)
 
 NAMESPACE = "OpsAutopilot"
-NOT_METRICS = {"status", "dry_run", "mails_held", "more"}  # the other keys of a run's result ("more": rounds)
+# the other keys of a run's result ("more": rounds)
+NOT_METRICS = {"status", "stack", "automation", "dry_run", "mails_held", "more"}
 
 
 def template_environment(name: str) -> dict[str, str]:

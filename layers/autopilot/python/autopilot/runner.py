@@ -356,7 +356,16 @@ def _work(
 
     _emit(metrics, total)
     metrics.add_metric(name=COMPLETED_METRIC, unit=MetricUnit.Count, value=1)
-    summary = {"status": "done", "dry_run": common.dry_run, **total.as_metrics(), "mails_held": held}
+    summary = {
+        "status": "done",
+        # Which stack and automation ran: the on-success destination's event carries this result
+        # to the default bus, and the stack's roll-up rule selects its own runs by it.
+        "stack": common.stack_name,
+        "automation": automation.name,
+        "dry_run": common.dry_run,
+        **total.as_metrics(),
+        "mails_held": held,
+    }
     if rounds:
         summary["more"] = more
     logger.info("run finished", extra=summary)
