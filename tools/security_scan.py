@@ -8,8 +8,9 @@
    applied, conditions evaluated: tests/template_tools.py) twice - with the default parameters,
    and with every optional feature on (every Condition of the template true: the values are
    found from the Conditions themselves, so a new optional feature is scanned too);
-3. runs checkov on each rendering, and on the template ``make release`` ships (no
-   transforms); any finding not suppressed inline in template.yaml
+3. runs checkov on each rendering, on the template ``make release`` ships (no transforms)
+   and on the organisation's stacks (org/admin.yaml, org/hub.yaml); any finding not
+   suppressed inline in template.yaml
    (``Metadata: checkov: skip: [{id, comment}]``, which the SAM transform copies onto the
    generated AWS::Lambda::Function) fails the scan;
 4. runs parliament (an IAM linter) on every policy of each rendering - every role's own and
@@ -115,6 +116,22 @@ def release_rendering() -> dict[str, Any]:
     return render.without_transforms(
         template, {name: "ops-autopilot/code/x.zip" for name in functions}, "us-east-1"
     )
+
+
+def org_renderings() -> dict[str, dict[str, Any]]:
+    """The organisation's own stacks (docs/organizations.md): the StackSet administrator's alarm
+    stack, and the roll-up hub as CloudFormation deploys it (its SAM transform applied)."""
+    _template_tools()
+    from samcli.yamlhelper import yaml_parse
+
+    from tools import render
+
+    hub = yaml_parse((ROOT / "org" / "hub.yaml").read_text())
+    code = {name: "ops-autopilot/code/x.zip" for name in render.serverless_functions(hub)}
+    return {
+        "org-admin": yaml_parse((ROOT / "org" / "admin.yaml").read_text()),
+        "org-hub": render.without_transforms(hub, code, "us-east-1"),
+    }
 
 
 def policies(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +250,13 @@ def main() -> int:
         if run_checkov(python, released) != 0:
             failed = True
             print("checkov (release): FAILED (findings above)")
+        for name, template in org_renderings().items():
+            print(f"== {name} (org/)", flush=True)
+            path = Path(tmp) / f"template-{name}.json"
+            path.write_text(json.dumps(template, indent=1, default=str))
+            if run_checkov(python, path) != 0:
+                failed = True
+                print(f"checkov ({name}): FAILED (findings above)")
     for key in sorted(set(PARLIAMENT_EXPLAINED) - explained_seen):
         failed = True
         print(f"parliament: stale explanation (no such finding any more): {key}")
