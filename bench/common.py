@@ -156,6 +156,20 @@ def outbox_table(name: str = "bench-outbox") -> str:
     )
 
 
+class SimulatedClock:
+    """Time that passes only when something sleeps: pacing and modelled latencies cost no wall
+    time, and the seconds they add up to are exact (``now``)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class LambdaContext:
     """The Lambda context a bench invokes a handler with: this account's function, and
     ``millis`` of time left (each bench gives its run the time it may take)."""

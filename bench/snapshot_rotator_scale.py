@@ -38,6 +38,7 @@ from autopilot.config import CommonConfig
 from autopilot.events import MAX_ROUNDS
 from autopilot.runner import Run
 from autopilot.runtime import Deadline
+from bench.common import SimulatedClock
 from snapshot_rotator import report, run, service, store
 from snapshot_rotator.config import Config
 from snapshot_rotator.decide.policies import parse_policies
@@ -56,22 +57,11 @@ LATENCY = {"mutating": 0.08, "page": 0.25, "dynamodb": 0.01}  # seconds a call t
 REFILL = pacing.EC2_MUTATING[1]
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @dataclass
 class Account:
     """EC2 and the ledger of one account and region, in memory, counting calls."""
 
-    clock: Clock
+    clock: SimulatedClock
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     records: dict[str, Record] = field(default_factory=dict)
@@ -242,7 +232,7 @@ def _config() -> Config:
 
 
 def _rounds_of_a_day(
-    account: Account, clock: Clock, common: CommonConfig, day: int
+    account: Account, clock: SimulatedClock, common: CommonConfig, day: int
 ) -> tuple[int, int, int, int]:
     """The scheduled run and the rounds it queued, as the runner drives them: (rounds,
     created, deleted, the least BatchWriteItem calls the ledger writes need)."""
@@ -289,7 +279,7 @@ def _rounds_of_a_day(
 
 
 def simulate(volumes: int, days: int) -> list[Day]:
-    clock = Clock()
+    clock = SimulatedClock()
     account = Account(clock)
     seed(account, volumes)
     common = CommonConfig(
