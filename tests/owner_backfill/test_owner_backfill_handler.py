@@ -284,3 +284,45 @@ def test_a_throttled_history_ends_the_runs_lookups_and_the_pass_goes_on(
     assert all(tags_of(ec2, v)["Owner"] == "carol" for v in volumes)
     (mail,) = mailbox()
     assert "300 resources got an owner" in mail["subject"]
+
+
+def test_a_run_killed_between_two_writes_is_finished_by_the_retry_and_mailed_once(
+    history: History, scheduled: Event, ec2: Any, mailbox: Mailbox
+) -> None:
+    """Two owners, so two CreateTags; the function dies before the second. The retry of the same
+    event finishes from the recorded intent (the runner's outbox), writes nothing twice, keeps an
+    owner set in between, and the pass is mailed once."""
+    from autopilot import aws
+
+    bobs = [ec2.create_volume(AvailabilityZone="eu-west-1a", Size=1)["VolumeId"] for _ in range(2)]
+    carols = [ec2.create_volume(AvailabilityZone="eu-west-1a", Size=1)["VolumeId"] for _ in range(2)]
+    for volume in bobs:
+        made(history, ec2, "CreateVolume", [volume], "bob")
+    for volume in carols:
+        made(history, ec2, "CreateVolume", [volume], "carol")
+    seen = []
+
+    def die_at_the_second_write(**_: Any) -> None:
+        seen.append(1)
+        if len(seen) == 2:
+            raise RuntimeError("killed")
+
+    client = aws.client("ec2")
+    client.meta.events.register("before-call.ec2.CreateTags", die_at_the_second_write)
+    event = scheduled()
+    with pytest.raises(RuntimeError, match="killed"):
+        run(event)
+    written = [v for v in bobs + carols if "Owner" in tags_of(ec2, v)]
+    assert len(written) == 2 and mailbox() == []
+    unwritten = [v for v in bobs + carols if v not in written]
+    ec2.create_tags(Resources=[unwritten[0]], Tags=[{"Key": "Owner", "Value": "alice"}])  # meanwhile
+    client.meta.events.unregister("before-call.ec2.CreateTags", die_at_the_second_write)
+    run(event)  # Lambda's retry of the same event
+    assert tags_of(ec2, unwritten[0])["Owner"] == "alice"
+    assert {tags_of(ec2, v)["Owner"] for v in bobs if v != unwritten[0]} <= {"bob"}
+    assert {tags_of(ec2, v)["Owner"] for v in carols if v != unwritten[0]} <= {"carol"}
+    assert all("Owner" in tags_of(ec2, v) for v in bobs + carols)
+    (mail,) = mailbox()
+    assert "got an owner" in mail["subject"]
+    run(scheduled())  # the next run: nothing left, no second mail
+    assert len(mailbox()) == 1
