@@ -25,8 +25,8 @@ CHART = ROOT / "docs" / "benchmarks-calls.png"
 # PutItem + UpdateItem + DeleteItem - the price of "record before acting, mark sent after SNS".
 RUNNER = "; plus the runner's 3 DynamoDB calls per run (Query, claim PutItem + UpdateItem), 6 when it acts"
 FORMULAS = {
-    "website_health_check": "1 GetParameter + 1 Scan per run, whatever the number of sites; PutItem only per "
-    "site whose state changed, Publish only on a change (0 in a steady state)" + RUNNER,
+    "website_health_check": "1 GetParametersByPath + 1 Scan per run, whatever the number of sites; "
+    "PutItem only per site whose state changed, Publish only on a change (0 in a steady state)" + RUNNER,
     "owner_tagger": "per RunInstances event of N instances: ceil(N/1000) DescribeInstances + ceil(3N/1000) "
     "CreateTags (instance + root volume + ENI, one owner); DescribeTags 0 when the event's launch data "
     "answers it" + RUNNER,

@@ -49,6 +49,6 @@ def run(sb: Sandbox) -> None:
 
 def report(result: dict[str, object]) -> None:
     print(
-        f"  checked {result['Checked']} sites, {result['FailingSites']} failing now; "
+        f"  checked {result['Checked']} sites, {result['SitesDown']} down now; "
         f"state changes mailed: {result['Changed']}"
     )

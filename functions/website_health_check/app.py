@@ -22,7 +22,7 @@ from website_health_check import event, report, run
 from website_health_check.config import Config
 
 PERMISSIONS = runner.PERMISSIONS | frozenset(
-    {"ssm:GetParameter", "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"}
+    {"ssm:GetParametersByPath", "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"}
 )
 AUTOMATION = Automation(
     name="website_health_check",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from autopilot.config import env_int, env_str
+from autopilot.config import ConfigError, env_bool, env_int, env_str
+from website_health_check.decide import MAX_WINDOW, Window
+
+DEFAULT_WINDOW = Window(failures=4, size=10)
 
 AUTOMATION = "website_health_check"
 
@@ -17,14 +20,34 @@ class Config:
     failures_before_down: int  # FAILURES_BEFORE_DOWN: checks in a row before DOWN/DEGRADED is mailed
     cert_warning_days: int  # CERT_WARNING_DAYS: a certificate expiring sooner makes the site DEGRADED
     function_name: str  # AWS_LAMBDA_FUNCTION_NAME (set by Lambda): for the log link in the mails
+    # FLAPPING when FLAPPING_FAILURES of the last FLAPPING_WINDOW checks failed (0: off).
+    flapping: Window = DEFAULT_WINDOW
+    per_site_metrics: bool = False  # PER_SITE_METRICS: Availability/Latency/CertificateDaysLeft per site
 
     @classmethod
     def from_env(cls) -> Config:
         """Raises ConfigError naming the variable that is missing or out of range."""
+        failures_before_down = env_int("FAILURES_BEFORE_DOWN", default=2, minimum=1, maximum=10)
+        size = env_int("FLAPPING_WINDOW", default=10, minimum=2, maximum=MAX_WINDOW)
+        failures = env_int("FLAPPING_FAILURES", default=4, minimum=0, maximum=MAX_WINDOW)
+        if failures and not failures_before_down < failures <= size:
+            raise ConfigError(
+                f"FLAPPING_FAILURES={failures} must be 0 (off) or more than FAILURES_BEFORE_DOWN="
+                f"{failures_before_down} (else an outage is called flapping before it is called down) "
+                f"and at most FLAPPING_WINDOW={size}"
+            )
+        sites_parameter = env_str("SITES_PARAMETER")
+        if not sites_parameter.startswith("/") or sites_parameter.strip("/").count("/") < 1:
+            raise ConfigError(
+                f"SITES_PARAMETER={sites_parameter!r} must be a parameter in a folder, like "
+                "/<stack>/website-health-check/sites (the list is read with its folder's parameters)"
+            )
         return cls(
-            sites_parameter=env_str("SITES_PARAMETER"),
+            sites_parameter=sites_parameter,
             state_table=env_str("STATE_TABLE"),
-            failures_before_down=env_int("FAILURES_BEFORE_DOWN", default=2, minimum=1, maximum=10),
+            failures_before_down=failures_before_down,
             cert_warning_days=env_int("CERT_WARNING_DAYS", default=14, minimum=1, maximum=365),
             function_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or AUTOMATION,
+            flapping=Window(failures=failures, size=size),
+            per_site_metrics=env_bool("PER_SITE_METRICS", default=False),
         )

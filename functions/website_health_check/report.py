@@ -1,7 +1,8 @@
 """The health check's mail and numbers, from the recorded intent and what ``act`` did (pure).
 
 One digest per run: the transitions ``act`` applied (written now, or found written by this
-same intent's earlier, interrupted attempt), in sections DOWN, DEGRADED, RECOVERED. A site
+same intent's earlier, interrupted attempt), in sections DOWN, FLAPPING, DEGRADED, RECOVERED,
+every site named (2,000 fit: a long section lists one line per site). A site
 another run changed first is that run's to mail, and a streak still building is not news:
 neither appears. A malformed site list gets its own mail, once per distinct text.
 """
@@ -18,7 +19,8 @@ from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
 from website_health_check.config import AUTOMATION, Config
 
-KINDS = ("DOWN", "DEGRADED", "RECOVERED")
+KINDS = ("DOWN", "FLAPPING", "DEGRADED", "RECOVERED")
+COMPACT_OVER = 100  # sites in a section; above, one line each (2,000 x ~100 bytes fit a mail)
 
 
 def mailed(intent: Mapping[str, Any], result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -44,9 +46,9 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     for kind in KINDS:
         chosen = [w for w in writes if w["transition"]["kind"] == kind]
         if chosen:
-            digest.section(
-                f"{kind} ({len(chosen)})", [_item(w, int(intent["failures_before_down"]), at) for w in chosen]
-            )
+            compact = len(chosen) > COMPACT_OVER
+            items = [_item(w, intent, at, compact) for w in chosen]
+            digest.section(f"{kind} ({len(chosen)})", items, limit=len(items))
     problems = any(w["transition"]["kind"] != "RECOVERED" for w in writes)
     digest.advice = [
         "Open the site and check the reason above." if problems else "Nothing to do: the site answers again.",
@@ -63,20 +65,41 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     return digest.mail(subject, f"Website health check: {summary}.", severity, now=ctx.now)
 
 
-def _item(write: Mapping[str, Any], failures_before_down: int, at: datetime) -> Item:
+def _item(write: Mapping[str, Any], intent: Mapping[str, Any], at: datetime, compact: bool) -> Item:
     t, url, name = write["transition"], write["url"], write["site_name"]
-    details = [t["reason"] if t["kind"] != "RECOVERED" else f"now: {write['now']}"]
+    title = url if name == url else f"{name}: {url}"
+    reason = t["reason"] if t["kind"] != "RECOVERED" else f"now: {write['now']}"
+    if compact:
+        return Item(title=f"{title} - {reason}")
+    details = [reason]
     if t["kind"] == "DOWN":
-        details.append(f"failed {failures_before_down} checks in a row")
+        details.append(f"failed {int(intent['failures_before_down'])} checks in a row")
+    if t["kind"] == "FLAPPING":
+        recent = str(t.get("recent", ""))
+        window = intent.get("flapping", {})
+        details.append(
+            f"failed {recent.count('x')} of its last {len(recent)} checks, never "
+            f"{int(intent['failures_before_down'])} in a row; oldest first: {history(recent)}"
+        )
+        details.append(
+            f"reported RECOVERED after {int(window.get('size', len(recent)))} good checks in a row"
+        )
     if t["kind"] == "RECOVERED" and t["down_since"]:
         since = datetime.fromisoformat(t["down_since"])
         details.append(f"was {t['old']} since {since:%Y-%m-%d %H:%M} UTC ({duration(at - since)})")
-    return Item(title=url if name == url else f"{name}: {url}", details=details)
+    return Item(title=title, details=details)
+
+
+def history(recent: str) -> str:
+    """``x.x.`` as ``FAIL ok FAIL ok`` (oldest first)."""
+    return " ".join("FAIL" if c == "x" else "ok" for c in recent)
 
 
 def _subject(writes: list[Mapping[str, Any]]) -> tuple[str, Severity]:
     kinds = [w["transition"]["kind"] for w in writes]
-    severity: Severity = "critical" if "DOWN" in kinds else ("warning" if "DEGRADED" in kinds else "info")
+    severity: Severity = (
+        "critical" if {"DOWN", "FLAPPING"} & set(kinds) else ("warning" if "DEGRADED" in kinds else "info")
+    )
     if len(writes) == 1:
         t = writes[0]["transition"]
         return (

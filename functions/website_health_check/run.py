@@ -22,6 +22,7 @@ site would never reach its second failed check in a row and the check would go m
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -31,36 +32,55 @@ from aws_lambda_powertools import Logger
 from autopilot.runner import Context, Counts, Plan, Run
 from website_health_check import service, store
 from website_health_check.config import Config
-from website_health_check.decide import SiteConfigError, Status, advance, classify, parse_sites
+from website_health_check.decide import (
+    Site,
+    SiteConfigError,
+    Status,
+    advance,
+    check_order,
+    classify,
+    parse_site_lists,
+    site_key,
+)
 from website_health_check.event import Trigger
 
 logger = Logger(child=True)
 
 
 def plan(run: Run[Config, Trigger]) -> Plan:
-    """Gather (site list, states, probes) and decide; no change. Calls: 1 GetParameter + 1
-    Scan page (one per 1 MB of states: a few thousand sites), and one probe per site."""
+    """Gather (site lists, states, probes) and decide; no change. Calls: 1 GetParameter + 1
+    GetParametersByPath (per 10 parameters under the list's) + 1 Scan page (one per 1 MB of
+    states: thousands of sites), and one probe per site."""
     config = run.config
-    text = service.site_list(config.sites_parameter)
+    lists = service.site_lists(config.sites_parameter)
     items = store.load(config.state_table)
     token = uuid.uuid4().hex[:16]
     known_error = items.get(store.CONFIG_ITEM)
     try:
-        sites = parse_sites(text)
+        sites = parse_site_lists(lists)
     except SiteConfigError as err:
-        return _bad_site_list(config, err, text, known_error, token)
+        return _bad_site_list(config, err, lists, known_error, token)
 
-    probes = service.probe_all(sites, run.deadline, run.now)
+    order_item = items.get(store.ORDER_ITEM)
+    ordered = check_order(sites, store.not_checked(order_item))
+    probes = service.probe_all(ordered, run.deadline, run.now)
+    checked_urls = {site.url for site, _ in probes}
+    unchecked = [s for s in sites if s.url not in checked_urls]
+    position = {s.url: i for i, s in enumerate(sites)}
+    probes.sort(key=lambda pair: position[pair[0].url])
     results = [classify(site, probe, config.cert_warning_days) for site, probe in probes]
-    service.emit_site_metrics(results)
+    if config.per_site_metrics:
+        service.emit_site_metrics(results)
     writes: list[dict[str, Any]] = []
     decisions: list[dict[str, Any]] = []
+    reported: dict[str, Status] = {s.url: store.to_state(items.get(s.url), s.url).reported for s in sites}
     for (site, _), result in zip(probes, results, strict=True):
         item = items.get(site.url)
         before = store.to_state(item, site.url)
         after, transition = advance(
-            before, result.status, result.reason, config.failures_before_down, run.now
+            before, result.status, result.reason, config.failures_before_down, run.now, config.flapping
         )
+        reported[site.url] = after.reported
         decisions.append(
             {
                 "decision": "site checked",
@@ -70,6 +90,8 @@ def plan(run: Run[Config, Trigger]) -> Plan:
                 "category": result.category,
                 "latency_ms": result.latency_ms,
                 "cert_days_left": result.cert_days_left,
+                "reported": after.reported.value,
+                "recent": after.recent or None,
                 "transition": transition.kind if transition else None,
             }
         )
@@ -87,29 +109,47 @@ def plan(run: Run[Config, Trigger]) -> Plan:
                     "old": transition.old.value,
                     "reason": transition.reason,
                     "down_since": transition.down_since,
+                    "recent": transition.recent,
                 },
                 "now": result.reason,  # this check's own words (a RECOVERED mail says them)
             }
         )
 
     cert_days = [r.cert_days_left for r in results if r.cert_days_left is not None]
-    extra: dict[str, float] = {"FailingSites": sum(r.status is Status.DOWN for r in results)}
+    extra: dict[str, float] = {
+        "SitesDown": sum(status in (Status.DOWN, Status.FLAPPING) for status in reported.values()),
+        "SitesNotChecked": len(unchecked),
+    }
     if cert_days:
         extra["CertificateDaysLeftMin"] = min(cert_days)
-    counts = Counts(checked=len(results), skipped=len(sites) - len(results), extra=extra)
+    counts = Counts(checked=len(results), skipped=len(unchecked), extra=extra)
     # The list is fine again: forget the complaint about the old one (so a new mistake mails).
     forget = store.version(known_error) if known_error is not None else None
-    if not writes and forget is None:
+    order = _order_change(order_item, unchecked, token)
+    if not writes and forget is None and order is None:
         return Plan(None, counts, decisions)
     intent = {
         "kind": "checks",
         "token": token,
         "at": run.now.isoformat(),
         "failures_before_down": config.failures_before_down,
+        "flapping": {"failures": config.flapping.failures, "size": config.flapping.size},
         "writes": writes,
         "forget_site_list_error": forget,
+        "order": order,
     }
     return Plan(intent, counts, decisions)
+
+
+def _order_change(item: Mapping[str, Any] | None, unchecked: list[Site], token: str) -> dict[str, Any] | None:
+    """The write that makes the next run check ``unchecked`` first: the order item's new record,
+    or its deletion once every site was checked; None when it stays as it is."""
+    keys = {site_key(s.url) for s in unchecked}
+    if keys == store.not_checked(item):
+        return None
+    if not keys:
+        return {"forget": store.version(item)}
+    return {"record": store.order_record(sorted(keys), store.version(item), token, store.writers(item))}
 
 
 def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,11 +171,22 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     forgotten = False
     if intent.get("forget_site_list_error") is not None:
         forgotten = store.forget(table, store.CONFIG_ITEM, int(intent["forget_site_list_error"]))
+    order = intent.get("order") or {}
+    if "record" in order:
+        done["order"] = [store.write(table, order["record"], token)]
+    elif "forget" in order:
+        done["order"] = [
+            "written" if store.forget(table, store.ORDER_ITEM, int(order["forget"])) else "conflict"
+        ]
     return {**done, "forgot_site_list_error": forgotten}
 
 
 def _bad_site_list(
-    config: Config, err: SiteConfigError, text: str, known: Mapping[str, Any] | None, token: str
+    config: Config,
+    err: SiteConfigError,
+    lists: list[tuple[str, str]],
+    known: Mapping[str, Any] | None,
+    token: str,
 ) -> Plan:
     """No site is checked. The first run that sees this exact text mails the problems; the
     item remembering its fingerprint keeps the following runs quiet until the text changes."""
@@ -143,6 +194,8 @@ def _bad_site_list(
         "site list is malformed; no site was checked",
         extra={"parameter": config.sites_parameter, "problems": err.problems},
     )
+    # One parameter: its text's digest, as before lists could be split (no mail again on upgrade).
+    text = lists[0][1] if len(lists) == 1 else json.dumps(lists)
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
     already_mailed = known is not None and known.get("digest", {}).get("S") == fingerprint
     decisions = [

@@ -23,6 +23,7 @@ from autopilot import aws
 from website_health_check.decide import SiteState, Status
 
 CONFIG_ITEM = "#site-list"  # remembers the last malformed site list we mailed about
+ORDER_ITEM = "#not-checked"  # the sites the last run did not reach (checked first next run)
 KEEP_WRITERS = 5  # writer tokens kept per item: far more runs than can overlap one
 Outcome = Literal["written", "already", "conflict"]
 
@@ -44,6 +45,7 @@ def to_state(item: Mapping[str, Any] | None, url: str) -> SiteState:
         streak=int(item.get("streak", {}).get("N", "0")),
         reason=item.get("reason", {}).get("S", ""),
         version=int(item.get("version", {}).get("N", "0")),
+        recent=item.get("recent", {}).get("S", ""),
     )
 
 
@@ -66,6 +68,25 @@ def state_record(state: SiteState, token: str, previous_writers: list[str]) -> d
         "streak": state.streak,
         "reason": state.reason[:1000],
         "version": state.version + 1,
+        "writers": [token, *previous_writers][:KEEP_WRITERS],
+        **({"recent": state.recent} if state.recent else {}),
+    }
+
+
+def not_checked(item: Mapping[str, Any] | None) -> set[str]:
+    """The keys (decide.site_key) of the sites the last run left unchecked."""
+    return {k["S"] for k in (item or {}).get("sites", {}).get("L", []) if "S" in k}
+
+
+def order_record(
+    keys: list[str], old_version: int, token: str, previous_writers: list[str]
+) -> dict[str, Any]:
+    """The item that remembers which sites this run did not check (their keys: 13 bytes each,
+    2,000 of them 26 KB), so the next run checks them first."""
+    return {
+        "url": ORDER_ITEM,
+        "sites": sorted(keys),
+        "version": old_version + 1,
         "writers": [token, *previous_writers][:KEEP_WRITERS],
     }
 

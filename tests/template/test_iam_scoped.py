@@ -23,15 +23,21 @@ def parameter_arn(name: str, account: str = ACCOUNT) -> str:
     return f"arn:aws:ssm:{REGION}:{account}:parameter/{name.lstrip('/')}"
 
 
-def test_the_health_check_reads_its_site_list_and_no_other_parameter(deployed: dict[str, Any]) -> None:
-    """The parameter the function is told to read (SITES_PARAMETER), and not a secret next to it."""
+def test_the_health_check_reads_its_site_list_folder_and_no_other_parameter(deployed: dict[str, Any]) -> None:
+    """The folder of the parameter the function is told to read (SITES_PARAMETER), with
+    GetParametersByPath (authorized against the path asked for): not a wider or another folder,
+    not one parameter by name, not another account's."""
     variables = deployed["Resources"]["WebsiteHealthCheckFunction"]["Properties"]["Environment"]["Variables"]
     sites = str(variables["SITES_PARAMETER"])
+    folder = sites.rsplit("/", 1)[0]
     statements = role(deployed, "website_health_check")
-    assert decide(statements, Request("ssm:GetParameter", parameter_arn(sites))) == ALLOW
-    for other in ("/prod/db/password", sites.rsplit("/", 1)[0] + "/api-key", sites + "-old"):
-        assert decide(statements, Request("ssm:GetParameter", parameter_arn(other))) != ALLOW, other
-    assert decide(statements, Request("ssm:GetParameter", parameter_arn(sites, OTHER_ACCOUNT))) != ALLOW
+    by_path = "ssm:GetParametersByPath"
+    assert decide(statements, Request(by_path, parameter_arn(folder))) == ALLOW
+    for other in ("/", "/prod/db", folder.rsplit("/", 1)[0], folder + "-old", sites):
+        assert decide(statements, Request(by_path, parameter_arn(other))) != ALLOW, other
+    assert decide(statements, Request(by_path, parameter_arn(folder, OTHER_ACCOUNT))) != ALLOW
+    for one in (sites, "/prod/db/password", folder + "/api-key"):
+        assert decide(statements, Request("ssm:GetParameter", parameter_arn(one))) != ALLOW, one
 
 
 def test_idle_stopper_reads_stop_protection_of_this_accounts_instances_only(deployed: dict[str, Any]) -> None:

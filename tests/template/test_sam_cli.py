@@ -66,7 +66,7 @@ def test_sam_build_needs_no_docker_and_no_lambda_python(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     layer = build_dir / "SharedLayer" / "python"
     assert (layer / "autopilot" / "notify.py").is_file()
-    assert (layer / "aws_lambda_powertools").is_dir() and (layer / "requests").is_dir()
+    assert (layer / "aws_lambda_powertools").is_dir() and (layer / "aiohttp").is_dir()
     native = list(layer.rglob("*.so"))
     assert native and all("aarch64" in so.name or "abi3" in so.name for so in native), native
     assert not any("x86_64" in so.name for so in native)

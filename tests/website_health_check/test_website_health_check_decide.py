@@ -3,6 +3,7 @@ no AWS, no clock)."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,10 +16,14 @@ from website_health_check.decide import (
     SiteConfigError,
     SiteState,
     Status,
+    Window,
     advance,
+    check_order,
     classify,
+    parse_site_lists,
     parse_sites,
     scrub,
+    site_key,
 )
 
 pytestmark = pytest.mark.unit
@@ -113,8 +118,11 @@ def test_recovered_carries_when_it_went_down() -> None:
     assert transition.old is Status.DOWN and transition.kind == "RECOVERED"
 
 
+OBSERVED = [Status.UP, Status.DEGRADED, Status.DOWN]  # what one check can see (never FLAPPING)
+
+
 @given(
-    statuses=st.lists(st.sampled_from(list(Status)), max_size=40),
+    statuses=st.lists(st.sampled_from(OBSERVED), max_size=40),
     threshold=st.integers(min_value=1, max_value=5),
 )
 def test_mails_only_on_changes_and_never_twice_in_a_row_for_the_same_state(
@@ -136,6 +144,111 @@ def test_mails_only_on_changes_and_never_twice_in_a_row_for_the_same_state(
             if transition and transition.new is not Status.UP:
                 window = statuses[max(0, j - threshold + 1) : j + 1]
                 assert len(window) == threshold and set(window) == {transition.new}
+
+
+# -- the flapping window -----------------------------------------------------------------------
+
+WINDOW = Window(failures=4, size=10)
+
+
+def flap(statuses: list[Status], threshold: int = 2, window: Window = WINDOW) -> list[str]:
+    state, kinds = SiteState(url="u"), []
+    for i, status in enumerate(statuses):
+        state, transition = advance(state, status, "r", threshold, NOW + timedelta(minutes=5 * i), window)
+        kinds.append(transition.kind if transition else "-")
+    return kinds
+
+
+def test_a_site_alternating_503_and_200_is_flapping_once_then_recovered_after_a_clean_window() -> None:
+    alternating = [Status.DOWN, Status.UP] * 6
+    kinds = flap(alternating + [Status.UP] * 10)
+    assert kinds[:7] == ["-", "-", "-", "-", "-", "-", "FLAPPING"]  # the 4th failure of 7 checks
+    assert kinds.count("FLAPPING") == 1 and kinds.count("DOWN") == 0
+    # RECOVERED exactly when the last 10 checks are all good: the 10th good one after the last failure.
+    last_failure = max(i for i, s in enumerate(alternating) if s is Status.DOWN)
+    assert kinds.index("RECOVERED") == last_failure + 10
+    assert kinds.count("RECOVERED") == 1
+
+
+def test_a_flapping_site_that_stays_down_is_down() -> None:
+    kinds = flap([Status.DOWN, Status.UP] * 4 + [Status.DOWN, Status.DOWN])
+    assert kinds.count("FLAPPING") == 1 and kinds[-1] == "DOWN"
+
+
+def test_an_outage_is_down_not_flapping_and_a_recovery_does_not_count_its_failures_twice() -> None:
+    kinds = flap([Status.DOWN] * 8 + [Status.UP] * 12)
+    assert kinds.count("DOWN") == 1 and kinds.count("FLAPPING") == 0 and kinds[8] == "RECOVERED"
+
+
+def test_a_site_that_stays_down_writes_nothing_more() -> None:
+    state, _ = advance(SiteState(url="u"), Status.DOWN, "r", 1, NOW, WINDOW)
+    again, transition = advance(state, Status.DOWN, "r", 1, NOW + timedelta(minutes=5), WINDOW)
+    assert transition is None and again == state
+
+
+def test_a_healthy_site_keeps_no_window() -> None:
+    state = SiteState(url="u")
+    for _ in range(30):
+        state, _ = advance(state, Status.UP, "ok", 2, NOW, WINDOW)
+    assert state == SiteState(url="u")
+
+
+def test_the_window_rule_can_be_off() -> None:
+    assert "FLAPPING" not in flap([Status.DOWN, Status.UP] * 20, window=Window(failures=0, size=10))
+
+
+@given(
+    statuses=st.lists(st.sampled_from(OBSERVED), max_size=60),
+    failures=st.integers(min_value=3, max_value=6),
+    size=st.integers(min_value=6, max_value=12),
+)
+def test_flapping_is_reported_exactly_when_the_window_says_so(
+    statuses: list[Status], failures: int, size: int
+) -> None:
+    """FLAPPING only after a failed check with >= failures of the last `size` checks failed
+    (counted while not DOWN), RECOVERED from FLAPPING only after `size` good checks in a row,
+    and every transition a change."""
+    window = Window(failures=failures, size=size)
+    state, reported = SiteState(url="u"), Status.UP
+    for i, status in enumerate(statuses):
+        before = state
+        state, transition = advance(state, status, "r", 2, NOW + timedelta(minutes=i), window)
+        if transition is None:
+            assert state.reported is reported
+            continue
+        assert transition.old is reported is not transition.new
+        if transition.new is Status.FLAPPING:
+            assert status is Status.DOWN and before.reported is not Status.DOWN
+            assert transition.recent.count("x") >= failures and len(transition.recent) <= size
+        if before.reported is Status.FLAPPING and transition.new is not Status.DOWN:
+            good = statuses[max(0, i - size + 1) : i + 1]
+            assert len(good) == size and Status.DOWN not in good
+        reported = transition.new
+
+
+# -- fair order ---------------------------------------------------------------------------------
+
+
+@given(
+    size=st.integers(min_value=1, max_value=40),
+    capacities=st.lists(st.floats(min_value=0.5, max_value=1.0), min_size=2, max_size=12),
+)
+def test_every_site_is_checked_at_least_every_other_run_when_a_run_checks_half(
+    size: int, capacities: list[float]
+) -> None:
+    """Each run checks the first `capacity` of its order (the budget's cut): with at least half
+    the list per run, no site goes two runs in a row unchecked."""
+    sites = [Site(url=f"https://s{i}.example", name=f"s{i}") for i in range(size)]
+    not_checked: set[str] = set()
+    missed_last: set[str] = set()
+    for share in capacities:
+        order = check_order(sites, not_checked)
+        assert sorted(s.url for s in order) == sorted(s.url for s in sites)  # nobody lost or doubled
+        done = order[: math.ceil(size * share)]
+        missed = {s.url for s in sites} - {s.url for s in done}
+        assert not missed & missed_last
+        missed_last = missed
+        not_checked = {site_key(u) for u in missed}
 
 
 # -- classify: what one probe means --------------------------------------------------------
@@ -218,3 +331,28 @@ def test_secrets_are_cut_out_of_any_text_about_the_site() -> None:
     with pytest.raises(SiteConfigError) as raised:
         parse_sites('[{"url": "ftp://root:hunter2@example.com/"}]')
     assert "hunter2" not in str(raised.value) and "ftp://example.com/" in str(raised.value)
+
+
+# -- the size limit and split lists -----------------------------------------------------------
+
+
+def test_2000_sites_over_several_parameters_are_one_list_and_2001_a_clear_error() -> None:
+    urls = [f"https://s{i}.example" for i in range(2001)]
+    lists = [(f"/p/sites/{n}", ", ".join(urls[n * 500 : (n + 1) * 500])) for n in range(4)]
+    assert len(parse_site_lists(lists)) == 2000
+    with pytest.raises(SiteConfigError) as err:
+        parse_site_lists([*lists, ("/p/sites/5", urls[2000])])
+    assert err.value.problems == [
+        "2,001 sites listed; at most 2,000 per stack (deploy another stack for the rest)"
+    ]
+
+
+def test_a_problem_in_a_split_list_names_its_parameter_and_a_site_in_two_is_listed_twice() -> None:
+    with pytest.raises(SiteConfigError) as err:
+        parse_site_lists([("/p/sites", "https://a.example"), ("/p/sites/b", "https://b.example, ftp://x")])
+    assert err.value.problems == [
+        "/p/sites/b: site 2: url 'ftp://x' is not an http:// or https:// URL with a host"
+    ]
+    with pytest.raises(SiteConfigError) as err:
+        parse_site_lists([("/p/sites", "https://a.example"), ("/p/sites/b", "https://a.example")])
+    assert err.value.problems == ["https://a.example is listed twice"]

@@ -3,7 +3,7 @@ outbox, its mails and metrics, and the exact AWS calls of a run."""
 
 from __future__ import annotations
 
-import time
+import socket
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,8 +16,7 @@ from autopilot import runner
 from autopilot.config import ConfigError
 from autopilot.recorder import CallRecorder
 from conftest import FakeContext
-from website_health_check import app, service, store
-from website_health_check.decide import Probe, Site
+from website_health_check import app, store
 
 pytestmark = pytest.mark.integration
 Mailbox = Callable[[], list[dict[str, Any]]]
@@ -41,12 +40,12 @@ def test_down_after_two_failures_once_then_recovered(
     ok, toggle = urls(web, "/ok", "/toggle")
     sites(f"{ok}, {toggle}")
     first = invoke()
-    assert (first["Checked"], first["FailingSites"], first["Changed"]) == (2, 0, 0) and mailbox() == []
+    assert (first["Checked"], first["SitesDown"], first["Changed"]) == (2, 0, 0) and mailbox() == []
     web.healthy = False  # type: ignore[attr-defined]
-    assert invoke()["FailingSites"] == 1 and mailbox() == []  # one failed check: could be a blip
+    assert invoke()["SitesDown"] == 0 and mailbox() == []  # one failed check: could be a blip
     assert states() == {toggle: "UP"}  # ... but its streak is stored
     result = invoke()
-    assert (result["Changed"], result["FailingSites"], result["mails_held"]) == (1, 1, 0)
+    assert (result["Changed"], result["SitesDown"], result["mails_held"]) == (1, 1, 0)
     assert states() == {toggle: "DOWN"}
     (mail,) = mailbox()
     assert mail["subject"] == f"[ops-autopilot-test] DOWN: {toggle} - HTTP 503, expected 200-399"
@@ -70,7 +69,7 @@ def test_healthy_runs_write_nothing_and_cost_five_calls(
     sites(", ".join(f"http://127.0.0.1:{web.server_port}/ok?{i}" for i in range(20)))
     result = invoke()
     # 2 of the health check's own (the list, the states) and the runner's 3; nothing recorded.
-    assert calls.by_operation() == {"ssm.GetParameter": 1, "dynamodb.Scan": 1, **RUNNER}
+    assert calls.by_operation() == {"ssm.GetParametersByPath": 1, "dynamodb.Scan": 1, **RUNNER}
     assert result["Checked"] == 20 and result["Changed"] == 0 and states() == {}
 
 
@@ -85,10 +84,10 @@ def test_a_run_with_a_change_costs_one_write_per_changed_site_and_the_outbox(
     web.healthy = False  # type: ignore[attr-defined]
     sites(", ".join(urls(web, "/ok", "/toggle?1", "/toggle?2")))
     invoke()
-    own = {"ssm.GetParameter": 1, "dynamodb.Scan": 1, "dynamodb.PutItem": 2, "sns.Publish": 1}
+    own = {"ssm.GetParametersByPath": 1, "dynamodb.Scan": 1, "dynamodb.PutItem": 2, "sns.Publish": 1}
     assert calls.by_operation() == Counter(RUNNER) + Counter(OUTBOX) + Counter(own)
     assert calls.by_operation() == {
-        "ssm.GetParameter": 1,
+        "ssm.GetParametersByPath": 1,
         "dynamodb.Scan": 1,
         "dynamodb.Query": 1,
         "dynamodb.PutItem": 1 + 1 + 2,  # claim, intent, one per changed site
@@ -106,7 +105,15 @@ def test_metrics_are_the_standard_four_and_the_health_checks_own(
     metrics = {k: v for k, v in result.items() if k[0].isupper()}
     assert metrics["CertificateDaysLeftMin"] == pytest.approx(3.0, abs=0.1)
     del metrics["CertificateDaysLeftMin"]
-    assert metrics == {"Checked": 3, "Changed": 0, "Skipped": 0, "Failed": 0, "FailingSites": 1}
+    # /error failed once: not DOWN yet (2 in a row), so no site is down.
+    assert metrics == {
+        "Checked": 3,
+        "Changed": 0,
+        "Skipped": 0,
+        "Failed": 0,
+        "SitesDown": 0,
+        "SitesNotChecked": 0,
+    }
 
 
 def test_the_clock_not_the_event_says_when_a_site_went_down(
@@ -138,18 +145,20 @@ def test_sites_not_reached_in_the_time_budget_are_skipped_and_untouched(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FAILURES_BEFORE_DOWN", "1")
-    sites("https://fast.example, https://stuck.example")
-
-    def probe(site: Site, budget_s: float, now: datetime) -> Probe:
-        if "stuck" in site.url:
-            time.sleep(3)
-        return Probe(site.url, ("refused", "connection refused"))
-
-    monkeypatch.setattr(service, "probe", probe)
-    # 21 s left: the runner keeps 20 s in reserve, so the checks get 1 s
-    result = app.lambda_handler(scheduled(), FakeContext(remaining_ms=21_000))  # type: ignore[arg-type]
-    assert (result["Checked"], result["Skipped"], result["Changed"]) == (1, 1, 1)
-    assert states() == {"https://fast.example": "DOWN"}
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        refused, stuck = "http://127.0.0.1:9/", f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        sites(f"{refused}, {stuck}")
+        # 21 s left: the runner keeps 20 s in reserve, so the checks get 1 s (stuck's own timeout: 10 s)
+        result = app.lambda_handler(scheduled(), FakeContext(remaining_ms=21_000))  # type: ignore[arg-type]
+    assert (result["Checked"], result["Skipped"], result["SitesNotChecked"], result["Changed"]) == (
+        1,
+        1,
+        1,
+        1,
+    )
+    assert states() == {refused: "DOWN"}
 
 
 def test_malformed_site_list_mails_once_and_checks_nothing(
@@ -273,10 +282,12 @@ def test_credentials_in_a_site_url_reach_the_site_and_nothing_else(
     states: States,
     mailbox: Mailbox,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A site checked with a user and password and a heartbeat token in its URL: the request
     carries them, but the logs, the EMF metrics, the mails and the state table show the URL
     without them (issue 13: they leaked into all four)."""
+    monkeypatch.setenv("PER_SITE_METRICS", "true")  # the per-site metrics name the site too
     port = web.server_port
     secret_url = f"http://alice:pw-s3cr3t@127.0.0.1:{port}/toggle?token=tok-0123456789&lang=en"
     dead = "http://bob:pw-0th3r@127.0.0.1:9/?api_key=key-9876543210"  # nothing listens on port 9
@@ -295,3 +306,33 @@ def test_credentials_in_a_site_url_reach_the_site_and_nothing_else(
     seen = printed + "".join(m["subject"] + m["body"] for m in mails)
     for secret in ("pw-s3cr3t", "tok-0123456789", "pw-0th3r", "key-9876543210", "alice", "bob:"):
         assert secret not in seen, secret  # ... their secrets are not
+
+
+def test_a_flapping_site_is_mailed_once_as_flapping_with_its_history_then_recovered(
+    web: ThreadingHTTPServer, invoke: Invoke, sites: Sites, states: States, mailbox: Mailbox
+) -> None:
+    """503, 200, 503, 200...: never 2 failures in a row, so never DOWN - but 4 of 7 checks failed."""
+    (toggle,) = urls(web, "/toggle")
+    sites(toggle)
+    results = []
+    for check in range(8):  # fail, ok, fail, ok, fail, ok, fail, ok
+        web.healthy = check % 2 == 1  # type: ignore[attr-defined]
+        results.append(invoke())
+    (mail,) = mailbox()
+    assert mail["subject"] == f"[ops-autopilot-test] FLAPPING: {toggle} - HTTP 503, expected 200-399"
+    assert mail["attributes"]["severity"] == "critical"
+    assert (
+        "failed 4 of its last 7 checks, never 2 in a row; oldest first: FAIL ok FAIL ok FAIL ok FAIL"
+        in (mail["body"])
+    )
+    assert "reported RECOVERED after 10 good checks in a row" in mail["body"]
+    assert [r["SitesDown"] for r in results] == [0, 0, 0, 0, 0, 0, 1, 1]  # the alarm's metric
+    assert states() == {toggle: "FLAPPING"}
+    web.healthy = True  # type: ignore[attr-defined]
+    for _ in range(8):
+        invoke()
+    assert len(mailbox()) == 1  # 9 good checks since the last failure: the window is not clean yet
+    assert invoke()["SitesDown"] == 0
+    recovered = mailbox()[-1]
+    assert recovered["subject"] == f"[ops-autopilot-test] RECOVERED: {toggle}"
+    assert "was FLAPPING since" in recovered["body"] and states() == {toggle: "UP"}

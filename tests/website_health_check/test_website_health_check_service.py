@@ -146,12 +146,35 @@ def test_no_sites_probes_nothing() -> None:
     assert service.probe_all([], Deadline(remaining_at_start=10), datetime.now(UTC)) == []
 
 
-def test_the_site_list_is_one_get_parameter(calls: CallRecorder) -> None:
+def test_the_site_list_is_one_get_parameters_by_path(calls: CallRecorder) -> None:
     boto3.client("ssm", region_name=REGION).put_parameter(
         Name="/t/sites", Value="https://a.example", Type="String"
     )
-    assert service.site_list("/t/sites") == "https://a.example"
-    assert calls.by_operation() == {"ssm.GetParameter": 1}
+    assert service.site_lists("/t/sites") == [("/t/sites", "https://a.example")]
+    assert calls.by_operation() == {"ssm.GetParametersByPath": 1}
+
+
+def test_a_list_split_over_parameters_is_read_with_its_folder_and_nothing_else(calls: CallRecorder) -> None:
+    ssm = boto3.client("ssm", region_name=REGION)
+    for name, value in [
+        ("/t/sites", "https://a.example"),
+        ("/t/sites/shop", "https://shop.example"),
+        ("/t/sites/api/v2", "https://api.example"),
+        ("/t/sites-old", "https://old.example"),  # same folder, another name: not the list
+        ("/t/other", "https://other.example"),
+    ]:
+        ssm.put_parameter(Name=name, Value=value, Type="String")
+    assert service.site_lists("/t/sites") == [
+        ("/t/sites", "https://a.example"),
+        ("/t/sites/api/v2", "https://api.example"),
+        ("/t/sites/shop", "https://shop.example"),
+    ]
+    assert calls.by_operation() == {"ssm.GetParametersByPath": 1}
+
+
+def test_a_missing_site_list_says_so() -> None:
+    with pytest.raises(LookupError, match="/t/nothing does not exist"):
+        service.site_lists("/t/nothing")
 
 
 def test_per_site_metrics_are_emf_lines_with_the_site_dimension(capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,8 +67,10 @@ class Section:
     heading: str
     items: list[Item] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
+    limit: int = ITEMS_PER_SECTION  # items listed; the rest counted (a digest may list them all)
 
-    def render(self, limit: int = ITEMS_PER_SECTION) -> list[str]:
+    def render(self) -> list[str]:
+        limit = self.limit
         lines = [self.heading, "-" * min(len(self.heading), 72)]
         lines += self.text
         for item in self.items[:limit]:
@@ -90,9 +92,13 @@ class Digest:
     advice: list[str] = field(default_factory=list)
 
     def section(
-        self, heading: str, items: list[Item] | None = None, text: list[str] | None = None
+        self,
+        heading: str,
+        items: list[Item] | None = None,
+        text: list[str] | None = None,
+        limit: int = ITEMS_PER_SECTION,
     ) -> Section:
-        new = Section(heading, list(items or []), list(text or []))
+        new = Section(heading, list(items or []), list(text or []), limit)
         self.sections.append(new)
         return new
 

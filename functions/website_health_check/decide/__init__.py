@@ -16,15 +16,26 @@ Site list: two forms are accepted:
     [{"url": "https://example.com", "expect_text": "Welcome", "status": "200-299",
       "timeout": 5, "max_latency_ms": 1500, "name": "shop"}]
 
-States: each site has a *reported* status (what the last mail said; UP for a new site) and a
-streak: how many checks in a row observed the same different status. A site is reported DOWN
-or DEGRADED only after ``threshold`` consecutive checks agree (no mail for a single blip), and
-reported UP again (RECOVERED) on the first good check. Nothing changes while the observed
-status equals the reported one, so a site that stays down mails once, not every 5 minutes.
+States: each site has a *reported* status (what the last mail said; UP for a new site), a
+streak (how many checks in a row observed the same different status) and a window of its
+recent checks (failed or not, the last ``window.size``). Two rules report a problem:
+- **DOWN** (or DEGRADED) after ``threshold`` consecutive checks agree (no mail for one blip);
+- **FLAPPING** when at least ``window.failures`` of the last ``window.size`` checks failed
+  although never ``threshold`` in a row (a site alternating 503 and 200 fails half its checks
+  and would otherwise never be reported). It is RECOVERED only once the window is clean:
+  ``window.size`` good checks in a row. A streak of ``threshold`` failures turns it DOWN.
+A site is reported UP again (RECOVERED) on its first good check after DOWN or DEGRADED.
+Nothing changes while the observed status equals the reported one, so a site that stays down
+mails once, not every 5 minutes.
+
+Order: :func:`check_order` puts first the sites the last run did not check (the budget ran
+out), so when a run can check at least half of the list, every site is checked at least every
+other run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
@@ -35,7 +46,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 60.0
-MAX_SITES = 500
+MAX_SITES = 2000  # per stack (docs/website_health_check.md: more sites, more stacks)
 _FIELDS = {"url", "name", "expect_text", "status", "timeout", "max_latency_ms"}
 _RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*$")
 
@@ -112,7 +123,38 @@ class Site:
         return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in self.status_ranges)
 
 
-def parse_sites(text: str) -> list[Site]:
+def parse_site_lists(lists: list[tuple[str, str]]) -> list[Site]:
+    """Sites from several parameters' texts ((name, text), as ``service.site_lists`` reads
+    them), one list; raises SiteConfigError listing every problem, each naming its parameter
+    when there is more than one."""
+    problems: list[str] = []
+    sites: list[Site] = []
+    for name, text in lists:
+        try:
+            sites += parse_sites(text, check_size=False)
+        except SiteConfigError as err:
+            problems += [f"{name}: {p}" if len(lists) > 1 else p for p in err.problems]
+    problems += _list_problems(sites, len(sites))
+    if problems:
+        raise SiteConfigError(problems)
+    return sites
+
+
+def _list_problems(sites: list[Site], listed: int) -> list[str]:
+    problems: list[str] = []
+    if listed > MAX_SITES:
+        problems.append(
+            f"{listed:,} sites listed; at most {MAX_SITES:,} per stack (deploy another stack for the rest)"
+        )
+    seen: set[str] = set()
+    for site in sites:
+        if site.url in seen:
+            problems.append(f"{site.url} is listed twice")
+        seen.add(site.url)
+    return problems
+
+
+def parse_sites(text: str, *, check_size: bool = True) -> list[Site]:
     """Sites from the parameter text; raises SiteConfigError listing every problem."""
     text = text.strip()
     if not text or text == "[]":
@@ -129,17 +171,11 @@ def parse_sites(text: str) -> list[Site]:
         entries = [u.strip() for u in re.split(r"[,\n]", text) if u.strip()]
     problems: list[str] = []
     sites: list[Site] = []
-    if len(entries) > MAX_SITES:
-        problems.append(f"{len(entries)} sites listed; at most {MAX_SITES} per stack")
     for index, entry in enumerate(entries, start=1):
         site = _parse_entry(entry, f"site {index}", problems)
         if site:
             sites.append(site)
-    seen: set[str] = set()
-    for site in sites:
-        if site.url in seen:
-            problems.append(f"{site.url} is listed twice")
-        seen.add(site.url)
+    problems += _list_problems(sites, len(entries) if check_size else 0)
     if problems:
         raise SiteConfigError(problems)
     return sites
@@ -230,6 +266,7 @@ class Status(StrEnum):
     UP = "UP"
     DEGRADED = "DEGRADED"
     DOWN = "DOWN"
+    FLAPPING = "FLAPPING"  # reported only (advance's window rule); a single check is never FLAPPING
 
 
 @dataclass(frozen=True)
@@ -296,6 +333,25 @@ def classify(site: Site, probe: Probe, cert_warning_days: int) -> CheckResult:
 
 # -- 3. when that is worth a mail ------------------------------------------------------------
 
+FAILED, PASSED = "x", "."  # one check in SiteState.recent
+
+
+@dataclass(frozen=True)
+class Window:
+    """The flapping rule: FLAPPING when ``failures`` of the last ``size`` checks failed.
+    ``failures`` 0 turns the rule off."""
+
+    failures: int = 4
+    size: int = 10
+
+    def __post_init__(self) -> None:
+        if not (self.failures == 0 or 1 <= self.failures <= self.size <= MAX_WINDOW):
+            raise ValueError(f"window: 0 or 1 <= failures <= size <= {MAX_WINDOW}")
+
+
+MAX_WINDOW = 50
+NO_WINDOW = Window(failures=0, size=1)
+
 
 @dataclass(frozen=True)
 class SiteState:
@@ -306,6 +362,9 @@ class SiteState:
     streak: int = 0
     reason: str = ""
     version: int = 0  # of the stored item (store.py's optimistic lock); 0: never stored
+    # The last checks, oldest first (FAILED / PASSED), kept while one of them failed or the
+    # site is FLAPPING; "" otherwise, so a healthy site's item never changes.
+    recent: str = ""
 
 
 @dataclass(frozen=True)
@@ -315,6 +374,7 @@ class Transition:
     new: Status
     reason: str
     down_since: str  # when the problem was first reported (for RECOVERED mails)
+    recent: str = ""  # the window at this check (FLAPPING mails show it)
 
     @property
     def kind(self) -> str:
@@ -324,21 +384,68 @@ class Transition:
 
 
 def advance(
-    state: SiteState, observed: Status, reason: str, threshold: int, now: datetime
+    state: SiteState,
+    observed: Status,
+    reason: str,
+    threshold: int,
+    now: datetime,
+    window: Window = NO_WINDOW,
 ) -> tuple[SiteState, Transition | None]:
     """The site's next state after one check, and the transition to report, if any.
     A site seen for the first time starts from ``SiteState(url)`` (reported UP)."""
     if threshold < 1:
         raise ValueError("threshold must be at least 1")
-    if observed == state.reported:
-        # Nothing new to say: forget any half-built streak.
-        return replace(state, streak_status=observed, streak=0), None
+    failed = observed is Status.DOWN
+    # While DOWN the window is frozen (the failures that led there stay in it, and a site that
+    # stays down writes nothing); every other check is appended.
+    frozen = state.reported is Status.DOWN and failed
+    recent = state.recent if frozen else (state.recent + (FAILED if failed else PASSED))[-window.size :]
+    if FAILED not in recent and state.reported is not Status.FLAPPING:
+        recent = ""
     streak = state.streak + 1 if observed == state.streak_status else 1
+
+    def report(new: Status, why: str) -> tuple[SiteState, Transition]:
+        kept = "" if new is not Status.FLAPPING and FAILED not in recent else recent
+        moved = replace(
+            state,
+            reported=new,
+            since=now.isoformat(),
+            streak_status=observed,
+            streak=0,
+            reason=why,
+            recent=kept,
+        )
+        return moved, Transition(state.url, state.reported, new, why, state.since, recent)
+
+    if state.reported is Status.FLAPPING:
+        if failed and streak >= threshold:
+            return report(Status.DOWN, reason)
+        if window.failures == 0 or (len(recent) >= window.size and FAILED not in recent):
+            return report(observed, reason)  # the window is clean: RECOVERED (or DEGRADED)
+        return replace(state, streak_status=observed, streak=streak, recent=recent), None
+    flapping = (
+        failed
+        and window.failures > 0
+        and state.reported is not Status.DOWN
+        and recent.count(FAILED) >= window.failures
+    )
+    if observed == state.reported:
+        return replace(state, streak_status=observed, streak=0, recent=recent), None
     needed = 1 if observed is Status.UP else threshold
     if streak < needed:
-        return replace(state, streak_status=observed, streak=streak, reason=reason), None
-    transition = Transition(state.url, state.reported, observed, reason, state.since)
-    new_state = replace(
-        state, reported=observed, since=now.isoformat(), streak_status=observed, streak=0, reason=reason
-    )
-    return new_state, transition
+        if flapping:
+            return report(Status.FLAPPING, reason)
+        return replace(state, streak_status=observed, streak=streak, reason=reason, recent=recent), None
+    return report(observed, reason)
+
+
+def check_order(sites: list[Site], not_checked_last_run: set[str]) -> list[Site]:
+    """The sites the last run did not check first (in the list's order), then the others: when
+    every run checks at least half of the list, no site waits more than one run."""
+    first = [s for s in sites if site_key(s.url) in not_checked_last_run]
+    return first + [s for s in sites if site_key(s.url) not in not_checked_last_run]
+
+
+def site_key(url: str) -> str:
+    """A short stable key for a site's URL (the order item stores these, not URLs)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:12]
