@@ -105,6 +105,11 @@ def main() -> None:
         median = statistics.median(r.seconds for rs in runs.values() for r in rs)
         print(f"wrote {report.MARKDOWN} and {report.CHART} in {elapsed:.0f} s (median run {median:.1f} s)")
 
+    if "website_health_check" in chosen:  # the engine against a reference checker: its own doc
+        from bench import health_engine
+
+        health_engine.main([f for f, on in (("--quick", args.quick), ("--no-write", args.no_write)) if on])
+
 
 if __name__ == "__main__":
     main()
