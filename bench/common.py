@@ -224,6 +224,14 @@ class Run:
         }
 
 
+def metrics_sent(result: dict[str, Any]) -> int:
+    """Custom metrics a run with this handler result sent: its numbers (the runner's four counts
+    only when not zero) and RunsCompleted (autopilot.runner._emit)."""
+    standard = {"Checked", "Changed", "Skipped", "Failed"}
+    numbers = {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return 1 + sum(1 for k, v in numbers.items() if k[0].isupper() and (v or k not in standard))
+
+
 @contextmanager
 def measured() -> Iterator[tuple[CallRecorder, list[float]]]:
     """Record every call of the automation's clients and the wall time of the block."""

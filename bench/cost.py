@@ -7,30 +7,54 @@ and an assumed 300 RunInstances events a month of 1 instance each (owner_tagger)
 Duration model (stated, not measured on Lambda): billed seconds per invocation =
 the in-process wall time measured here (moto's own work included, so an over-estimate of the
 function's CPU) + calls x API_ROUND_TRIP (each AWS call sequential). The health check's wall
-time is measured against local sites that answer in 200 ms. 256 MB (template Globals), arm64.
+time is measured against local sites that answer in 200 ms. 256 MB (template Globals; the health
+check 512 MB), arm64.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from bench import prices
 from bench.common import Run
 
 MONTH_MINUTES: Final = 30 * 24 * 60
+MONTH_HOURS: Final = 730  # CloudWatch bills custom metrics per hour in which they are sent
 API_ROUND_TRIP: Final = 0.03  # seconds per AWS call (assumption: same-region, small requests)
 MEMORY_GB: Final = 0.25
-LAUNCH_EVENTS: Final = 300  # assumption: RunInstances events per month in the reference account
-# template.yaml: failed-events queue 1 + 5 functions x (Errors, Throttles, Failed) + 2 health check
-ALARMS: Final = 18
+LAUNCH_EVENTS: Final = 300  # assumption: RunsInstances events per month in the reference account
 SITES: Final = 10
-# EMF custom metrics (each metric name x dimension set is one metric): the health check's 3 per
-# site (Availability, Latency, CertificateDaysLeft) + 6 run totals; owner_tagger 6; patch_sweeper
-# 6; snapshot_rotator 7; idle_stopper its outcome's metrics (counted in the run); plus
-# Powertools' ColdStart metric per function (5).
-STATIC_METRICS: Final = 3 * SITES + 6 + 6 + 6 + 7 + 5
+PER_SITE_METRICS: Final = 3  # Availability, Latency, CertificateDaysLeft (WebsiteHealthCheckPerSiteMetrics)
+# Custom metrics (each metric name x dimension set is one metric) that a steady-state run
+# sends: the runner's four counts only when not zero, RunsCompleted always, the automation's
+# extras. Measured in the runs where the bench has them (extra "metrics_sent"); otherwise
+# these, read from the automations' report.counts: patch_sweeper's sweep summary, the daily
+# rotation, one launch tagged.
+METRICS_SENT: Final = {
+    "website_health_check": 3,  # RunsCompleted, Checked, CertificateDaysLeftMin (https sites)
+    "patch_sweeper": 7,
+    "snapshot_rotator": 8,
+    "owner_tagger": 4,
+}
+
+
+def alarms() -> int:
+    """Alarms template.yaml creates with its default parameters (each $0.10 a month)."""
+    from samcli.yamlhelper import yaml_parse
+
+    from tools.render import expand_foreach
+
+    template = yaml_parse((Path(__file__).resolve().parent.parent / "template.yaml").read_text())
+    resources = expand_foreach(template["Resources"])
+    off = {"OwnerBackfillOn", "OwnerBackfillSilenceAlarmOn", "RollupOn"}  # opt-in features
+    return sum(
+        1
+        for r in resources.values()
+        if r["Type"] == "AWS::CloudWatch::Alarm" and r.get("Condition") not in off
+    )
 
 
 @dataclass(frozen=True)
@@ -39,6 +63,9 @@ class Line:
     invocations: float
     seconds_each: float
     calls_each: float
+    metrics_sent: int = 0  # custom metrics a run sends
+    memory_gb: float = MEMORY_GB
+    hours_with_data: float = MONTH_HOURS  # hours of the month in which they are sent
     get_metric_data_metrics: float = 0.0  # metrics requested per invocation
     ddb_writes: float = 0.0  # write request units per invocation
     ddb_reads: float = 0.0
@@ -46,7 +73,16 @@ class Line:
 
     @property
     def gb_seconds(self) -> float:
-        return self.invocations * self.seconds_each * MEMORY_GB
+        return self.invocations * self.seconds_each * self.memory_gb
+
+    @property
+    def metric_months(self) -> float:
+        """Custom metrics, in metric-months (each billed for the hours it is sent)."""
+        return self.metrics_sent * min(1.0, self.hours_with_data / MONTH_HOURS)
+
+    @property
+    def metric_cost(self) -> float:
+        return self.metric_months * prices.CW_CUSTOM_METRIC_MONTH
 
     @property
     def lambda_cost(self) -> float:
@@ -67,15 +103,29 @@ def _seconds(run: Run, wall: float | None = None) -> float:
     return (run.seconds if wall is None else wall) + run.total * API_ROUND_TRIP
 
 
-def lines(health: Run, health_wall: float, idle: Run, patch: Run, snapshots: Run, owner: Run) -> list[Line]:
+def lines(
+    health: Run,
+    health_wall: float,
+    idle: Run,
+    patch: Run,
+    snapshots: Run,
+    owner: Run,
+    *,
+    per_site_metrics: bool = False,
+) -> list[Line]:
     patch_commands = patch.calls.get("ssm.SendCommand", 0)
     patch_invocations = 1 + patch_commands  # the scheduled start + one per command's final event
+    health_metrics = int(health.extra.get("metrics_sent", METRICS_SENT["website_health_check"]))
+    if per_site_metrics:
+        health_metrics += PER_SITE_METRICS * SITES
     return [
         Line(
-            "website_health_check",
+            "website_health_check" + (" (per-site metrics on)" if per_site_metrics else ""),
             MONTH_MINUTES / 5,
             _seconds(health, health_wall),
             health.total,
+            metrics_sent=health_metrics,
+            memory_gb=0.5,  # template.yaml: the health check's own MemorySize
             ddb_reads=1,  # one consistent Scan of 10 small items = 1 RRU
         ),
         Line(
@@ -83,7 +133,8 @@ def lines(health: Run, health_wall: float, idle: Run, patch: Run, snapshots: Run
             MONTH_MINUTES / 60,
             _seconds(idle),
             idle.total,
-            get_metric_data_metrics=3 * (idle.size - idle.size // 100),
+            metrics_sent=int(idle.extra.get("metrics_sent", 0)),
+            get_metric_data_metrics=float(idle.extra.get("metrics_requested", 3 * idle.size)),
             publishes=idle.calls.get("sns.Publish", 0),
         ),
         Line(
@@ -91,6 +142,9 @@ def lines(health: Run, health_wall: float, idle: Run, patch: Run, snapshots: Run
             (MONTH_MINUTES / (7 * 24 * 60)) * patch_invocations,
             _seconds(patch) / patch_invocations,
             patch.total / patch_invocations,
+            metrics_sent=METRICS_SENT["patch_sweeper"],
+            # at most one hour with data per invocation (a sweep's commands end within hours)
+            hours_with_data=(MONTH_MINUTES / (7 * 24 * 60)) * patch_invocations,
             # Upper bound: every write billed at the sweep record's size (1 WRU per started KB).
             ddb_writes=(patch.calls.get("dynamodb.PutItem", 0) + patch.calls.get("dynamodb.UpdateItem", 0))
             * math.ceil(int(patch.extra["sweep_record_bytes"]) / 1024)
@@ -98,17 +152,28 @@ def lines(health: Run, health_wall: float, idle: Run, patch: Run, snapshots: Run
             ddb_reads=patch.calls.get("dynamodb.GetItem", 0) / patch_invocations,
             publishes=1 / patch_invocations,
         ),
-        Line("snapshot_rotator", 30, _seconds(snapshots), snapshots.total),
-        Line("owner_tagger", LAUNCH_EVENTS, _seconds(owner), owner.total),
+        Line(
+            "snapshot_rotator",
+            30,
+            _seconds(snapshots),
+            snapshots.total,
+            metrics_sent=METRICS_SENT["snapshot_rotator"],
+            hours_with_data=30,
+        ),
+        Line(
+            "owner_tagger",
+            LAUNCH_EVENTS,
+            _seconds(owner),
+            owner.total,
+            metrics_sent=METRICS_SENT["owner_tagger"],
+            hours_with_data=LAUNCH_EVENTS,  # at most one hour per launch
+        ),
     ]
 
 
-def fixed_monthly(idle_metric_names: int) -> dict[str, float]:
-    return {
-        f"custom metrics ({STATIC_METRICS + idle_metric_names})": (STATIC_METRICS + idle_metric_names)
-        * prices.CW_CUSTOM_METRIC_MONTH,
-        f"alarms ({ALARMS})": ALARMS * prices.CW_ALARM_MONTH,
-    }
+def fixed_monthly() -> dict[str, float]:
+    count = alarms()
+    return {f"alarms ({count}, template defaults)": count * prices.CW_ALARM_MONTH}
 
 
 def alternatives() -> dict[str, float]:

@@ -47,6 +47,7 @@ from bench.common import (
     LambdaContext,
     Run,
     measured,
+    metrics_sent,
     outbox_table,
     pages,
     sample_event,
@@ -133,5 +134,9 @@ def run(count: int) -> Run:
         calls=calls.by_operation(),
         minimum=minimum(count),
         seconds=elapsed[0],
-        extra={"stopped": result["Changed"], "metric_names": len(result.keys() - RESULT_FIELDS)},
+        extra={
+            "stopped": result["Changed"],
+            "metrics_sent": metrics_sent(result),
+            "metrics_requested": result.get("MetricsRequested", 3 * count),
+        },
     )

@@ -36,6 +36,7 @@ from bench.common import (
     LambdaContext,
     Run,
     measured,
+    metrics_sent,
     outbox_table,
     pages,
     sample_event,
@@ -96,5 +97,5 @@ def run(instances: int) -> Run:
         calls=calls.by_operation(),
         minimum=minimum(instances),
         seconds=elapsed[0],
-        extra={"tagged": result["Changed"]},
+        extra={"tagged": result["Changed"], "metrics_sent": metrics_sent(result)},
     )

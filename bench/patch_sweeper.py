@@ -52,6 +52,7 @@ from bench.common import (
     LambdaContext,
     Run,
     measured,
+    metrics_sent,
     pages,
     sample_event,
     sandbox,
@@ -239,5 +240,6 @@ def run(count: int) -> Run:
             "changed": outcome["Changed"],
             "commands": len(simulated.sent),
             "sweep_record_bytes": len(json.dumps(record["Item"])),
+            "metrics_sent": metrics_sent(outcome),
         },
     )

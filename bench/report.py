@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 
 from bench import cost, limits, prices
 from bench.common import ROOT, Run
-from website_health_check.service import MAX_WORKERS
+from website_health_check.service import MAX_CONCURRENCY
 
 GOAL = 1.10
 MARKDOWN = ROOT / "docs" / "benchmarks.md"
@@ -145,7 +145,7 @@ def _cost(
     wall_10 = next((c["wall_s"] for c in concurrency if c["sites"] == 10), None)
     if not needed or wall_10 is None:
         return ["(not computed: run all five automations to get the reference account's cost)"]
-    lines = cost.lines(
+    args = (
         by_size["website_health_check"][10],
         wall_10,
         by_size["idle_stopper"][200],
@@ -153,23 +153,30 @@ def _cost(
         by_size["snapshot_rotator"][100],
         by_size["owner_tagger"][1],
     )
-    idle_metrics = int(by_size["idle_stopper"][200].extra.get("metric_names", 0))
-    out = [
-        "| item | invocations / month | billed s each (model) | AWS calls each | Lambda $ "
-        "| other $ (GetMetricData, DynamoDB, SNS) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    total = 0.0
-    for line in lines:
-        total += line.lambda_cost + line.other_cost
-        out.append(
-            f"| {line.automation} | {line.invocations:,.0f} | {line.seconds_each:.2f} "
-            f"| {line.calls_each:.1f} | {line.lambda_cost:.2f} | {line.other_cost:.2f} |"
-        )
-    for item, dollars in cost.fixed_monthly(idle_metrics).items():
-        total += dollars
-        out.append(f"| {item} | | | | | {dollars:.2f} |")
-    out.append(f"| **ops-autopilot, total** | | | | | **{total:.2f}** |")
+    out: list[str] = []
+    for per_site in (False, True):
+        lines = cost.lines(*args, per_site_metrics=per_site)
+        setting = "WebsiteHealthCheckPerSiteMetrics=" + ("true" if per_site else "false (the default)")
+        out += [
+            "",
+            f"**{setting}**",
+            "",
+            "| item | invocations / month | billed s each (model) | AWS calls each | custom metrics sent "
+            "| metric-months | Lambda $ | metrics $ | other $ (GetMetricData, DynamoDB, SNS) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        total = 0.0
+        for line in lines:
+            total += line.lambda_cost + line.metric_cost + line.other_cost
+            out.append(
+                f"| {line.automation} | {line.invocations:,.0f} | {line.seconds_each:.2f} "
+                f"| {line.calls_each:.1f} | {line.metrics_sent} | {line.metric_months:.2f} "
+                f"| {line.lambda_cost:.2f} | {line.metric_cost:.2f} | {line.other_cost:.2f} |"
+            )
+        for item, dollars in cost.fixed_monthly().items():
+            total += dollars
+            out.append(f"| {item} | | | | | | | | {dollars:.2f} |")
+        out.append(f"| **ops-autopilot, total** | | | | | | | | **{total:.2f}** |")
     out += ["", "The same 10 sites with what people use instead (site checks only):", ""]
     out += ["| alternative | $ / month |", "|---|---:|"]
     for name, dollars in cost.alternatives().items():
@@ -295,13 +302,15 @@ def render(
             "## Health check concurrency",
             "",
             "Local sites (another process) that each answer after 200 ms; wall time of one check of all of "
-            "them, as a ratio to one site's 200 ms (1.0 = perfectly parallel; the function uses 64 threads).",
+            "them, as a ratio to one site's 200 ms (1.0 = perfectly parallel; the engine keeps at most "
+            f"{MAX_CONCURRENCY} connections open). The engine against a reference checker, and HTTPS: "
+            "docs/benchmarks-health-engine.md.",
             "",
-            "| sites | wall | ratio to one site | bound of a 64-thread pool: ceil(sites / 64) |",
+            f"| sites | wall | ratio to one site | rounds: ceil(sites / {MAX_CONCURRENCY}) |",
             "|---:|---:|---:|---:|",
             *[
                 f"| {c['sites']:.0f} | {c['wall_s']:.2f} s | {c['ratio_to_one_site']:.2f} "
-                f"| {math.ceil(c['sites'] / MAX_WORKERS)} |"
+                f"| {math.ceil(c['sites'] / MAX_CONCURRENCY)} |"
                 for c in concurrency
             ],
             "",

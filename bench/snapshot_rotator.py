@@ -46,6 +46,7 @@ from bench.common import (
     LambdaContext,
     Run,
     measured,
+    metrics_sent,
     outbox_table,
     pages,
     sample_event,
@@ -144,5 +145,6 @@ def run(volumes: int) -> Run:
             "deleted": result["SnapshotsDeleted"],
             "left": result["LeftForNextRun"],
             "paced_seconds": round(waited[0], 1),
+            "metrics_sent": metrics_sent(result),
         },
     )

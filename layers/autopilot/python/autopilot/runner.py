@@ -35,8 +35,10 @@
    (:mod:`autopilot.outbox`, rounds) - the rounds gather and decide nothing again.
    A plan may remember facts for the next runs' plans (``Plan.memory`` -> ``Run.memory``),
    read by step 4's Query and written only when changed: what spares the next run a question.
-6. **metrics** - Checked, Changed, Skipped and Failed always (zeros included), plus the
-   automation's own; ``RunsCompleted`` = 1 only when the run got to its end (the template's
+6. **metrics** - Checked, Changed, Skipped and Failed when not zero (a custom metric is
+   billed for every hour in which it is sent: a count that is zero in most runs costs nothing
+   then, and the alarms on them treat no data as zero), plus the automation's own;
+   ``RunsCompleted`` = 1 only when the run got to its end (the template's
    silence alarm fires when a scheduled automation has none for too long: PRODUCT.md rule 8);
    one ``decision`` log line per decision, one ``run finished`` line.
 """
@@ -108,7 +110,9 @@ clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
 @dataclass(frozen=True)
 class Counts:
-    """What one run looked at and did; every field is emitted as a metric, zeros included."""
+    """What one run looked at and did; the four counts are emitted as metrics when not zero,
+    ``extra`` as given (an automation leaves out what is zero most of the time); the run's
+    result and its ``run finished`` log line carry all of them, zeros included."""
 
     checked: int = 0
     changed: int = 0
@@ -555,4 +559,6 @@ def _run_id(context: Any) -> str:
 
 def _emit(metrics: Any, counts: Counts) -> None:
     for name, value in counts.as_metrics().items():
+        if value == 0 and name in STANDARD_METRICS:
+            continue  # billed per hour sent; the Failed alarms treat no data as not breaching
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
