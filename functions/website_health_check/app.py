@@ -32,6 +32,7 @@ AUTOMATION = Automation(
     act=run.act,
     report=report.mail,
     counts=report.counts,
+    always_sent=frozenset({"CertificateDaysLeftMin"}),  # 0 days left is news, not nothing
 )
 logger = Logger()
 metrics = Metrics()

@@ -106,7 +106,14 @@ def test_metrics_are_the_standard_four_and_the_health_checks_own(
     assert metrics["CertificateDaysLeftMin"] == pytest.approx(3.0, abs=0.1)
     del metrics["CertificateDaysLeftMin"]
     # /error failed once: not DOWN yet (2 in a row), so no site is down: a zero is not sent.
-    assert metrics == {"Checked": 3, "Changed": 0, "Skipped": 0, "Failed": 0}
+    assert metrics == {
+        "Checked": 3,
+        "Changed": 0,
+        "Skipped": 0,
+        "Failed": 0,
+        "SitesDown": 0,
+        "SitesNotChecked": 0,
+    }
 
 
 def test_the_clock_not_the_event_says_when_a_site_went_down(

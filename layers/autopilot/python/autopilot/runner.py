@@ -35,9 +35,10 @@
    (:mod:`autopilot.outbox`, rounds) - the rounds gather and decide nothing again.
    A plan may remember facts for the next runs' plans (``Plan.memory`` -> ``Run.memory``),
    read by step 4's Query and written only when changed: what spares the next run a question.
-6. **metrics** - Checked, Changed, Skipped and Failed when not zero (a custom metric is
-   billed for every hour in which it is sent: a count that is zero in most runs costs nothing
-   then, and the alarms on them treat no data as zero), plus the automation's own;
+6. **metrics** - Checked, Changed, Skipped, Failed and the automation's own numbers, each
+   when not zero (a custom metric is billed for every hour in which it is sent: a count that
+   is zero in most runs costs nothing then, and the alarms on counts read no data as zero),
+   except the names in ``Automation.always_sent`` (a zero that means something);
    ``RunsCompleted`` = 1 only when the run got to its end (the template's
    silence alarm fires when a scheduled automation has none for too long: PRODUCT.md rule 8);
    one ``decision`` log line per decision, one ``run finished`` line.
@@ -110,9 +111,9 @@ clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
 @dataclass(frozen=True)
 class Counts:
-    """What one run looked at and did; the four counts are emitted as metrics when not zero,
-    ``extra`` as given (an automation leaves out what is zero most of the time); the run's
-    result and its ``run finished`` log line carry all of them, zeros included."""
+    """What one run looked at and did. Each is emitted as a metric when not zero (or named in
+    ``Automation.always_sent``); the run's result and its ``run finished`` log line carry all
+    of them, zeros included."""
 
     checked: int = 0
     changed: int = 0
@@ -200,6 +201,9 @@ class Automation(Generic[C, T]):
     counts: Callable[[Mapping[str, Any], Mapping[str, Any]], Counts]  # report.py: act-side numbers
     # The oldest event (by its ``time``, against the clock) the automation acts on.
     max_event_age: timedelta = MAX_EVENT_AGE
+    # Metrics sent even when zero: a value whose zero means something (a minimum of days left),
+    # or that an alarm needs as data (TreatMissingData ignore). The rest are sent when not zero.
+    always_sent: frozenset[str] = frozenset()
     # The work an intent left undone (its time ran out), as the intent of a next round, or None
     # (report.py, pure). Given, the automation runs in rounds: a run whose plan has ``later``
     # intents, or whose act left a rest, starts the stack's state machine
@@ -292,7 +296,7 @@ def handle(
         # a retry of a run whose mail SNS refused sends it, and plans nothing again.
         logger.info("duplicate delivery: this event was handled already", extra={"id": event.get("id")})
         total, held = _finish_earlier(automation, config, common, outbox, deadline, logger, metrics)
-        _emit(metrics, total)
+        _emit(metrics, total, automation.always_sent)
         _raise_if_held(held)
         return {**result, "status": "duplicate"}  # not a run of its own: no RunsCompleted
     # Raised only now, after the claim was marked done: the retry sends the mail and does not
@@ -358,7 +362,7 @@ def _work(
     if more and not isinstance(trigger, Continuation) and not _start_rounds(automation.name, trigger, logger):
         total += Counts(failed=1)  # the rest waits for the next scheduled run: said, counted
 
-    _emit(metrics, total)
+    _emit(metrics, total, automation.always_sent)
     metrics.add_metric(name=COMPLETED_METRIC, unit=MetricUnit.Count, value=1)
     summary = {
         "status": "done",
@@ -557,8 +561,8 @@ def _run_id(context: Any) -> str:
     return str(request) if isinstance(request, str) and request else "local"
 
 
-def _emit(metrics: Any, counts: Counts) -> None:
+def _emit(metrics: Any, counts: Counts, always: frozenset[str] = frozenset()) -> None:
     for name, value in counts.as_metrics().items():
-        if value == 0 and name in STANDARD_METRICS:
-            continue  # billed per hour sent; the Failed alarms treat no data as not breaching
+        if value == 0 and name not in always:
+            continue  # billed per hour sent; the alarms on counts read no data as not breaching
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
