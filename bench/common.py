@@ -225,11 +225,20 @@ class Run:
 
 
 def metrics_sent(result: dict[str, Any]) -> int:
-    """Custom metrics a run with this handler result sent: its numbers (the runner's four counts
-    only when not zero) and RunsCompleted (autopilot.runner._emit)."""
-    standard = {"Checked", "Changed", "Skipped", "Failed"}
-    numbers = {k: v for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-    return 1 + sum(1 for k, v in numbers.items() if k[0].isupper() and (v or k not in standard))
+    """Custom metrics a completed run with this handler result sent (autopilot.runner._emit):
+    Checked always (its samples are the runs completed), Changed, Skipped and Failed when not
+    zero, and the automation's ``Automation.metrics`` when not zero or in ``always_sent``."""
+    import importlib
+
+    from autopilot.runner import COMPLETED_METRIC, STANDARD_METRICS
+
+    automation = importlib.import_module(f"{result['automation']}.app").AUTOMATION
+    sendable = set(STANDARD_METRICS) | automation.metrics
+    return sum(
+        1
+        for name, value in result.items()
+        if name in sendable and (value or name == COMPLETED_METRIC or name in automation.always_sent)
+    )
 
 
 @contextmanager

@@ -2,7 +2,9 @@
 
 Reference account (the issue): 10 sites checked every 5 minutes, 200 running instances
 (idle_stopper hourly, patch_sweeper weekly), 100 backed-up volumes (snapshot_rotator daily),
-and an assumed 300 RunInstances events a month of 1 instance each (owner_tagger).
+and an assumed 300 RunInstances events a month of 1 instance each (owner_tagger). idle_stopper
+is its steady state: the hourly run after the first day over bench.idle_stopper_bill's fleet
+(what a month of runs looks like; the first run's stops happen once).
 
 Duration model (stated, not measured on Lambda): billed seconds per invocation =
 the in-process wall time measured here (moto's own work included, so an over-estimate of the
@@ -20,6 +22,7 @@ from typing import Final
 
 from bench import prices
 from bench.common import Run
+from bench.idle_stopper_bill import Steady
 
 MONTH_MINUTES: Final = 30 * 24 * 60
 MONTH_HOURS: Final = 730  # CloudWatch bills custom metrics per hour in which they are sent
@@ -28,17 +31,6 @@ MEMORY_GB: Final = 0.25
 LAUNCH_EVENTS: Final = 300  # assumption: RunsInstances events per month in the reference account
 SITES: Final = 10
 PER_SITE_METRICS: Final = 3  # Availability, Latency, CertificateDaysLeft (WebsiteHealthCheckPerSiteMetrics)
-# Custom metrics (each metric name x dimension set is one metric) that a steady-state run
-# sends: the runner's four counts only when not zero, RunsCompleted always, the automation's
-# extras. Measured in the runs where the bench has them (extra "metrics_sent"); otherwise
-# these, read from the automations' report.counts: patch_sweeper's sweep summary, the daily
-# rotation, one launch tagged.
-METRICS_SENT: Final = {
-    "website_health_check": 3,  # RunsCompleted, Checked, CertificateDaysLeftMin (https sites)
-    "patch_sweeper": 7,
-    "snapshot_rotator": 8,
-    "owner_tagger": 4,
-}
 
 
 def alarms() -> int:
@@ -106,7 +98,7 @@ def _seconds(run: Run, wall: float | None = None) -> float:
 def lines(
     health: Run,
     health_wall: float,
-    idle: Run,
+    idle: Steady,
     patch: Run,
     snapshots: Run,
     owner: Run,
@@ -115,7 +107,8 @@ def lines(
 ) -> list[Line]:
     patch_commands = patch.calls.get("ssm.SendCommand", 0)
     patch_invocations = 1 + patch_commands  # the scheduled start + one per command's final event
-    health_metrics = int(health.extra.get("metrics_sent", METRICS_SENT["website_health_check"]))
+    # Custom metrics (each name x dimension set is one) as measured: bench.common.metrics_sent.
+    health_metrics = int(health.extra["metrics_sent"])
     if per_site_metrics:
         health_metrics += PER_SITE_METRICS * SITES
     return [
@@ -128,21 +121,20 @@ def lines(
             memory_gb=0.5,  # template.yaml: the health check's own MemorySize
             ddb_reads=1,  # one consistent Scan of 10 small items = 1 RRU
         ),
-        Line(
+        Line(  # the hourly run once the first day is over (bench.idle_stopper_bill's fleet)
             "idle_stopper",
-            MONTH_MINUTES / 60,
-            _seconds(idle),
-            idle.total,
-            metrics_sent=int(idle.extra.get("metrics_sent", 0)),
-            get_metric_data_metrics=float(idle.extra.get("metrics_requested", 3 * idle.size)),
-            publishes=idle.calls.get("sns.Publish", 0),
+            MONTH_HOURS,
+            idle.seconds + idle.calls * API_ROUND_TRIP,
+            idle.calls,
+            metrics_sent=round(idle.metrics_sent),
+            get_metric_data_metrics=idle.metrics_requested,
         ),
         Line(
             "patch_sweeper",
             (MONTH_MINUTES / (7 * 24 * 60)) * patch_invocations,
             _seconds(patch) / patch_invocations,
             patch.total / patch_invocations,
-            metrics_sent=METRICS_SENT["patch_sweeper"],
+            metrics_sent=int(patch.extra["metrics_sent"]),
             # at most one hour with data per invocation (a sweep's commands end within hours)
             hours_with_data=(MONTH_MINUTES / (7 * 24 * 60)) * patch_invocations,
             # Upper bound: every write billed at the sweep record's size (1 WRU per started KB).
@@ -157,7 +149,7 @@ def lines(
             30,
             _seconds(snapshots),
             snapshots.total,
-            metrics_sent=METRICS_SENT["snapshot_rotator"],
+            metrics_sent=int(snapshots.extra["metrics_sent"]),
             hours_with_data=30,
         ),
         Line(
@@ -165,7 +157,7 @@ def lines(
             LAUNCH_EVENTS,
             _seconds(owner),
             owner.total,
-            metrics_sent=METRICS_SENT["owner_tagger"],
+            metrics_sent=int(owner.extra["metrics_sent"]),
             hours_with_data=LAUNCH_EVENTS,  # at most one hour per launch
         ),
     ]

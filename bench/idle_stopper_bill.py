@@ -38,7 +38,7 @@ from moto.cloudwatch.models import CloudWatchBackend
 from moto.ec2.models import ec2_backends
 
 from bench import prices
-from bench.common import ACCOUNT, REGION, ROOT, LambdaContext, measured, sandbox
+from bench.common import ACCOUNT, REGION, ROOT, LambdaContext, measured, metrics_sent, sandbox
 from bench.idle_stopper import scheduled_run
 
 RUNS_A_MONTH = 730
@@ -120,6 +120,9 @@ class Hour:
     remembered: int
     memory_writes: int
     memory_bytes: int  # the memory items' size as stored
+    metrics_sent: int = 0  # custom metrics the run sent (bench.common.metrics_sent)
+    total_calls: int = 0  # AWS calls of every kind
+    seconds: float = 0.0  # in-process wall time (moto's work included)
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ def run(count: int, hours: int, on_hour: Callable[[int], None] | None = None) ->
                 }
                 context = LambdaContext(900_000)
                 context.aws_request_id = f"bench-{hour}"
-                with mock.patch.object(runner, "clock", lambda now=now: now), measured() as (calls, _):
+                with mock.patch.object(runner, "clock", lambda now=now: now), measured() as (calls, elapsed):
                     result = app.lambda_handler(delivered, context)
                 by_op = calls.by_operation()
                 log.append(
@@ -174,6 +177,9 @@ def run(count: int, hours: int, on_hour: Callable[[int], None] | None = None) ->
                             if c["Item"].get("status", {}).get("S") == "memo"
                         ),
                         memory_bytes=_memory_bytes(),
+                        metrics_sent=metrics_sent(result),
+                        total_calls=calls.count(),
+                        seconds=elapsed[0],
                     )
                 )
                 if on_hour:
@@ -184,12 +190,37 @@ def run(count: int, hours: int, on_hour: Callable[[int], None] | None = None) ->
     return Result(count, log, stopped, idle)
 
 
+@dataclass(frozen=True)
+class Steady:
+    """Per hourly run after the first day (every instance asked again since the first run)."""
+
+    metrics_requested: float
+    metrics_sent: float  # custom metrics sent, on average (a metric is billed per hour sent)
+    calls: float
+    seconds: float
+
+
+STEADY_FROM = 24
+
+
+def steady_state(count: int, hours: int = 48) -> Steady:
+    """The reference fleet's hourly run once the first day is over (the cost model's)."""
+    later = run(count, hours).hours[STEADY_FROM:]
+    n = len(later)
+    return Steady(
+        metrics_requested=sum(h.metrics for h in later) / n,
+        metrics_sent=sum(h.metrics_sent for h in later) / n,
+        calls=sum(h.total_calls for h in later) / n,
+        seconds=sum(h.seconds for h in later) / n,
+    )
+
+
 def dollars(metrics_per_run: float) -> float:
     return metrics_per_run * RUNS_A_MONTH * prices.CW_GET_METRIC_DATA_PER_METRIC
 
 
 def report(r: Result) -> list[str]:
-    steady_from = 24  # the second day: every instance has been asked again since the first run
+    steady_from = STEADY_FROM  # the second day: every instance has been asked again since the first run
     running = r.hours[-1].running
     steady = r.steady(steady_from)
     before = BEFORE_METRICS_PER_INSTANCE * running

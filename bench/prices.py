@@ -12,6 +12,7 @@ LAMBDA_REQUEST: Final = 0.20 / 1_000_000
 CW_CUSTOM_METRIC_MONTH: Final = 0.30  # first 10,000 metrics
 CW_ALARM_MONTH: Final = 0.10  # standard resolution, per alarm metric
 CW_GET_METRIC_DATA_PER_METRIC: Final = 0.01 / 1000  # per metric requested
+CW_DASHBOARD_MONTH: Final = 3.00  # per dashboard; an account's first 3 are free (up to 50 metrics each)
 DDB_WRITE_REQUEST_UNIT: Final = 0.625 / 1_000_000  # on-demand
 DDB_READ_REQUEST_UNIT: Final = 0.125 / 1_000_000  # on-demand
 SNS_PUBLISH: Final = 0.50 / 1_000_000  # per request (64 KB chunk)
@@ -24,9 +25,11 @@ EBS_SNAPSHOT_GB_MONTH: Final = 0.05  # standard tier; quoted, not added (see the
 SOURCES: Final[dict[str, str]] = {
     "Lambda (arm64 GB-s, requests)": "https://aws.amazon.com/lambda/pricing/ (tiers also in "
     "https://cloudchipr.com/blog/aws-lambda-pricing)",
-    "CloudWatch (custom metrics, alarms, GetMetricData, Synthetics canary runs)": (
+    "CloudWatch (custom metrics, alarms, GetMetricData, dashboards, Synthetics canary runs)": (
         "https://aws.amazon.com/cloudwatch/pricing/ (GetMetricData $0.01/1,000 metrics also in "
         "https://support.site24x7.com/portal/en/kb/articles/aws-cloudwatch-metrics-cost-calculation; "
+        "$3 per dashboard also in "
+        "https://www.factualminds.com/blog/amazon-cloudwatch-pricing-metrics-logs-alarms-dashboards/; "
         "$0.0012 per canary run also in "
         "https://blog.mattsbit.co.uk/2023/11/11/aws-synthetics-canaries-when-to-bite-the-bullet/)"
     ),

@@ -145,10 +145,13 @@ def _cost(
     wall_10 = next((c["wall_s"] for c in concurrency if c["sites"] == 10), None)
     if not needed or wall_10 is None:
         return ["(not computed: run all five automations to get the reference account's cost)"]
+    from bench import idle_stopper_bill
+
+    idle = idle_stopper_bill.steady_state(reference["idle_stopper"])
     args = (
         by_size["website_health_check"][10],
         wall_10,
-        by_size["idle_stopper"][200],
+        idle,
         by_size["patch_sweeper"][200],
         by_size["snapshot_rotator"][100],
         by_size["owner_tagger"][1],
@@ -177,6 +180,10 @@ def _cost(
             total += dollars
             out.append(f"| {item} | | | | | | | | {dollars:.2f} |")
         out.append(f"| **ops-autopilot, total** | | | | | | | | **{total:.2f}** |")
+        out.append(
+            f"| + the stack's dashboard: free within an account's first 3, else | | | | | | | "
+            f"| {prices.CW_DASHBOARD_MONTH:.2f} |"
+        )
     out += ["", "The same 10 sites with what people use instead (site checks only):", ""]
     out += ["| alternative | $ / month |", "|---|---:|"]
     for name, dollars in cost.alternatives().items():
@@ -355,8 +362,16 @@ def render(
         "",
         *_cost(runs, concurrency, reference),
         "",
+        "Custom metrics are only what an alarm or the dashboard reads (tests/template/test_metrics_read.py): "
+        "the runner's Checked, Changed, Skipped and Failed, each while not zero - Checked by every "
+        "completed run, its samples being the silence alarms' runs completed - and the aggregates the "
+        "alarms read (SitesDown, SitesNotChecked, CertificatesExpiring, StaleBackups); every other number "
+        "is in the run's log line. idle_stopper is priced at its steady state (python -m "
+        "bench.idle_stopper_bill's fleet at 200 instances, the hourly runs after the first day).",
+        "",
         "Not included: EC2, SSM Run Command and EventBridge calls (no charge), CloudWatch Logs ingestion "
-        "(a few tens of MB a month: cents), the dashboard, and EBS snapshot storage "
+        "(a few tens of MB a month: cents), instance_recovery (a daily run: about $0.01 of metrics) and "
+        "EBS snapshot storage "
         f"(${prices.EBS_SNAPSHOT_GB_MONTH}/GB-month): that is the cost of the backups themselves, the same "
         "with any backup tool, not of the automation. Synthetics' own Lambda and S3 charges come on top "
         "of its run price; Route 53 checks every 30 s from many locations but reads no TLS expiry.",

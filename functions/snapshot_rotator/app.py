@@ -39,6 +39,7 @@ AUTOMATION = Automation(
     report=report.mail,
     counts=report.counts,
     # Its alarm keeps its state without data (the rotation runs daily): it needs the zero to clear.
+    metrics=frozenset({"StaleBackups"}),
     always_sent=frozenset({"StaleBackups"}),
     rest=run.rest,
 )

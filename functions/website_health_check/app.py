@@ -32,7 +32,9 @@ AUTOMATION = Automation(
     act=run.act,
     report=report.mail,
     counts=report.counts,
-    always_sent=frozenset({"CertificateDaysLeftMin"}),  # 0 days left is news, not nothing
+    # Each read by an alarm, each sent while not zero (a state: its alarm reads an hour of no
+    # data as all clear). CertificateDaysLeftMin is in the run's log line.
+    metrics=frozenset({"SitesDown", "SitesNotChecked", "CertificatesExpiring"}),
 )
 logger = Logger()
 metrics = Metrics()

@@ -119,9 +119,12 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     extra: dict[str, float] = {
         "SitesDown": sum(status in (Status.DOWN, Status.FLAPPING) for status in reported.values()),
         "SitesNotChecked": len(unchecked),
+        # The certificate alarm's metric: sent while one expires within the warning (sites
+        # whose certificate could not be read are DOWN or DEGRADED by their check).
+        "CertificatesExpiring": sum(days < config.cert_warning_days for days in cert_days),
     }
     if cert_days:
-        extra["CertificateDaysLeftMin"] = min(cert_days)
+        extra["CertificateDaysLeftMin"] = min(cert_days)  # in the run's log line
     counts = Counts(checked=len(results), skipped=len(unchecked), extra=extra)
     # The list is fine again: forget the complaint about the old one (so a new mistake mails).
     forget = store.version(known_error) if known_error is not None else None

@@ -1,8 +1,9 @@
 """PRODUCT.md safety rule 8 - nothing the suite is trusted with goes quiet: every scheduled
-automation (found from its triggers, the scaffold's too) has one alarm on the runner's
-RunsCompleted metric that fires when no run completed within its schedule's period plus a
-grace, breaching when there is no data at all, and valid for CloudWatch at every value its
-<Name>SilenceAlarmHours parameter allows (0: no alarm)."""
+automation (found from its triggers, the scaffold's too) has one alarm on the samples of the
+runner's Checked metric (one per completed run, zero included) that fires when no run
+completed within its schedule's period plus a grace, breaching when there is no data at all,
+and valid for CloudWatch at every value its <Name>SilenceAlarmHours parameter allows (0: no
+alarm)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ SCHEDULED = scheduled()
 def test_the_scheduled_automations_are_found_from_their_triggers() -> None:
     assert {"website_health_check", "patch_sweeper", "snapshot_rotator", "idle_stopper"} <= set(SCHEDULED)
     assert "owner_tagger" not in SCHEDULED  # CloudTrail events: no period to miss
-    assert runner.COMPLETED_METRIC == "RunsCompleted"
+    assert runner.COMPLETED_METRIC == "Checked"  # every completed run sends it, zero included
 
 
 def silence_alarms(template: dict[str, Any], name: str) -> list[tuple[str, dict[str, Any]]]:
@@ -106,8 +107,9 @@ def test_one_alarm_breaching_when_no_run_completed_to_the_topic(name: str) -> No
     ((logical, props),) = alarms
     assert logical == f"{camel(name)}SilenceAlarm"
     assert props["Namespace"] == "OpsAutopilot"
+    # The runs completed: one sample per completed run, whatever it counted (zero included).
     assert (props["Statistic"], props["Threshold"], props["ComparisonOperator"]) == (
-        "Sum",
+        "SampleCount",
         1,
         "LessThanThreshold",
     )

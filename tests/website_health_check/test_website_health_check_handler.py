@@ -113,6 +113,7 @@ def test_metrics_are_the_standard_four_and_the_health_checks_own(
         "Failed": 0,
         "SitesDown": 0,
         "SitesNotChecked": 0,
+        "CertificatesExpiring": 1,  # 3 days left, under the default warning of 14
     }
 
 

@@ -35,13 +35,15 @@
    (:mod:`autopilot.outbox`, rounds) - the rounds gather and decide nothing again.
    A plan may remember facts for the next runs' plans (``Plan.memory`` -> ``Run.memory``),
    read by step 4's Query and written only when changed: what spares the next run a question.
-6. **metrics** - Checked, Changed, Skipped, Failed and the automation's own numbers, each
-   when not zero (a custom metric is billed for every hour in which it is sent: a count that
-   is zero in most runs costs nothing then, and the alarms on counts read no data as zero),
-   except the names in ``Automation.always_sent`` (a zero that means something);
-   ``RunsCompleted`` = 1 only when the run got to its end (the template's
-   silence alarm fires when a scheduled automation has none for too long: PRODUCT.md rule 8);
-   one ``decision`` log line per decision, one ``run finished`` line.
+6. **metrics** - only what an alarm or the dashboard reads (a custom metric is billed for
+   every hour in which it is sent; tests/template/test_metrics_read.py holds the template to
+   it): Checked, Changed, Skipped, Failed and the automation's ``Automation.metrics``, each
+   when not zero (a count that is zero in most runs costs nothing then, and the alarms on
+   counts read no data as zero), except the names in ``Automation.always_sent`` (a zero that
+   means something). ``Checked`` is sent by every run that got to its end, zero included, and
+   only there with a zero: its SampleCount is the runs completed, what the template's silence
+   alarm counts (PRODUCT.md rule 8). The automation's other numbers are in the run's result
+   and its log line only. One ``decision`` log line per decision, one ``run finished`` line.
 """
 
 from __future__ import annotations
@@ -103,7 +105,9 @@ MAX_ATTEMPTS = 3  # invocations that may try to finish an earlier run's work bef
 GIVEN_UP_INTENT_CHARS = 20_000
 CLAIM_KEEPS_SECONDS = 2 * 86400  # a duplicate delivery up to two days later is still recognised
 STANDARD_METRICS = ("Checked", "Changed", "Skipped", "Failed")
-COMPLETED_METRIC = "RunsCompleted"  # 1 per run that got to its end; the silence alarm's metric
+# Sent by every run that got to its end, zero included (and with a zero by no other): its
+# SampleCount is the runs completed, the silence alarm's statistic. No metric of its own.
+COMPLETED_METRIC = "Checked"
 
 # The clock every automation reads "now" from (never the event's time). Tests may replace it.
 clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
@@ -111,7 +115,8 @@ clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
 @dataclass(frozen=True)
 class Counts:
-    """What one run looked at and did. Each is emitted as a metric when not zero (or named in
+    """What one run looked at and did. The four, and the extras the automation names in
+    ``Automation.metrics``, are emitted as metrics when not zero (or named in
     ``Automation.always_sent``); the run's result and its ``run finished`` log line carry all
     of them, zeros included."""
 
@@ -201,8 +206,11 @@ class Automation(Generic[C, T]):
     counts: Callable[[Mapping[str, Any], Mapping[str, Any]], Counts]  # report.py: act-side numbers
     # The oldest event (by its ``time``, against the clock) the automation acts on.
     max_event_age: timedelta = MAX_EVENT_AGE
-    # Metrics sent even when zero: a value whose zero means something (a minimum of days left),
-    # or that an alarm needs as data (TreatMissingData ignore). The rest are sent when not zero.
+    # The extras of ``counts`` sent as metrics, each read by an alarm of the template (a metric
+    # is billed for every hour it is sent): when not zero. The rest are in the run's log line.
+    metrics: frozenset[str] = frozenset()
+    # Of those, the ones sent even when zero: a value whose zero means something, or that an
+    # alarm needs as data (TreatMissingData ignore).
     always_sent: frozenset[str] = frozenset()
     # The work an intent left undone (its time ran out), as the intent of a next round, or None
     # (report.py, pure). Given, the automation runs in rounds: a run whose plan has ``later``
@@ -210,6 +218,13 @@ class Automation(Generic[C, T]):
     # (CONTINUATION_STATE_MACHINE), which invokes the function with continuation events; each
     # round acts on the next queued intent, until none is left.
     rest: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any] | None] | None = None
+
+    def __post_init__(self) -> None:
+        named = set(self.metrics) | set(self.always_sent)
+        if named & set(STANDARD_METRICS):
+            raise ValueError(f"{self.name}: the runner sends {', '.join(STANDARD_METRICS)} itself")
+        if not self.always_sent <= self.metrics:
+            raise ValueError(f"{self.name}: always_sent must name metrics it sends (Automation.metrics)")
 
 
 # One claim store per thread: Powertools configures a store on its first use in a way two
@@ -296,9 +311,9 @@ def handle(
         # a retry of a run whose mail SNS refused sends it, and plans nothing again.
         logger.info("duplicate delivery: this event was handled already", extra={"id": event.get("id")})
         total, held = _finish_earlier(automation, config, common, outbox, deadline, logger, metrics)
-        _emit(metrics, total, automation.always_sent)
+        _emit(metrics, total, automation)
         _raise_if_held(held)
-        return {**result, "status": "duplicate"}  # not a run of its own: no RunsCompleted
+        return {**result, "status": "duplicate"}  # not a run of its own: no Checked at zero
     # Raised only now, after the claim was marked done: the retry sends the mail and does not
     # do the work (or send the same news) again.
     _raise_if_held(int(result.get("mails_held", 0)))
@@ -362,8 +377,7 @@ def _work(
     if more and not isinstance(trigger, Continuation) and not _start_rounds(automation.name, trigger, logger):
         total += Counts(failed=1)  # the rest waits for the next scheduled run: said, counted
 
-    _emit(metrics, total, automation.always_sent)
-    metrics.add_metric(name=COMPLETED_METRIC, unit=MetricUnit.Count, value=1)
+    _emit(metrics, total, automation, completed=True)
     summary = {
         "status": "done",
         # Which stack and automation ran: the on-success destination's event carries this result
@@ -561,8 +575,16 @@ def _run_id(context: Any) -> str:
     return str(request) if isinstance(request, str) and request else "local"
 
 
-def _emit(metrics: Any, counts: Counts, always: frozenset[str] = frozenset()) -> None:
+def _emit(
+    metrics: Any, counts: Counts, automation: Automation[Any, Any] | None = None, *, completed: bool = False
+) -> None:
+    """The run's metrics: the four and ``automation.metrics``, each when not zero or named in
+    ``automation.always_sent``; ``completed`` (the run got to its end) sends Checked, zero too."""
+    sent = automation.metrics if automation is not None else frozenset()
+    always = automation.always_sent if automation is not None else frozenset()
     for name, value in counts.as_metrics().items():
-        if value == 0 and name not in always:
+        if name not in STANDARD_METRICS and name not in sent:
+            continue  # read by no alarm: in the run's result and log line only
+        if value == 0 and name not in always and not (completed and name == COMPLETED_METRIC):
             continue  # billed per hour sent; the alarms on counts read no data as not breaching
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
