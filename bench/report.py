@@ -45,6 +45,17 @@ FORMULAS = {
     "names a stop-protected instance: one StopInstances more per protected one), 1 StopInstances, "
     "1 CreateTags per stop category (idle, lifetime: 1 here), 1 Publish" + RUNNER,
 }
+# owner_backfill has a bench of its own (a simulated CloudTrail history): its measured figures are
+# in that bench's document, which this line points to rather than copies.
+OWNER_BACKFILL_FORMULA = (
+    "(a pass over R untagged resources whose creation calls are among E events of their call names in "
+    "CloudTrail's history): ceil(R/1000) each of DescribeInstances, DescribeVolumes, DescribeSnapshots, "
+    "DescribeImages; LookupEvents min(ceil(E/50) per call name, 1 per resource) - the API's 50 a page and "
+    "one attribute per call - and at most 3x that whatever the history (measured, quiet and busy "
+    "histories: docs/benchmarks-owner-backfill.md, `python -m bench.owner_backfill`); ceil(R/200) "
+    "DescribeTags (the re-read before writing); CreateTags one per owner value and 1,000 resources; plus "
+    "the runner's DynamoDB calls and one Publish per pass"
+)
 
 EXPLANATIONS = {
     "patch_sweeper": (
@@ -224,6 +235,7 @@ def render(
         "Minimum formulas:",
         "",
         *[f"- **{name}**: {text}." for name, text in FORMULAS.items() if name in runs],
+        f"- **owner_backfill** {OWNER_BACKFILL_FORMULA}.",
         "",
     ]
     for name, rs in runs.items():
