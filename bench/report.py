@@ -360,7 +360,7 @@ def render(
         md += [f"| {name} | {size / 1024:,.0f} KiB |" for name, size in packages.items()]
         md += [
             "",
-            "Every function's CodeUri is `functions/`, so each function package holds all five automations "
+            "Every function's CodeUri is `functions/`, so each function package holds every automation "
             "(the same size); the dependencies (Powertools) live in the shared layer.",
             "",
         ]
