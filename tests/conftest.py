@@ -20,6 +20,7 @@ from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 from moto.utilities.utils import load_resource
 
+import change_calendar as fake_calendar  # adds ssm:GetCalendarState to moto
 from autopilot import aws
 from autopilot.recorder import CallRecorder
 from reliability import figures, observed
@@ -366,6 +367,18 @@ def stack_env(monkeypatch: pytest.MonkeyPatch, topic_arn: str) -> dict[str, str]
     return env
 
 
+@pytest.fixture
+def change_calendar(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """CHANGE_CALENDAR names an OPEN calendar (``freeze-calendar``); the fake's module
+    (tests/change_calendar.py) closes, fails or forgets it."""
+    fake_calendar.reset()
+    fake_calendar.set_state(CALENDAR, "OPEN")
+    monkeypatch.setenv("CHANGE_CALENDAR", CALENDAR)
+    yield fake_calendar
+    fake_calendar.reset()
+
+
+CALENDAR = "freeze-calendar"
 OUTBOX_TABLE = "ops-autopilot-test-outbox"
 EVERY_MINUTE = "cron(* * * * ? *)"
 

@@ -20,6 +20,7 @@ from idle_stopper.config import Config
 PERMISSIONS = runner.PERMISSIONS | frozenset(
     {
         "ec2:DescribeInstances",
+        "ssm:GetCalendarState",  # the change calendar, when one is configured (autopilot.freeze)
         "ec2:DescribeInstanceAttribute",
         "cloudwatch:GetMetricData",
         "ec2:StopInstances",

@@ -8,10 +8,10 @@ Pure functions of the decision, the recorded intent and the act's result; the ru
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from autopilot import console
+from autopilot import console, freeze
 from autopilot.notify import Digest, Item, Severity, plural
 from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
@@ -35,6 +35,7 @@ LABELS = {
     Outcome.OVER_CAP.value: "over the stop limit",
     "StopFailed": "stop failed",
     "Changed": "changed since the decision",
+    "ChangeFreeze": "waiting for the change freeze",
 }
 DB_LABELS = {
     DbOutcome.BUSY.value: "in use",
@@ -135,10 +136,13 @@ def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
         extra[f"Skipped{Outcome.STOP_PROTECTED.value}"] = refused
     if reserve:
         extra[f"Skipped{Outcome.OVER_CAP.value}"] = -reserve
+    waiting = len(result.get("waiting", [])) + len((result.get("databases") or {}).get("waiting", []))
+    if waiting:
+        extra["SkippedChangeFreeze"] = waiting
     return Counts(
         changed=0 if dry_run else len(stopped) + db_stopped,
-        skipped=dropped + refused - reserve,
-        failed=len(result.get("failures", [])) + db_failed,
+        skipped=dropped + refused - reserve + waiting,
+        failed=len(result.get("failures", [])) + db_failed + freeze.unreadable(result),
         extra=extra,
     )
 
@@ -218,7 +222,10 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     db_intent: Mapping[str, Any] = intent.get("databases") or {}
     db_result: Mapping[str, Any] = result.get("databases") or {}
     db_news = bool(db_result.get("stopped") or db_result.get("failures") or db_result.get("dropped"))
-    if not (stopped or failures or dropped or intent.get("malformed_due") or db_news):
+    # What waits for a change freeze is said when the list is news: once, not every hour of a
+    # freeze (a resumed intent, planned before the freeze, leaves it to the run's fresh plan).
+    held = freeze.waiting(result) is not None and bool(intent.get("freeze_news"))
+    if not (stopped or failures or dropped or intent.get("malformed_due") or db_news or held):
         return None
     region = ctx.common.region
     owner_key = str(intent.get("owner_tag_key") or ctx.common.owner_tag_key)
@@ -247,6 +254,8 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
             f"{verb}: StopAfter lifetime reached (idle or not)",
             [item(e["id"], f"Why: {e['reason']}") for e in lifetime],
         )
+    if held:
+        _freeze_section(digest, intent, result, item, dry_run)
     if failures:
         digest.section(
             "Could not be handled (still running unless said otherwise)",
@@ -267,19 +276,7 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
             "StopAfter tag not understood (not guessed; the instance is judged on idleness only)",
             [item(m["id"], str(m["error"])) for m in intent["malformed"]],
         )
-    notes = []
-    protected: Sequence[str] = [*intent.get("protected", []), *result.get("protected", [])]
-    over_cap = int(intent.get("over_cap", 0)) - _reserve_stopped(intent, result)
-    if protected:
-        notes.append(
-            f"Stop protection on, left running although the rule matched ({len(protected)}): "
-            f"{', '.join(protected[:20])}. Tag them AutoStop=false to stop checking them."
-        )
-    if over_cap > 0:
-        notes.append(
-            f"{plural(over_cap, 'more instance')} met the rule but this run's limit of "
-            f"{policy['max_stops']} stops was reached; the next run looks at them again."
-        )
+    notes = _notes(intent, result, policy)
     notes += db_notes
     if notes and not digest.empty:
         digest.section("Also worth knowing", text=notes)
@@ -299,6 +296,46 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     if ctx.resumed:
         summary += " (This run was interrupted; a later invocation finished it.)"
     return digest.mail(subject_text(intent, result), summary, severity, now=ctx.now)
+
+
+def _notes(intent: Mapping[str, Any], result: Mapping[str, Any], policy: Mapping[str, Any]) -> list[str]:
+    """The mail's "also worth knowing": stop-protected instances, and those over the cap."""
+    notes: list[str] = []
+    protected: Sequence[str] = [*intent.get("protected", []), *result.get("protected", [])]
+    over_cap = int(intent.get("over_cap", 0)) - _reserve_stopped(intent, result)
+    if protected:
+        notes.append(
+            f"Stop protection on, left running although the rule matched ({len(protected)}): "
+            f"{', '.join(protected[:20])}. Tag them AutoStop=false to stop checking them."
+        )
+    if over_cap > 0:
+        notes.append(
+            f"{plural(over_cap, 'more instance')} met the rule but this run's limit of "
+            f"{policy['max_stops']} stops was reached; the next run looks at them again."
+        )
+    return notes
+
+
+def _freeze_section(
+    digest: Digest,
+    intent: Mapping[str, Any],
+    result: Mapping[str, Any],
+    item: Callable[..., Item],
+    dry_run: bool,
+) -> None:
+    """What waits for the change freeze: the instances, with why each would be stopped now."""
+    by_id = {str(e["id"]): e for e in intent.get("stop", [])}
+    db_waiting = (result.get("databases") or {}).get("waiting", [])
+    freeze.section(
+        digest,
+        result,
+        "would not be stopped" if dry_run else "not stopped",
+        [
+            item(i, *([f"Would be stopped now: {by_id[i]['reason']}"] if i in by_id else []))
+            for i in result.get("waiting", [])
+        ]
+        + [Item(str(arn).rsplit(":", 1)[-1], ["database"]) for arn in db_waiting],
+    )
 
 
 def _database_sections(
@@ -392,6 +429,9 @@ def subject_text(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     db_dropped = len((result.get("databases") or {}).get("dropped", []))
     if db_dropped and not text:
         text = f"{plural(db_dropped, 'database')} not stopped: changed since the decision"
+    waiting = len(result.get("waiting", [])) + len((result.get("databases") or {}).get("waiting", []))
+    if waiting:
+        text += ("; " if text else "") + f"{waiting} not stopped: change freeze"
     if not text:
         text = f"{plural(len(intent.get('malformed', [])), 'instance')} with a malformed StopAfter tag"
     return text
@@ -408,7 +448,9 @@ def summary_line(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     reserve = _reserve_stopped(intent, result)
     kept[Outcome.STOP_PROTECTED.value] += refused
     kept[Outcome.OVER_CAP.value] -= reserve
-    if not result.get("dry_run"):
+    waiting = len(result.get("waiting", []))
+    kept["ChangeFreeze"] += waiting
+    if not result.get("dry_run") and not waiting:
         tried = len(intent.get("stop", [])) + reserve
         kept["StopFailed"] += max(0, tried - len(stopped) - dropped - refused)
     left = ", ".join(

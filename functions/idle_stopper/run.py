@@ -15,12 +15,15 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from autopilot import freeze
 from autopilot.runner import Context, Plan, Run
 from idle_stopper import decide, report, service
 from idle_stopper.config import Config
 from idle_stopper.event import Trigger
 
 logger = Logger(child=True)
+# Memory key: the instances (and databases) the last mail said wait for the change freeze.
+FREEZE_MEMORY = "freeze-waiting"
 
 
 def plan(run: Run[Config, Trigger]) -> Plan:
@@ -70,6 +73,16 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         run.dry_run,
         db_intent,
     )
+    calendar = freeze.read(run.common.change_calendar) if intent and _stops(intent) else None
+    if intent and calendar is not None:
+        intent["freeze"] = calendar.as_json()
+        waiting = sorted(_stops(intent)) if calendar.closed else []
+        # Said once: the mail lists what waits when the list changed, not every hour of a freeze.
+        told = set(str(run.memory.get(FREEZE_MEMORY, "")).split())
+        intent["freeze_news"] = sorted(set(waiting) - told)
+        memory[FREEZE_MEMORY] = " ".join(waiting)
+    elif run.memory.get(FREEZE_MEMORY):
+        memory[FREEZE_MEMORY] = ""
     return Plan(
         intent=intent,
         counts=report.plan_counts(decision, len(failures), asked, len(recalled), databases),
@@ -79,6 +92,12 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         ],
         memory=memory,
     )
+
+
+def _stops(intent: Mapping[str, Any]) -> list[str]:
+    """Every instance and database the intent would stop (the reserve is not: over the cap)."""
+    db_stops = (intent.get("databases") or {}).get("stop", [])
+    return [str(e["id"]) for e in intent.get("stop", [])] + [str(e["arn"]) for e in db_stops]
 
 
 def _databases(run: Run[Config, Trigger]) -> tuple[list[decide.DbAssessment], dict[str, Any]]:
@@ -112,6 +131,20 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     dry_run = ctx.dry_run or bool(intent.get("dry_run"))
     entries = {str(e["id"]): e for e in intent.get("stop", [])}
     result: dict[str, Any] = {"dry_run": dry_run, "stopped": [], "dropped": [], "failures": []}
+    databases = [str(e["arn"]) for e in (intent.get("databases") or {}).get("stop", [])]
+    # A change freeze holds every stop back, in dry run too (the same decision). The plan asked
+    # the calendar; an interrupted run finished later asks again (the freeze may have begun).
+    calendar = freeze.Freeze.from_json(intent["freeze"]) if intent.get("freeze") else None
+    if ctx.resumed and calendar is not None:
+        calendar = freeze.read(ctx.common.change_calendar) or calendar
+    if calendar is not None:
+        result["freeze"] = calendar.as_json()
+        if calendar.closed:
+            result["waiting"] = list(entries)
+            if databases:
+                result["databases"] = {"stopped": [], "waiting": databases}
+            logger.info("change freeze: no stop", extra={**calendar.as_json(), "waiting": len(entries)})
+            return result
     if dry_run:
         result["stopped"] = list(entries)
         if intent.get("databases"):

@@ -22,6 +22,7 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "ec2:DescribeInstances",
         "ssm:DescribeInstanceInformation",
         "ssm:SendCommand",
+        "ssm:GetCalendarState",  # the change calendar, when one is configured (autopilot.freeze)
         "ssm:ListCommands",  # a resumed sweep finds the batches sent before the run died
         "ssm:ListCommandInvocations",
         "ssm:GetCommandInvocation",

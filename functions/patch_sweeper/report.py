@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autopilot import console
+from autopilot import console, freeze
 from autopilot.notify import Digest, Item, Severity, plural
 from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
@@ -22,17 +22,24 @@ _NOT_LISTED = Item("(not listed)")  # stands for an item past the first 50, so t
 
 def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
     if intent["kind"] == "sweep" and result.get("status") == "dry-run":
-        return _dry_run_mail(ctx, intent)
+        return _dry_run_mail(ctx, intent, result)
+    if intent["kind"] == "sweep" and result.get("status") == "frozen":
+        return _frozen_mail(ctx, intent, result)
     digest = result.get("digest")
-    return _results_mail(ctx, digest) if digest else None
+    return _results_mail(ctx, digest, result) if digest else None
 
 
 def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
     """Changed: patch runs that succeeded; Failed: that failed or were not sent, and results
     that could not be read; PendingReboot. Only a digest has them (zeros otherwise)."""
+    if result.get("status") == "frozen":
+        waiting = sum(len(b) for b in intent["batches"])
+        return Counts(
+            skipped=waiting, failed=freeze.unreadable(result), extra={"SkippedChangeFreeze": waiting}
+        )
     digest = result.get("digest")
     if not digest:
-        return Counts()
+        return Counts(failed=freeze.unreadable(result))
     return Counts(
         changed=int(digest["succeeded"]),
         failed=int(digest["failed_count"]) + len(digest["errors"]),
@@ -70,23 +77,57 @@ def not_patchable_items(entries: Sequence[Mapping[str, Any]], region: str) -> li
     ]
 
 
-def _dry_run_mail(ctx: Context[Config], intent: Mapping[str, Any]) -> Mail | None:
+def _would_patch(intent: Mapping[str, Any], region: str) -> list[Item]:
+    return _listed(
+        [
+            Item(_label(i), [f"platform {i['platform']}"], console.ec2_instance(region, str(i["id"])))
+            for i in intent["would_patch"]
+        ],
+        sum(len(b) for b in intent["batches"]),
+    )
+
+
+def _frozen_mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
+    """The sweep did not start: a change freeze (or a calendar that could not be read)."""
+    common, config = ctx.common, ctx.config
+    region = common.region
+    digest = Digest(AUTOMATION, common.stack_name, region)
+    targets = sum(len(b) for b in intent["batches"])
+    freeze.section(
+        digest,
+        result,
+        "not patched",
+        _would_patch(intent, region),
+        "This sweep sent no command; the next scheduled sweep (PatchSweeperSchedule) patches them "
+        "if the calendar is open then.",
+    )
+    not_patchable = int(intent["not_patchable_count"])
+    digest.section(
+        f"Cannot be patched ({not_patchable})",
+        _listed(not_patchable_items(intent["not_patchable"], region), not_patchable),
+    )
+    digest.advice = _advice(config.opt_out_tag, config.output_log_group, region)
+    subject = f"patch sweep waits: change freeze, {plural(targets, 'instance')} not patched"
+    summary = (
+        f"The weekly patch sweep did not start: {plural(targets, 'instance')} would have been patched, "
+        "but the change calendar does not allow changes now."
+    )
+    return digest.mail(subject, summary, "warning", now=ctx.now)
+
+
+def _dry_run_mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
     common, config = ctx.common, ctx.config
     region, operation = common.region, str(intent["operation"])
     digest = Digest(AUTOMATION, common.stack_name, region, dry_run=True)
     batches = len(intent["batches"])
     targets = sum(len(b) for b in intent["batches"])
+    if freeze.waiting(result) is not None:  # the sweep would not start: said first
+        freeze.section(digest, result, "would not be patched", _would_patch(intent, region))
     not_patchable = int(intent["not_patchable_count"])
     left_out = int(intent["opted_out_count"])
     digest.section(
         f"Would patch ({targets})",
-        _listed(
-            [
-                Item(_label(i), [f"platform {i['platform']}"], console.ec2_instance(region, str(i["id"])))
-                for i in intent["would_patch"]
-            ],
-            targets,
-        ),
+        _would_patch(intent, region),
         text=[
             f"AWS-RunPatchBaseline Operation={operation} RebootOption={intent['reboot_option']}, "
             f"{plural(batches, 'command')} of at most 50 instances."
@@ -116,10 +157,20 @@ def _dry_run_mail(ctx: Context[Config], intent: Mapping[str, Any]) -> Mail | Non
     return digest.mail(subject, summary, severity, now=ctx.now)
 
 
-def _results_mail(ctx: Context[Config], d: Mapping[str, Any]) -> Mail | None:
+def _results_mail(ctx: Context[Config], d: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
     common, config = ctx.common, ctx.config
     region, operation, reboot_option = common.region, str(d["operation"]), str(d["reboot_option"])
     digest = Digest(AUTOMATION, common.stack_name, region)
+    held = freeze.waiting(result)
+    if held is not None:  # began while the sweep was being sent: its last batches were not
+        digest.section(
+            "Change freeze",
+            text=[
+                held.said(),
+                "The batches not sent yet were held back: "
+                "their instances are listed as failed (command not sent: ChangeFreeze).",
+            ],
+        )
     verb = "patched" if operation == "Install" else "scanned"
     failed_items = []
     for f in d["failed"]:

@@ -32,6 +32,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+from autopilot import freeze
 from autopilot.aws import error_code
 from autopilot.events import ScheduledRun
 from autopilot.runner import Context, Counts, Plan, Run
@@ -46,6 +47,10 @@ logger = Logger(child=True)
 # How long before the sweep's recorded start its commands are looked for (clock skew only: the
 # start is recorded before the first SendCommand).
 COMMAND_LOOKUP_MARGIN = timedelta(minutes=5)
+
+
+# Why a batch was not sent: a change freeze began while the sweep was being sent.
+FROZEN = "ChangeFreeze"
 
 
 class SweepIncomplete(RuntimeError):
@@ -153,8 +158,15 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
 
 def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     """1 PutItem, then per batch 1 SendCommand + 1 UpdateItem, then 1 UpdateItem (all sent)."""
+    # A change freeze holds the sweep back (asked when acting: a retry asks again).
+    calendar = freeze.read(ctx.common.change_calendar) if intent["batches"] else None
+    frozen = calendar.as_json() if calendar is not None and calendar.closed else None
     if ctx.dry_run:
-        return {"status": "dry-run", "commands": len(intent["batches"])}
+        return {
+            "status": "dry-run",
+            "commands": len(intent["batches"]),
+            **({"freeze": frozen} if frozen else {}),
+        }
     config = ctx.config
     table, sweep_id = config.state_table, str(intent["sweep_id"])
     record = SweepRecord(
@@ -167,6 +179,9 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
         not_patchable_count=int(intent["not_patchable_count"]),
         opted_out_count=int(intent["opted_out_count"]),
     )
+    if frozen is not None and store.load_sweep(table, sweep_id) is None:
+        logger.info("change freeze: no patch sweep", extra={**frozen, "sweep_id": sweep_id})
+        return {"status": "frozen", "sweep_id": sweep_id, "freeze": frozen}
     if not store.create_sweep(table, record, ctx.now):
         stored = store.load_sweep(table, sweep_id)
         if stored is None or not ctx.resumed:
@@ -179,6 +194,9 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
         record = _recover_sent(table, stored)
     total = len(record.batches)
     for index, batch in record.batches_to_send():
+        if frozen is not None:  # the freeze began while the sweep was being sent: the rest waits
+            store.record_send_error(table, sweep_id, index, FROZEN)
+            continue
         if ctx.deadline.expired():
             raise SweepIncomplete(f"sweep {sweep_id}: time ran out before batch {index + 1}/{total}")
         request = service.CommandRequest(
@@ -210,6 +228,7 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
         "sweep_id": sweep_id,
         "commands": len(final.sent),
         "refused_batches": len(final.send_errors),
+        **({"freeze": frozen} if frozen else {}),
     }
     if final.complete:  # nothing left running: no targets, every batch refused, or all final
         digest = _digest(ctx, final, str(intent["token"]))

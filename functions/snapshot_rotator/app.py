@@ -22,6 +22,7 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "ec2:CreateSnapshots",
         "ec2:CreateTags",  # only as part of CreateSnapshot(s) TagSpecifications (ec2:CreateAction)
         "ec2:DeleteSnapshot",
+        "ssm:GetCalendarState",  # the change calendar, when one is configured (autopilot.freeze)
         "dynamodb:Query",  # the ledger (store.py)
         "dynamodb:BatchWriteItem",
         "dynamodb:DescribeTable",  # the ledger's creation time, on its first run only

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from autopilot import console
+from autopilot import console, freeze
 from autopilot.notify import Digest, Item, Severity, plural
 from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
@@ -57,7 +57,7 @@ class Outcome:
 
     def decisions(self, key: str) -> list[Decision]:
         """The deletions the result lists under ``key`` (indices into the intent's)."""
-        return [self.deletions[i] for i in self.result[key]]
+        return [self.deletions[i] for i in self.result.get(key, [])]
 
     @property
     def create_failures(self) -> list[tuple[CreateJob, Mapping[str, Any]]]:
@@ -159,8 +159,8 @@ def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
     copied = 0 if outcome.dry_run else outcome.snapshots_copied
     return Counts(
         changed=created + deleted + copied,
-        skipped=len(result["held"]) + len(result["delete_skipped"]),
-        failed=outcome.failed,
+        skipped=len(result["held"]) + len(result["delete_skipped"]) + len(result.get("frozen", [])),
+        failed=outcome.failed + freeze.unreadable(result),
         extra={
             "SnapshotsCreated": created,
             "SnapshotsDeleted": deleted,
@@ -241,7 +241,8 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     wants_summary = (ctx.config.summary_mail or o.dry_run) and (
         o.snapshots_created or result["deleted"] or o.snapshots_copied
     )
-    if not troubled and not any(o.news.values()) and not wants_summary:
+    frozen = bool(result.get("frozen"))  # deletions held back by a change freeze: said every run
+    if not troubled and not any(o.news.values()) and not wants_summary and not frozen:
         return None
     digest = Digest(AUTOMATION, ctx.common.stack_name, ctx.common.region, dry_run=o.dry_run)
     _trouble(digest, o, ctx.common.owner_tag_key, continuing)
@@ -287,6 +288,9 @@ def _headline(o: Outcome, troubled: bool) -> tuple[str, Severity]:
         labels = {"stale": "stale", "ended": "ended", "unknown": "with an unknown policy"}
         said = ", ".join(f"{plural(n, 'volume')} {labels[k]}" for k, n in o.news.items() if n)
         return f"Backups need a look: {said} ({created} created, {deleted} deleted)", "warning"
+    waiting = len(o.result.get("frozen", []))
+    if waiting:  # the freeze is news enough for the subject
+        return f"{plural(created, 'snapshot')} created, {waiting} deletions wait: change freeze", "info"
     if o.dry_run:
         return f"{plural(created, 'snapshot')} would be created, {deleted} deleted", "info"
     return f"{plural(created, 'snapshot')} created, {deleted} deleted", "info"
@@ -473,6 +477,14 @@ def _work(digest: Digest, o: Outcome, config: Config, owner_key: str) -> None:
                 else []
             ),
         )
+    freeze.section(
+        digest,
+        o.result,
+        "snapshots not deleted" if not o.dry_run else "snapshots that would not be deleted",
+        [_snapshot_item(region, d, now, owner_key) for d in o.decisions("frozen")],
+        "New snapshots are still made; the first run after the calendar opens deletes what has "
+        "expired by then.",
+    )
     skipped = [
         *(
             _snapshot_item(region, Decision.from_json(d), now, owner_key)

@@ -43,7 +43,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from autopilot import pacing
+from autopilot import freeze, pacing
 from autopilot.aws import error_code, is_transient
 from autopilot.events import MAX_ROUNDS
 from autopilot.notify import ITEMS_PER_SECTION
@@ -558,6 +558,13 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     }
     copy_jobs = [CopyJob.from_json(j) for j in intent.get("copies", [])]
     result.update({"copied": [], "copy_failures": [], "copies_left": []})  # copies: indices, as jobs
+    # A change freeze holds the deletions back (never the new snapshots, nor their copies): they
+    # wait for a run after the calendar opens, which plans them again.
+    calendar = freeze.read(ctx.common.change_calendar) if deletions else None
+    if calendar is not None and calendar.closed:
+        result.update({"freeze": calendar.as_json(), "frozen": list(range(len(deletions)))})
+        logger.info("change freeze: no deletion", extra={**calendar.as_json(), "waiting": len(deletions)})
+        deletions = []
     current = None
     if ctx.resumed:  # finishing an interrupted run: what did it do already?
         everything = store.read(table).records

@@ -195,3 +195,13 @@ def fleet(ec2: Ec2) -> dict[str, str]:
             instance_id, cpu=60.0 if kind == "busy" else 1.5, busy=[20] if kind == "idle-burst" else ()
         )
     return ids
+
+
+@pytest.fixture
+def expiring(env: dict[str, str], ec2: Any) -> list[str]:
+    """Three instances past StopAfter (two lifetime stops with one tag set, one idle), one kept."""
+    ids = ec2.launch("builder", count=2, tags={"StopAfter": "2h"}, age=timedelta(days=1))
+    idle = ec2.launch("dev-box")[0]
+    ec2.write_metrics(idle)
+    ec2.launch("db")  # no metrics: too little data, kept
+    return [*ids, idle]

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -69,16 +69,6 @@ def entries() -> list[Any]:
 def stopped_ids(calls: CallRecorder) -> list[str]:
     """Every instance id named in a StopInstances call, once per call that named it."""
     return [i for params in calls.of("ec2", "StopInstances") for i in params["InstanceIds"]]
-
-
-@pytest.fixture
-def expiring(env: dict[str, str], ec2: Any) -> list[str]:
-    """Three instances past StopAfter (two lifetime stops with one tag set, one idle), one kept."""
-    ids = ec2.launch("builder", count=2, tags={"StopAfter": "2h"}, age=timedelta(days=1))
-    idle = ec2.launch("dev-box")[0]
-    ec2.write_metrics(idle)
-    ec2.launch("db")  # no metrics: too little data, kept
-    return [*ids, idle]
 
 
 # ---- (a) killed between StopInstances and CreateTags ---------------------------------------

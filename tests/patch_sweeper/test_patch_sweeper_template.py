@@ -47,7 +47,15 @@ def _function(template: dict[str, Any]) -> dict[str, Any]:
 def _statements(template: dict[str, Any]) -> list[dict[str, Any]]:
     """The statements of the function's own role (template: PatchSweeperFunctionRole)."""
     role: dict[str, Any] = template["Resources"]["PatchSweeperFunctionRole"]["Properties"]
-    return [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    found: list[dict[str, Any]] = []
+    for policy in role["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            branches = statement.get("If", statement.get("Fn::If"))
+            if branches is None:
+                found.append(statement)
+            else:  # a statement granted under a condition (both branches; AWS::NoValue is no statement)
+                found += [b for b in branches[1:] if isinstance(b, dict) and "Effect" in b]
+    return found
 
 
 def _actions(statement: dict[str, Any]) -> set[str]:

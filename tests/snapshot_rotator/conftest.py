@@ -305,10 +305,16 @@ def context(
     dry_run: bool = False,
     owner_key: str = "Owner",
     resumed: bool = False,
+    change_calendar: str = "",
     **kwargs: Any,
 ) -> Run[Config, Any]:
     common = CommonConfig(
-        stack_name=STACK, region=REGION, topic_arn=topic_arn, dry_run=dry_run, owner_tag_key=owner_key
+        stack_name=STACK,
+        region=REGION,
+        topic_arn=topic_arn,
+        dry_run=dry_run,
+        owner_tag_key=owner_key,
+        change_calendar=change_calendar,
     )
     return Run(
         "snapshot_rotator",

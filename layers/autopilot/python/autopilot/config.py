@@ -18,6 +18,8 @@ from autopilot.tags import valid_key
 _TRUE = {"true", "yes", "1"}
 _FALSE = {"false", "no", "0"}
 _UNSET = object()
+# An SSM document name (a Change Calendar is a document of type ChangeCalendar).
+CALENDAR_NAME = re.compile(r"^[a-zA-Z0-9_.\-]{3,128}$")
 
 
 class ConfigError(RuntimeError):
@@ -96,6 +98,9 @@ class CommonConfig:
     # The function's own EventBridge schedule (SCHEDULE; scheduled automations only): the runner
     # refuses a scheduled event at a time a cron(...) schedule does not name.
     schedule: Schedule | None = None
+    # The Change Calendar whose CLOSED state pauses this automation's changes (CHANGE_CALENDAR,
+    # set only on the automations that change workloads; '' = none): autopilot.freeze.
+    change_calendar: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
@@ -118,6 +123,12 @@ class CommonConfig:
             schedule = Schedule.parse(schedule_text) if schedule_text else None
         except BadSchedule as err:
             raise ConfigError(f"environment variable SCHEDULE: {err}") from None
+        change_calendar = env_str("CHANGE_CALENDAR", env, default="")
+        if change_calendar and not CALENDAR_NAME.match(change_calendar):
+            raise ConfigError(
+                f"environment variable CHANGE_CALENDAR={change_calendar!r} is not a Change Calendar name "
+                "(an SSM document name: 3-128 letters, digits, _ . -)"
+            )
         return cls(
             stack_name=stack_name,
             region=region,
@@ -125,4 +136,5 @@ class CommonConfig:
             dry_run=env_bool("DRY_RUN", env),
             owner_tag_key=owner_tag_key,
             schedule=schedule,
+            change_calendar=change_calendar,
         )
