@@ -6,8 +6,8 @@
    lost contact with) are "not patchable", each with the reason and the fix, because nobody
    sees them otherwise. Targets go out in SendCommand-sized batches (:func:`plan_batches`).
 2. **What a finished command means for its sweep** (:func:`on_command_finished`,
-   :class:`SweepRecord`): not ours, already counted, or to be counted (and the digest made
-   when it was the last one).
+   :class:`SweepRecord`): not ours, already counted, to be counted (and the digest made
+   when it was the last one), or final before the sweep recorded it (``early``).
 3. **What a finished sweep means** (:func:`classify`): every targeted instance exactly once in
    succeeded or failed, plus pending reboot and the compliance totals; :func:`summarise` keeps
    what the digest shows, as plain JSON for the outbox.
@@ -160,6 +160,8 @@ class SweepRecord:
     not_patchable_count: int = 0
     opted_out_count: int = 0
     digest_claim: str | None = None  # the token of the run that makes the digest
+    # commands SSM reported final before the sweep recorded them: recorded, they are not pending
+    finished: frozenset[str] = frozenset()
 
     @property
     def targeted(self) -> list[str]:
@@ -175,7 +177,7 @@ class SweepRecord:
         return [(i, b) for i, b in enumerate(self.batches) if i not in done]
 
 
-Verdict = Literal["ignore", "count"]
+Verdict = Literal["ignore", "count", "early"]
 
 
 def on_command_finished(record: SweepRecord | None, command_id: str) -> tuple[Verdict, str]:
@@ -184,6 +186,10 @@ def on_command_finished(record: SweepRecord | None, command_id: str) -> tuple[Ve
     if record is None:
         return "ignore", "no such sweep in this stack (another stack's, or expired)"
     if command_id not in record.sent.values():
+        if record.phase == "sending" and command_id not in record.finished:
+            # SSM may report a command final before the run that sent it has recorded it (a
+            # small batch, or a run slowed between SendCommand and its UpdateItem).
+            return "early", "final before the sweep recorded it (the sweep is still being sent)"
         return "ignore", "not one of the sweep's commands"
     if command_id in record.pending:
         return "count", "one of the sweep's commands is final"

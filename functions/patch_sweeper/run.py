@@ -121,7 +121,9 @@ def _plan_sweep(run: Run[Config, Trigger], trigger: Any) -> Plan:
 
 
 def _plan_command(run: Run[Config, Trigger], trigger: Any) -> Plan:
-    """1 GetItem (the sweep record); none for a command that names no sweep."""
+    """1 GetItem (the sweep record); none for a command that names no sweep. A command final
+    before the sweep recorded it is first checked with SSM (1 ListCommands): the event alone
+    could be forged, and would make a sweep complete before its commands are."""
     finished: CommandFinished = trigger
     seen = {"command_id": finished.command_id, "status": finished.status, "sweep_id": finished.sweep_id}
     if finished.sweep_id is None:
@@ -129,11 +131,13 @@ def _plan_command(run: Run[Config, Trigger], trigger: Any) -> Plan:
         return Plan(None, Counts(), [{"decision": "ignored", **seen, "reason": reason}])
     record = store.load_sweep(run.config.state_table, finished.sweep_id)
     verdict, reason = decide.on_command_finished(record, finished.command_id)
-    decision = {"decision": "counted" if verdict == "count" else "ignored", **seen, "reason": reason}
+    if verdict == "early" and not service.is_sweep_command(finished.command_id, finished.sweep_id):
+        verdict, reason = "ignore", "SSM knows no final patch command of this sweep by that id"
+    decision = {"decision": "ignored" if verdict == "ignore" else "counted", **seen, "reason": reason}
     if verdict == "ignore":
         return Plan(None, Counts(), [decision])
     intent = {
-        "kind": "command",
+        "kind": "command" if verdict == "count" else "command-early",
         "sweep_id": finished.sweep_id,
         "command_id": finished.command_id,
         "status": finished.status,
@@ -269,7 +273,8 @@ def _act_command(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, A
     if ctx.dry_run:
         return {"status": "dry-run"}
     sweep_id, command_id = str(intent["sweep_id"]), str(intent["command_id"])
-    record = store.command_finished(ctx.config.state_table, sweep_id, command_id)
+    note = store.finished_early if intent["kind"] == "command-early" else store.command_finished
+    record = note(ctx.config.state_table, sweep_id, command_id)
     if record is None:
         return {"status": "not-ours"}  # the record expired since the plan read it
     logger.info(
@@ -302,4 +307,5 @@ def _digest(ctx: Context[Config], record: SweepRecord, token: str) -> dict[str, 
 ACTS: dict[str, Callable[[Context[Config], Mapping[str, Any]], dict[str, Any]]] = {
     "sweep": _act_sweep,
     "command": _act_command,
+    "command-early": _act_command,
 }

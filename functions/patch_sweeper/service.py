@@ -37,7 +37,7 @@ from patch_sweeper.decide import (
     SweepRecord,
     tail,
 )
-from patch_sweeper.event import DOCUMENT
+from patch_sweeper.event import DOCUMENT, FINAL_STATUSES
 
 DESCRIBE_INSTANCES_PAGE = 1000  # DescribeInstances MaxResults maximum
 INSTANCE_INFORMATION_PAGE = 50  # DescribeInstanceInformation MaxResults maximum
@@ -172,6 +172,23 @@ def sent_commands(sweep_id: str, since: datetime) -> list[tuple[str, frozenset[s
             continue
         found.append((str(command["CommandId"]), frozenset(command.get("InstanceIds", []))))
     return found
+
+
+def is_sweep_command(command_id: str, sweep_id: str) -> bool:
+    """True when SSM has this command as an AWS-RunPatchBaseline of this sweep (its SnapshotId)
+    in a final status (1 ListCommands)."""
+    try:
+        found = aws.client("ssm").list_commands(CommandId=command_id).get("Commands", [])
+    except ClientError as err:
+        if error_code(err) == "InvalidCommandId":
+            return False
+        raise
+    return any(
+        c.get("DocumentName") == DOCUMENT
+        and c.get("Parameters", {}).get("SnapshotId") == [sweep_id]
+        and c.get("Status") in FINAL_STATUSES
+        for c in found
+    )
 
 
 # -- the results ----------------------------------------------------------------------------------

@@ -76,13 +76,48 @@ def load_sweep(table: str, sweep_id: str) -> SweepRecord | None:
 
 
 def record_sent(table: str, sweep_id: str, batch: int, command_id: str) -> None:
-    aws.client("dynamodb").update_item(
-        TableName=table,
-        Key=_key(sweep_id),
-        UpdateExpression="SET sent.#b = :c ADD pending :cs",
-        ExpressionAttributeNames={"#b": str(batch)},
-        ExpressionAttributeValues={":c": {"S": command_id}, ":cs": {"SS": [command_id]}},
-    )
+    """The batch's command, pending - unless SSM already reported it final (:func:`finished_early`):
+    then only sent (1 UpdateItem; 2 in that case)."""
+    client = aws.client("dynamodb")
+    try:
+        client.update_item(
+            TableName=table,
+            Key=_key(sweep_id),
+            UpdateExpression="SET sent.#b = :c ADD pending :cs",
+            ConditionExpression="attribute_not_exists(finished) OR NOT contains(finished, :c)",
+            ExpressionAttributeNames={"#b": str(batch)},
+            ExpressionAttributeValues={":c": {"S": command_id}, ":cs": {"SS": [command_id]}},
+        )
+    except ClientError as err:
+        if error_code(err) != "ConditionalCheckFailedException":
+            raise
+        client.update_item(
+            TableName=table,
+            Key=_key(sweep_id),
+            UpdateExpression="SET sent.#b = :c",
+            ExpressionAttributeNames={"#b": str(batch)},
+            ExpressionAttributeValues={":c": {"S": command_id}},
+        )
+
+
+def finished_early(table: str, sweep_id: str, command_id: str) -> SweepRecord | None:
+    """SSM reported the command final before the sweep recorded it: note it, so that recording
+    it does not make it pending (a sweep would otherwise wait for ever). If it was recorded
+    meanwhile, take it off the pending set instead. 1 UpdateItem; None when the sweep is gone."""
+    try:
+        response = aws.client("dynamodb").update_item(
+            TableName=table,
+            Key=_key(sweep_id),
+            UpdateExpression="ADD finished :cs DELETE pending :cs",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":cs": {"SS": [command_id]}},
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as err:
+        if error_code(err) == "ConditionalCheckFailedException":
+            return None
+        raise
+    return _record(sweep_id, response["Attributes"])
 
 
 def record_send_error(table: str, sweep_id: str, batch: int, code: str) -> None:
@@ -168,4 +203,5 @@ def _record(sweep_id: str, item: Mapping[str, Any]) -> SweepRecord:
         not_patchable_count=int(item.get("not_patchable_count", {}).get("N", "0")),
         opted_out_count=int(item.get("opted_out_count", {}).get("N", "0")),
         digest_claim=item.get("digest_claim", {}).get("S"),
+        finished=frozenset(item.get("finished", {}).get("SS", [])),
     )

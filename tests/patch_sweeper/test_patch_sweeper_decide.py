@@ -266,6 +266,9 @@ def _record(**changes: object) -> SweepRecord:
         (_record(sent={0: A}, phase="sent"), A, "count"),  # complete, digest not made: make it
         (_record(sent={0: A}, phase="sent", digest_claim="t"), A, "ignore"),  # reported already
         (_record(sent={0: A}, phase="sending"), A, "ignore"),  # counted; the sweep will report
+        (_record(sent={0: A}, phase="sending"), C, "early"),  # final before it was recorded
+        (_record(sent={0: A}, phase="sending", finished=frozenset({C})), C, "ignore"),  # noted
+        (_record(sent={0: A}, phase="sent"), C, "ignore"),  # every command recorded: not ours
     ],
 )
 def test_on_command_finished(record: SweepRecord | None, command: str, verdict: str) -> None:
