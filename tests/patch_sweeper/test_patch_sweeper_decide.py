@@ -260,7 +260,7 @@ def _record(**changes: object) -> SweepRecord:
     ("record", "command", "verdict"),
     [
         (None, A, "ignore"),  # no such sweep (another stack's, or expired)
-        (_record(sent={0: A}, pending=frozenset({A})), C, "ignore"),  # not one of its commands
+        (_record(sent={0: A}, pending=frozenset({A}), phase="sent"), C, "ignore"),  # not one of its commands
         (_record(sent={0: A, 1: B}, pending=frozenset({A, B})), A, "count"),
         (_record(sent={0: A, 1: B}, pending=frozenset({B})), A, "ignore"),  # already counted
         (_record(sent={0: A}, phase="sent"), A, "count"),  # complete, digest not made: make it
