@@ -29,7 +29,9 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "ssm:DescribeInstancePatchStates",
         "dynamodb:GetItem",  # the sweep table (store.py): read a sweep
         "dynamodb:PutItem",  # create a sweep
-        "dynamodb:UpdateItem",  # commands sent / final, all sent, the digest claim
+        "dynamodb:UpdateItem",  # commands sent / final, all sent, the digest claim, the rings
+        "dynamodb:BatchWriteItem",  # a new sweep's commands' instance ids
+        "dynamodb:BatchGetItem",  # a ring's instance ids
     }
 )
 AUTOMATION = Automation(
@@ -40,6 +42,7 @@ AUTOMATION = Automation(
     act=run.act,
     report=report.mail,
     counts=report.counts,
+    metrics=frozenset({"NoResult"}),  # PatchSweeperNoResultAlarm: a ring closed by its timeout
 )
 logger = Logger()
 metrics = Metrics()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
-from autopilot.config import ConfigError, env_str
+from autopilot.config import ConfigError, env_int, env_str
 from autopilot.schedule import BadSchedule, Schedule
 from autopilot.tags import valid_key
 
@@ -31,6 +32,11 @@ class Config:
     output_log_group: str  # CloudWatch Logs group for the command output
     state_table: str  # DynamoDB table with one small record per sweep (store.py)
     opt_out_tag: str = "AutoPatch"
+    # Rings (PatchRing=<n>): the next ring starts only when the last one's success rate met
+    # this and its soak time has passed; a ring with no last status after the timeout is closed.
+    ring_success_percent: int = 100
+    ring_soak: timedelta = timedelta(hours=24)
+    ring_timeout: timedelta = timedelta(hours=8)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -46,6 +52,15 @@ class Config:
             output_log_group=_matching("OUTPUT_LOG_GROUP", _LOG_GROUP, env),
             state_table=env_str("STATE_TABLE", env),
             opt_out_tag=opt_out_tag,
+            ring_success_percent=env_int(
+                "PATCH_RING_SUCCESS_PERCENT", env, default=100, minimum=0, maximum=100
+            ),
+            ring_soak=timedelta(
+                hours=env_int("PATCH_RING_SOAK_HOURS", env, default=24, minimum=0, maximum=336)
+            ),
+            ring_timeout=timedelta(
+                hours=env_int("PATCH_SWEEP_TIMEOUT_HOURS", env, default=8, minimum=1, maximum=168)
+            ),
         )
 
 

@@ -8,15 +8,22 @@
 2. **What a finished command means for its sweep** (:func:`on_command_finished`,
    :class:`SweepRecord`): not ours, already counted, to be counted (and the digest made
    when it was the last one), or final before the sweep recorded it (``early``).
-3. **What a finished sweep means** (:func:`classify`): every targeted instance exactly once in
-   succeeded or failed, plus pending reboot and the compliance totals; :func:`summarise` keeps
-   what the digest shows, as plain JSON for the outbox.
+3. **What a finished ring means** (:func:`classify`): every targeted instance exactly once in
+   succeeded or failed (a command still running when the ring timed out: "no result"), plus
+   pending reboot and the compliance totals; :func:`summarise` keeps what the digest shows, as
+   plain JSON for the outbox.
+4. **Rings** (:func:`assign_rings`, :func:`ring_verdict`, :func:`on_tick`): ``PatchRing=<n>``
+   orders the sweep - ring 0 first, untagged (or badly tagged) instances in the last ring; the
+   next ring starts only when the previous one's success rate met the threshold and its soak
+   time has passed by the clock; a ring below the threshold halts the sweep; a ring whose last
+   status never comes is closed by the timeout.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from autopilot.notify import ITEMS_PER_SECTION
@@ -30,6 +37,12 @@ TAIL_CHARS = 1200
 # Plugin steps of AWS-RunPatchBaseline (one per platform; the others are skipped by precondition).
 PATCH_PLUGINS = ("PatchLinux", "PatchWindows", "PatchMacOS")
 _FAILED_PLUGIN_STATUSES = frozenset({"Failed", "TimedOut", "Cancelled"})
+# Invocation statuses that are not an end (CommandInvocationStatus): still one of these when the
+# ring's timeout closes it is "no result".
+RUNNING_INVOCATION_STATUSES = frozenset({"Pending", "InProgress", "Delayed", "Cancelling", ""})
+RING_TAG = "PatchRing"
+MAX_RING = 99  # PatchRing=0..99; anything else is reported and patched in the last ring
+NO_RESULT = "no result"  # the reason's start for an instance whose command never reported
 
 FIX_REGISTER = (
     "attach an instance profile whose role has the AmazonSSMManagedInstanceCore policy, and make "
@@ -140,7 +153,67 @@ def not_patchable_entries(plan: TargetPlan, owner_tag_key: str) -> list[dict[str
     return [{**n.instance.entry(owner_tag_key), "reason": n.reason, "fix": n.fix} for n in plan.not_patchable]
 
 
+@dataclass(frozen=True)
+class BadRingTag:
+    instance: Instance
+    value: str
+
+
+@dataclass(frozen=True)
+class Rings:
+    """The targets in patch order: (ring number, its instances), ring 0 first; and the
+    instances whose PatchRing tag is not a ring number (patched in the last ring, and said)."""
+
+    rings: tuple[tuple[int, tuple[Instance, ...]], ...]
+    bad_tags: tuple[BadRingTag, ...] = ()
+
+    def batches(self, size: int = MAX_INSTANCES_PER_COMMAND) -> list[tuple[int, list[list[str]]]]:
+        return [(number, plan_batches([i.id for i in members], size)) for number, members in self.rings]
+
+
+def ring_number(value: str) -> int | None:
+    """``PatchRing``'s value as a ring number 0..MAX_RING, or None when it is not one."""
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 2:
+        return None
+    return int(text)
+
+
+def assign_rings(targets: Sequence[Instance], tag_key: str = RING_TAG) -> Rings:
+    """Every target in exactly one ring. Untagged instances, and those whose tag is not a ring
+    number, go to the last ring (the highest number any target names; 0 when none does), so an
+    account that tags nothing has one ring and is patched as before."""
+    numbered: dict[str, int] = {}
+    bad: list[BadRingTag] = []
+    for instance in targets:
+        value = instance.tags.get(tag_key)
+        if value is None:
+            continue
+        number = ring_number(value)
+        if number is None:
+            bad.append(BadRingTag(instance, value[:40]))
+        else:
+            numbered[instance.id] = number
+    last = max(numbered.values(), default=0)
+    members: dict[int, list[Instance]] = {}
+    for instance in targets:
+        members.setdefault(numbered.get(instance.id, last), []).append(instance)
+    return Rings(tuple((n, tuple(members[n])) for n in sorted(members)), tuple(bad))
+
+
 # -- 2. the sweep's record and its commands' final events ----------------------------------
+
+
+@dataclass(frozen=True)
+class RingInfo:
+    """One ring of a sweep as recorded: its number, how many commands and instances."""
+
+    number: int
+    batches: int
+    instances: int
+
+    def as_json(self) -> dict[str, int]:
+        return {"number": self.number, "batches": self.batches, "instances": self.instances}
 
 
 @dataclass(frozen=True)
@@ -162,6 +235,23 @@ class SweepRecord:
     digest_claim: str | None = None  # the token of the run that makes the digest
     # commands SSM reported final before the sweep recorded them: recorded, they are not pending
     finished: frozenset[str] = frozenset()
+    # -- rings: ``batches``, ``sent`` .. ``finished`` above are the current ring's --------------
+    rings: tuple[RingInfo, ...] = ()  # every ring of the sweep, in order (empty: one ring)
+    ring_index: int = 0  # the current ring's position in ``rings``
+    status: str = "running"  # running | soaking (ring passed, next waits) | halted | done
+    ring_started_at: str = ""  # when the current ring's first command was about to be sent
+    soak_until: str = ""  # soaking: the next ring starts at the first tick after this
+    timed_out: frozenset[str] = frozenset()  # commands still running when the ring timed out
+    results: tuple[Mapping[str, Any], ...] = ()  # one summary per finished ring (RingResult.as_json)
+    freeze_noted: int = -1  # the ring whose start a change freeze holds back, once mailed
+
+    @property
+    def ring(self) -> RingInfo:
+        return self.rings[self.ring_index] if self.rings else RingInfo(0, len(self.batches), 0)
+
+    @property
+    def last_ring(self) -> bool:
+        return self.ring_index >= len(self.rings) - 1
 
     @property
     def targeted(self) -> list[str]:
@@ -196,6 +286,39 @@ def on_command_finished(record: SweepRecord | None, command_id: str) -> tuple[Ve
     if record.complete and record.digest_claim is None:
         return "count", "the sweep is complete but its digest was not made yet"
     return "ignore", "already counted (a repeated event)"
+
+
+# -- 4. rings: when the next one starts ---------------------------------------------------------
+
+RingStatus = Literal["done", "soaking", "halted"]
+TickVerdict = Literal["start-ring", "time-out", "wait"]
+
+
+def ring_verdict(succeeded: int, targeted: int, percent: int, last: bool) -> RingStatus:
+    """After a ring: the sweep is done (it was the last), the next ring waits for the soak time
+    (the success rate met ``percent``), or the sweep halts (it did not). Integer arithmetic: 19
+    of 20 is exactly 95 %."""
+    if last:
+        return "done"
+    return "soaking" if succeeded * 100 >= percent * targeted else "halted"
+
+
+def on_tick(record: SweepRecord | None, now: datetime, timeout: timedelta) -> tuple[TickVerdict, str]:
+    """What the clock (``now``, never an event's time) means for the open sweep: start its next
+    ring, close its running ring as timed out, or nothing yet."""
+    if record is None:
+        return "wait", "no open sweep"
+    if record.status == "soaking":
+        due = datetime.fromisoformat(record.soak_until)
+        if now >= due:
+            return "start-ring", f"ring {record.ring.number} passed and soaked until {record.soak_until}"
+        return "wait", f"ring {record.ring.number} soaks until {record.soak_until}"
+    if record.status == "running" and not record.complete and record.ring_started_at:
+        due = datetime.fromisoformat(record.ring_started_at) + timeout
+        if now >= due:
+            return "time-out", f"ring {record.ring.number} started {record.ring_started_at}, no last status"
+        return "wait", f"ring {record.ring.number} is running"
+    return "wait", f"sweep is {record.status}"
 
 
 # -- 3. what a finished sweep means ---------------------------------------------------------
@@ -322,9 +445,14 @@ def classify(
             continue
         found = by_instance.get(instance_id)
         if found is None:
-            failed.append(Failed(instance_id, None, "no result reported for this instance"))
+            failed.append(Failed(instance_id, None, f"{NO_RESULT} reported for this instance"))
         elif found.succeeded:
             succeeded.append(instance_id)
+        elif found.status in RUNNING_INVOCATION_STATUSES:  # the ring timed out before it ended
+            status = found.status or "Pending"
+            failed.append(
+                Failed(instance_id, found.command_id, f"{NO_RESULT}: still {status} at the timeout")
+            )
         else:
             plugin = found.failed_plugin()
             details = found.status_details or found.status
@@ -393,6 +521,7 @@ def summarise(
         "targeted": len(outcome.succeeded) + len(outcome.failed),
         "succeeded": len(outcome.succeeded),
         "failed_count": len(outcome.failed),
+        "no_result_count": sum(1 for f in outcome.failed if f.reason.startswith(NO_RESULT)),
         "failed": [
             {**who(f.instance_id), "command_id": f.command_id, "reason": f.reason, "tail": f.output_tail}
             for f in outcome.failed[:SHOWN]

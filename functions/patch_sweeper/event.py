@@ -4,6 +4,11 @@
 - SSM's "EC2 Command Status-change Notification" for AWS-RunPatchBaseline: one of the
   sweep's commands reached a final status; collect the results when it was the last one.
 
+- the hourly tick (``ops-autopilot.patch-sweep`` / "Patch sweep tick", the tick rule's own
+  event reshaped by its input transformer): look at the open sweep - start its next ring when
+  the soak time is over, close its ring when the timeout has passed. Whoever may invoke the
+  function could send one; it only makes the function look, and the clock decides.
+
 Anything else raises :class:`BadEvent`; the runner logs it once and changes nothing. The
 event's own time is checked to be a time but decides nothing (the clock's time does).
 """
@@ -38,7 +43,28 @@ class CommandFinished:
     sweep_id: str | None = None
 
 
-Trigger = ScheduledRun | CommandFinished
+@dataclass(frozen=True)
+class SweepTick:
+    """The hourly tick: time to look at the open sweep (its time decides nothing)."""
+
+    id: str
+    account: str
+    region: str
+
+
+TICK_SOURCE = "ops-autopilot.patch-sweep"
+TICK_DETAIL_TYPE = "Patch sweep tick"
+
+Trigger = ScheduledRun | CommandFinished | SweepTick
+
+
+def parse_tick(event: Any) -> SweepTick:
+    parse_time(require(event, "time", str))
+    return SweepTick(
+        id=require(event, "id", str),
+        account=require(event, "account", str),
+        region=require(event, "region", str),
+    )
 
 
 def parse_command_finished(event: Any) -> CommandFinished:
@@ -76,6 +102,7 @@ PARSERS: dict[tuple[str, str], Callable[[Any], Trigger]] = {
     ("aws.events", "Scheduled Event"): parse_scheduled,
     ("aws.scheduler", "Scheduled Event"): parse_scheduled,
     ("aws.ssm", COMMAND_DETAIL_TYPE): parse_command_finished,
+    (TICK_SOURCE, TICK_DETAIL_TYPE): parse_tick,
 }
 
 

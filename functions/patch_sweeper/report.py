@@ -1,5 +1,7 @@
-"""The mails and the numbers, pure: one digest per sweep (results), or one per dry run (what
-would be patched); nothing while a sweep's commands are still running.
+"""The mails and the numbers, pure: one digest per ring of a sweep (results, and what comes
+next: the next ring's instances before it starts, or why the sweep halted), one per dry run
+(what would be patched), one when a change freeze holds a sweep or a ring back; nothing while
+a ring's commands are still running.
 
 The mail is rendered from the intent and the act's result alone (plain JSON, as the outbox
 keeps them), so the one the retry sends is the one the first run rendered.
@@ -25,6 +27,8 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
         return _dry_run_mail(ctx, intent, result)
     if intent["kind"] == "sweep" and result.get("status") == "frozen":
         return _frozen_mail(ctx, intent, result)
+    if result.get("status") == "ring-frozen":
+        return _ring_frozen_mail(ctx, result) if result.get("mail") else None
     digest = result.get("digest")
     return _results_mail(ctx, digest, result) if digest else None
 
@@ -37,13 +41,22 @@ def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
         return Counts(
             skipped=waiting, failed=freeze.unreadable(result), extra={"SkippedChangeFreeze": waiting}
         )
+    if result.get("status") == "ring-frozen":
+        waiting = int(result["instances"])
+        return Counts(
+            skipped=waiting, failed=freeze.unreadable(result), extra={"SkippedChangeFreeze": waiting}
+        )
     digest = result.get("digest")
     if not digest:
         return Counts(failed=freeze.unreadable(result))
     return Counts(
         changed=int(digest["succeeded"]),
         failed=int(digest["failed_count"]) + len(digest["errors"]),
-        extra={"PendingReboot": int(digest["pending_reboot_count"])},
+        extra={
+            "PendingReboot": int(digest["pending_reboot_count"]),
+            # the ring's timeout closed commands that never reported (alarmed)
+            **({"NoResult": no_result} if (no_result := int(digest.get("no_result_count", 0))) else {}),
+        },
     )
 
 
@@ -115,6 +128,61 @@ def _frozen_mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mappin
     return digest.mail(subject, summary, "warning", now=ctx.now)
 
 
+def _ring_frozen_mail(ctx: Context[Config], result: Mapping[str, Any]) -> Mail | None:
+    """The next ring is due but a change freeze holds it back (once per freeze)."""
+    common = ctx.common
+    digest = Digest(AUTOMATION, common.stack_name, common.region)
+    ring, instances = int(result["ring"]), int(result["instances"])
+    freeze.section(
+        digest,
+        result,
+        "not patched yet",
+        [],
+        f"Ring {ring} ({plural(instances, 'instance')}) starts at the first hourly check after the "
+        "calendar opens again; nothing else is mailed until then.",
+        count=instances,
+    )
+    subject = f"patch sweep ring {ring} waits: change freeze, {plural(instances, 'instance')} not patched yet"
+    summary = (
+        f"Ring {ring} of the patch sweep is due (the ring before it passed and soaked), but the change "
+        "calendar does not allow changes now."
+    )
+    return digest.mail(subject, summary, "warning", now=ctx.now)
+
+
+def ring_lines(ring: Mapping[str, Any], verb: str) -> list[str]:
+    """Where the sweep stands after this ring, and what comes next, in words."""
+    lines = [
+        f"{r['succeeded']} of {r['targeted']} {verb} in ring {r['number']} (earlier)."
+        for r in ring.get("earlier", [])
+    ]
+    if ring.get("timed_out"):
+        lines.append(
+            f"{plural(int(ring['timed_out']), 'command')} gave no last status within the timeout "
+            "(PatchSweeperTimeoutHours): the ring was closed and their instances are listed as no result."
+        )
+    needed = int(ring["percent_needed"])
+    if ring["verdict"] == "soaking":
+        nxt = ring["next"]
+        lines.append(
+            f"Ring {ring['number']} met PatchSweeperRingSuccessPercent={needed}. Ring {nxt['number']} "
+            f"({plural(int(nxt['instances']), 'instance')}) starts after {ring['soak_until'][:16]} UTC "
+            f"(PatchSweeperRingSoakHours={ring['soak_hours']}), at the first hourly check after it."
+        )
+    elif ring["verdict"] == "halted":
+        held = sum(int(r["instances"]) for r in ring["held_back"])
+        numbers = ", ".join(str(r["number"]) for r in ring["held_back"])
+        lines.append(
+            f"The sweep HALTED: ring {ring['number']} fell below PatchSweeperRingSuccessPercent={needed}, so "
+            f"ring{'s' if len(ring['held_back']) > 1 else ''} {numbers} ({plural(held, 'instance')}) "
+            "will not be patched by this sweep. Fix the failures below; the next scheduled sweep "
+            "starts again at ring 0."
+        )
+    else:
+        lines.append(f"Ring {ring['number']} was the last: the sweep is done.")
+    return lines
+
+
 def _dry_run_mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
     common, config = ctx.common, ctx.config
     region, operation = common.region, str(intent["operation"])
@@ -161,17 +229,14 @@ def _results_mail(ctx: Context[Config], d: Mapping[str, Any], result: Mapping[st
     common, config = ctx.common, ctx.config
     region, operation, reboot_option = common.region, str(d["operation"]), str(d["reboot_option"])
     digest = Digest(AUTOMATION, common.stack_name, region)
-    held = freeze.waiting(result)
-    if held is not None:  # began while the sweep was being sent: its last batches were not
-        digest.section(
-            "Change freeze",
-            text=[
-                held.said(),
-                "The batches not sent yet were held back: "
-                "their instances are listed as failed (command not sent: ChangeFreeze).",
-            ],
-        )
+    _held_section(digest, result)
     verb = "patched" if operation == "Install" else "scanned"
+    ring: Mapping[str, Any] = d.get("ring") or {}
+    several = bool(ring) and int(ring["of"]) > 1
+    if several:
+        digest.section(
+            f"Ring {ring['number']} ({ring['position']} of {ring['of']})", text=ring_lines(ring, verb)
+        )
     failed_items = []
     for f in d["failed"]:
         details = [f"why: {f['reason']}"]
@@ -247,11 +312,10 @@ def _results_mail(ctx: Context[Config], d: Mapping[str, Any], result: Mapping[st
         digest.advice.append(
             f"{plural(opted_out, 'instance')} left out on request ({config.opt_out_tag}=false)."
         )
+    if several:
+        _next_ring_section(digest, ring, operation, reboot_option, config.opt_out_tag, region)
     succeeded, targeted = int(d["succeeded"]), int(d["targeted"])
-    subject = (
-        f"patch sweep: {succeeded} {verb}, {failed} failed, "
-        f"{pending} pending reboot, {not_patchable} not patchable"
-    )
+    subject = _subject(d, ring if several else {}, verb)
     summary = (
         f"Weekly patch sweep (AWS-RunPatchBaseline, Operation={operation}, RebootOption={reboot_option}) "
         f"finished on {plural(targeted, 'instance')}: {succeeded} {verb}, "
@@ -260,4 +324,53 @@ def _results_mail(ctx: Context[Config], d: Mapping[str, Any], result: Mapping[st
         "could not be reached."
     )
     severity: Severity = "warning" if failed or not_patchable else "info"
+    if several and ring["verdict"] == "halted":
+        summary = f"The patch sweep halted after ring {ring['number']}. " + summary
     return digest.mail(subject, summary, severity, now=ctx.now)
+
+
+def _held_section(digest: Digest, result: Mapping[str, Any]) -> None:
+    held = freeze.waiting(result)
+    if held is not None:  # began while the ring was being sent: its last batches were not
+        digest.section(
+            "Change freeze",
+            text=[
+                held.said(),
+                "The batches not sent yet were held back: "
+                "their instances are listed as failed (command not sent: ChangeFreeze).",
+            ],
+        )
+
+
+def _subject(d: Mapping[str, Any], ring: Mapping[str, Any], verb: str) -> str:
+    succeeded, failed, pending = int(d["succeeded"]), int(d["failed_count"]), int(d["pending_reboot_count"])
+    no_result = int(d.get("no_result_count", 0))
+    counted = f"{succeeded} {verb}, {failed} failed" + (f", {no_result} no result" if no_result else "")
+    if not ring:
+        return (
+            f"patch sweep: {counted}, {pending} pending reboot, {int(d['not_patchable_count'])} not patchable"
+        )
+    nxt = (ring.get("next") or {}).get("number")
+    state = {"soaking": f"passed, ring {nxt} next", "halted": "HALTED", "done": "done"}[str(ring["verdict"])]
+    waiting = f", {pending} pending reboot" if pending else ""
+    return f"patch sweep ring {ring['number']} ({ring['position']}/{ring['of']}) {state}: {counted}{waiting}"
+
+
+def _next_ring_section(
+    digest: Digest, ring: Mapping[str, Any], operation: str, reboot_option: str, opt_out_tag: str, region: str
+) -> None:
+    """The advance notice: who is patched next, and when (the stack topic for now)."""
+    nxt = ring.get("next")
+    if ring["verdict"] != "soaking" or not nxt:
+        return
+    digest.section(
+        f"Next: ring {nxt['number']} after {ring['soak_until'][:16]} UTC ({nxt['instances']})",
+        _listed(
+            [Item(_label(e), [], console.ec2_instance(region, str(e["id"]))) for e in nxt["listed"]],
+            int(nxt["instances"]),
+        ),
+        text=[
+            f"Owners: these instances get AWS-RunPatchBaseline ({operation}, {reboot_option}) then. "
+            f"To leave one out, tag it {opt_out_tag}=false before."
+        ],
+    )

@@ -1,24 +1,29 @@
-"""The sequence of both jobs, for the runner: ``plan`` (gather + decide, changes nothing) and
+"""The sequence of the sweep, for the runner: ``plan`` (gather + decide, changes nothing) and
 ``act`` (carry the recorded intent out, idempotently).
 
-Two triggers, dispatched on the parsed type (:data:`PLANNERS`) and on the intent's kind
-(:data:`ACTS`):
+Three triggers, dispatched on the parsed type (:data:`PLANNERS`) and on the intent's kind
+(:data:`ACTS`). One sweep spans several invocations, one ring after the other:
 
-- **the weekly schedule** -> plan: the fleet (service) and who is patched (decide); the
-  intent holds the sweep id, the batches and the not-patchable list. act: create the sweep
-  record, send AWS-RunPatchBaseline per batch, each command id recorded before the next
-  send, then "all sent"; resumed, it first asks SSM (ListCommands) which batches were sent
-  but not recorded, so none is sent twice; a sweep with nothing left running (no targets, every batch refused,
-  every command already final) makes its digest at once.
+- **the weekly schedule** -> plan: the fleet (service), who is patched and in which ring
+  (decide); the intent holds the sweep id, every ring's batches and the not-patchable list.
+  act: store the batches and the sweep record, then send ring 0: AWS-RunPatchBaseline per
+  batch, each command id recorded before the next send, then "all sent"; resumed, it first asks
+  SSM (ListCommands) which batches were sent but not recorded, so none is sent twice.
 - **a command's final status** -> plan: the sweep record (one GetItem) and what the event
   means for it (decide). act: take the command off the pending set (atomic); if it was the
-  last, claim the digest with the intent's token and read the results.
+  ring's last, claim the ring's digest with the intent's token, read the results and judge the
+  ring (decide.ring_verdict): the sweep is done, soaks before the next ring, or halts.
+- **the hourly tick** -> plan: the newest sweep (2 GetItem) and what the clock means for it
+  (decide.on_tick). act: start the next ring (the change calendar permitting; a conditional
+  write, so two ticks start it once) and send it as above; or close a ring whose last status
+  never came (its instances: "no result") and judge it.
 
-The digest is the act's result; the runner records it with its mail in the outbox before
-sending, so a mail SNS refused is sent by the retry or the next run, exactly once.
+Each ring's digest is the act's result; the runner records it with its mail in the outbox
+before sending, so a mail SNS refused is sent by the retry or the next run, exactly once.
 
 The sweep id is derived from the scheduled event's id, never from its time nor from the
 clock: a redelivered or retried event is the same sweep, whatever day or hour it arrives.
+Every time that decides (soak, timeout) is the clock's.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ from autopilot.events import ScheduledRun
 from autopilot.runner import Context, Counts, Plan, Run
 from patch_sweeper import decide, service, store
 from patch_sweeper.config import Config
-from patch_sweeper.decide import SHOWN, SendFailure, SweepRecord
-from patch_sweeper.event import CommandFinished, Trigger
+from patch_sweeper.decide import SHOWN, RingInfo, SendFailure, SweepRecord
+from patch_sweeper.event import CommandFinished, SweepTick, Trigger
 
 logger = Logger(child=True)
 
@@ -73,6 +78,19 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     return planner(run, trigger)
 
 
+def ring_batches(intent: Mapping[str, Any]) -> list[list[list[str]]]:
+    """Every ring's batches, in order, from a sweep intent (``batches`` in ring order, cut by
+    ``rings``' batch counts; an intent without rings is one ring)."""
+    batches = [list(b) for b in intent["batches"]]
+    sizes = [int(r["batches"]) for r in intent.get("rings") or [{"batches": len(batches)}]]
+    cut: list[list[list[str]]] = []
+    start = 0
+    for size in sizes:
+        cut.append(batches[start : start + size])
+        start += size
+    return cut
+
+
 def _plan_sweep(run: Run[Config, Trigger], trigger: Any) -> Plan:
     """2 + ceil(N / 1000) + ceil(N / 50) calls: DescribeInstances, DescribeInstanceInformation."""
     scheduled: ScheduledRun = trigger
@@ -91,16 +109,27 @@ def _plan_sweep(run: Run[Config, Trigger], trigger: Any) -> Plan:
     )
     if not targets.worth_a_run(run.dry_run):
         return Plan(None, counts, decisions)
-    batches = targets.batches()
+    rings = decide.assign_rings(targets.targets)
+    per_ring = rings.batches()
+    for bad in rings.bad_tags:
+        decisions.append(
+            {"decision": "bad ring tag", "instance_id": bad.instance.id, "value": bad.value, "ring": "last"}
+        )
     not_patchable = decide.not_patchable_entries(targets, owner_key)
     intent = {
         "kind": "sweep",
         "sweep_id": sweep_id_for(run.common.stack_name, scheduled.id),
-        "token": uuid.uuid4().hex,  # this plan's claim on the digest (store.claim_digest)
+        "token": uuid.uuid4().hex,  # this plan's claim on the first ring's digest (store.claim_digest)
         "started_at": run.now.isoformat(),
         "operation": config.operation,
         "reboot_option": config.reboot_option,
-        "batches": batches,
+        "batches": [b for _, batches in per_ring for b in batches],  # ring 0's first
+        "rings": [
+            {"number": number, "batches": len(batches), "instances": sum(len(b) for b in batches)}
+            for number, batches in per_ring
+        ],
+        "bad_ring_tags": [{**b.instance.entry(owner_key), "value": b.value} for b in rings.bad_tags[:SHOWN]],
+        "bad_ring_tag_count": len(rings.bad_tags),
         "not_patchable": not_patchable[: decide.MAX_STORED_NOT_PATCHABLE],
         "not_patchable_count": len(not_patchable),
         "opted_out_count": len(targets.opted_out),
@@ -113,7 +142,8 @@ def _plan_sweep(run: Run[Config, Trigger], trigger: Any) -> Plan:
             "decision": "sweep",
             "sweep_id": intent["sweep_id"],
             "targets": len(targets.targets),
-            "commands": len(batches),
+            "commands": sum(len(b) for _, b in per_ring),
+            "rings": [number for number, _ in per_ring],
             "not_patchable": len(not_patchable),
         }
     )
@@ -146,9 +176,28 @@ def _plan_command(run: Run[Config, Trigger], trigger: Any) -> Plan:
     return Plan(intent, Counts(), [decision])
 
 
+def _plan_tick(run: Run[Config, Trigger], trigger: Any) -> Plan:
+    """2 GetItem (the newest sweep's id, its record); 1 when there was never a sweep."""
+    table = run.config.state_table
+    sweep_id = store.current_sweep(table)
+    record = store.load_sweep(table, sweep_id) if sweep_id else None
+    verdict, reason = decide.on_tick(record, run.now, run.config.ring_timeout)
+    decision = {"decision": "tick", "sweep_id": sweep_id, "verdict": verdict, "reason": reason}
+    if verdict == "wait" or record is None:
+        return Plan(None, Counts(), [decision])
+    intent = {
+        "kind": "ring" if verdict == "start-ring" else "time-out",
+        "sweep_id": record.sweep_id,
+        "ring_index": record.ring_index,  # the ring that passed (ring) or timed out (time-out)
+        "token": uuid.uuid4().hex,
+    }
+    return Plan(intent, Counts(), [decision])
+
+
 PLANNERS: dict[type, Callable[[Run[Config, Trigger], Any], Plan]] = {
     ScheduledRun: _plan_sweep,
     CommandFinished: _plan_command,
+    SweepTick: _plan_tick,
 }
 
 
@@ -160,35 +209,46 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
     return ACTS[str(intent["kind"])](ctx, intent)
 
 
+def _closed_calendar(ctx: Context[Config]) -> dict[str, Any] | None:
+    """The change freeze (1 GetCalendarState when a calendar is configured), or None when open."""
+    calendar = freeze.read(ctx.common.change_calendar)
+    return calendar.as_json() if calendar is not None and calendar.closed else None
+
+
 def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
-    """1 PutItem, then per batch 1 SendCommand + 1 UpdateItem, then 1 UpdateItem (all sent)."""
+    """ceil(B / 25) BatchWriteItem + 2 PutItem, then ring 0: per batch 1 SendCommand + 1
+    UpdateItem, then 1 UpdateItem (all sent)."""
     # A change freeze holds the sweep back (asked when acting: a retry asks again).
-    calendar = freeze.read(ctx.common.change_calendar) if intent["batches"] else None
-    frozen = calendar.as_json() if calendar is not None and calendar.closed else None
+    frozen = _closed_calendar(ctx) if intent["batches"] else None
     if ctx.dry_run:
         return {
             "status": "dry-run",
             "commands": len(intent["batches"]),
             **({"freeze": frozen} if frozen else {}),
         }
-    config = ctx.config
-    table, sweep_id = config.state_table, str(intent["sweep_id"])
+    table, sweep_id = ctx.config.state_table, str(intent["sweep_id"])
+    rings = ring_batches(intent)
+    infos = tuple(
+        RingInfo(int(r["number"]), int(r["batches"]), int(r["instances"])) for r in intent.get("rings") or []
+    )
     record = SweepRecord(
         sweep_id=sweep_id,
         started_at=str(intent["started_at"]),
         operation=str(intent["operation"]),
         reboot_option=str(intent["reboot_option"]),
-        batches=tuple(tuple(b) for b in intent["batches"]),
+        batches=tuple(tuple(b) for b in rings[0]),
         not_patchable=tuple(intent["not_patchable"]),
         not_patchable_count=int(intent["not_patchable_count"]),
         opted_out_count=int(intent["opted_out_count"]),
+        rings=infos,
+        ring_started_at=ctx.now.isoformat(),
     )
     if frozen is not None and store.load_sweep(table, sweep_id) is None:
         logger.info("change freeze: no patch sweep", extra={**frozen, "sweep_id": sweep_id})
         return {"status": "frozen", "sweep_id": sweep_id, "freeze": frozen}
-    if not store.create_sweep(table, record, ctx.now):
-        stored = store.load_sweep(table, sweep_id)
-        if stored is None or not ctx.resumed:
+    if not store.create_sweep(table, record, ctx.now, rings):
+        stored = store.load_sweep(table, sweep_id, with_batches=True)
+        if stored is None or not ctx.resumed or stored.ring_index != 0:
             # Only the run that recorded this sweep's intent (or whoever resumes it) sends it.
             logger.info(
                 "sweep already started by an earlier delivery of this event", extra={"sweep_id": sweep_id}
@@ -196,9 +256,21 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
             return {"status": "duplicate", "sweep_id": sweep_id}
         logger.info("resuming an interrupted sweep", extra={"sweep_id": sweep_id})
         record = _recover_sent(table, stored)
-    total = len(record.batches)
+    else:
+        record = replace(record, rings=record.rings or (RingInfo(0, len(rings[0]), len(record.targeted)),))
+    return _send_ring(ctx, record, frozen, str(intent["token"]))
+
+
+def _send_ring(
+    ctx: Context[Config], record: SweepRecord, frozen: Mapping[str, Any] | None, token: str
+) -> dict[str, Any]:
+    """Send the current ring's batches not sent yet, then mark it sent; judge it at once when
+    nothing is left running (every batch refused, or every command already final)."""
+    config = ctx.config
+    table, sweep_id = config.state_table, record.sweep_id
+    total, ring = len(record.batches), record.ring
     for index, batch in record.batches_to_send():
-        if frozen is not None:  # the freeze began while the sweep was being sent: the rest waits
+        if frozen is not None:  # the freeze began while the ring was being sent: the rest waits
             store.record_send_error(table, sweep_id, index, FROZEN)
             continue
         if ctx.deadline.expired():
@@ -208,7 +280,11 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
             operation=record.operation,
             reboot_option=record.reboot_option,
             snapshot_id=sweep_id,
-            comment=f"ops-autopilot {ctx.common.stack_name} patch sweep {sweep_id[:8]} {index + 1}/{total}",
+            comment=(
+                f"ops-autopilot {ctx.common.stack_name} patch sweep {sweep_id[:8]} "
+                + (f"ring {ring.number} " if len(record.rings) > 1 else "")
+                + f"{index + 1}/{total}"
+            ),
             max_concurrency=config.max_concurrency,
             max_errors=config.max_errors,
             log_group=config.output_log_group,
@@ -223,19 +299,21 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
             store.record_send_error(table, sweep_id, index, code)
             continue
         logger.info(
-            "patch command sent", extra={"command_id": command_id, "instances": len(batch), "batch": index}
+            "patch command sent",
+            extra={"command_id": command_id, "instances": len(batch), "batch": index, "ring": ring.number},
         )
         store.record_sent(table, sweep_id, index, command_id)
-    final = store.mark_sent(table, sweep_id)
+    final = replace(store.mark_sent(table, sweep_id), batches=record.batches)
     result: dict[str, Any] = {
         "status": "sent",
         "sweep_id": sweep_id,
+        "ring": ring.number,
         "commands": len(final.sent),
         "refused_batches": len(final.send_errors),
-        **({"freeze": frozen} if frozen else {}),
+        **({"freeze": dict(frozen)} if frozen else {}),
     }
-    if final.complete:  # nothing left running: no targets, every batch refused, or all final
-        digest = _digest(ctx, final, str(intent["token"]))
+    if final.complete:  # nothing left running: every batch refused, or all final
+        digest = _ring_done(ctx, final, token)
         if digest is not None:
             result["digest"] = digest
     return result
@@ -250,7 +328,7 @@ def _recover_sent(table: str, record: SweepRecord) -> SweepRecord:
     unrecorded = record.batches_to_send()
     if not unrecorded:
         return record
-    since = datetime.fromisoformat(record.started_at) - COMMAND_LOOKUP_MARGIN
+    since = datetime.fromisoformat(record.ring_started_at or record.started_at) - COMMAND_LOOKUP_MARGIN
     by_instances = {
         instances: command_id for command_id, instances in service.sent_commands(record.sweep_id, since)
     }
@@ -269,7 +347,7 @@ def _recover_sent(table: str, record: SweepRecord) -> SweepRecord:
 
 
 def _act_command(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
-    """1 UpdateItem; the last command's also claims (1 UpdateItem) and reads the results."""
+    """1 UpdateItem; the ring's last command's also claims (1 UpdateItem) and reads the results."""
     if ctx.dry_run:
         return {"status": "dry-run"}
     sweep_id, command_id = str(intent["sweep_id"]), str(intent["command_id"])
@@ -283,29 +361,145 @@ def _act_command(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, A
     )
     if not record.complete:
         return {"status": "waiting", "still_running": len(record.pending)}
-    digest = _digest(ctx, record, str(intent["token"]))
+    digest = _ring_done(ctx, record, str(intent["token"]))
     if digest is None:
         return {"status": "already-reported"}
     return {"status": "reported", "digest": digest}
 
 
-def _digest(ctx: Context[Config], record: SweepRecord, token: str) -> dict[str, Any] | None:
-    """Claim the complete sweep's digest (1 UpdateItem) and read and classify its results, or
-    None when another run's intent holds the claim."""
-    if not store.claim_digest(ctx.config.state_table, record.sweep_id, token, ctx.now):
+def _act_ring(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
+    """The next ring, once its predecessor passed and soaked: 1 GetCalendarState (when a
+    calendar is configured), 1 UpdateItem (start it), ceil(B / 100) BatchGetItem, then as ring 0."""
+    if ctx.dry_run:
+        return {"status": "dry-run"}
+    table, sweep_id, passed = ctx.config.state_table, str(intent["sweep_id"]), int(intent["ring_index"])
+    record = store.load_sweep(table, sweep_id)
+    if record is None:
+        return {"status": "not-ours"}
+    frozen = _closed_calendar(ctx)
+    if record.ring_index == passed and record.status == "soaking":
+        nxt = record.rings[passed + 1]
+        if frozen is not None:  # the ring waits; the tick asks again every hour
+            first = store.note_freeze(table, record)
+            logger.info("change freeze: next ring waits", extra={**frozen, "ring": nxt.number})
+            return {
+                "status": "ring-frozen",
+                "ring": nxt.number,
+                "instances": nxt.instances,
+                "freeze": frozen,
+                "mail": first,
+            }
+        started = store.start_ring(table, record, ctx.now)
+        if started is None:
+            return {"status": "moved-on"}
+        record = started
+    elif not (record.ring_index == passed + 1 and record.status == "running" and ctx.resumed):
+        return {"status": "moved-on"}  # another tick started it, or it is over
+    record = store.load_sweep(table, sweep_id, with_batches=True) or record
+    if record.phase != "sending":
+        return {"status": "moved-on"}
+    record = _recover_sent(table, record) if ctx.resumed else record
+    logger.info("ring starts", extra={"sweep_id": sweep_id, "ring": record.ring.number})
+    return _send_ring(ctx, record, frozen, str(intent["token"]))
+
+
+def _act_time_out(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
+    """A ring whose last status never came: closed (1 UpdateItem), its still-running instances
+    reported as "no result", and judged like any other."""
+    if ctx.dry_run:
+        return {"status": "dry-run"}
+    table, sweep_id, ring_index = ctx.config.state_table, str(intent["sweep_id"]), int(intent["ring_index"])
+    record = store.load_sweep(table, sweep_id)
+    if record is None or record.ring_index != ring_index or record.status != "running":
+        return {"status": "moved-on"}
+    closed = store.time_out_ring(table, record) or store.load_sweep(table, sweep_id)
+    if closed is None or not closed.complete:
+        return {"status": "moved-on"}
+    logger.warning(
+        "ring timed out: its last statuses never came",
+        extra={"sweep_id": sweep_id, "ring": closed.ring.number, "commands": len(closed.timed_out)},
+    )
+    digest = _ring_done(ctx, closed, str(intent["token"]))
+    if digest is None:
+        return {"status": "already-reported"}
+    return {"status": "timed-out", "digest": digest}
+
+
+def _ring_done(ctx: Context[Config], record: SweepRecord, token: str) -> dict[str, Any] | None:
+    """Claim the complete ring's digest (1 UpdateItem), read and classify its results, judge it
+    (done, soak before the next ring, halt: 1 UpdateItem), or None when another run's intent
+    holds the claim."""
+    config = ctx.config
+    table = config.state_table
+    if not store.claim_digest(table, record.sweep_id, token, ctx.now):
         return None
+    if not record.batches:
+        record = replace(
+            record, batches=store.ring_batches(table, record.sweep_id, record.ring_index, record.ring.batches)
+        )
     results = service.gather_results(record)
     refused = [SendFailure(record.batches[i], code) for i, code in record.send_errors.items()]
     outcome = decide.classify(record.targeted, results.invocations, results.states, refused, results.tails)
-    shown = outcome.shown()
+    targeted = len(outcome.succeeded) + len(outcome.failed)
+    verdict = decide.ring_verdict(
+        len(outcome.succeeded), targeted, config.ring_success_percent, record.last_ring
+    )
+    soak_until = (ctx.now + config.ring_soak).isoformat() if verdict == "soaking" else ""
+    summary = {
+        "number": record.ring.number,
+        "targeted": targeted,
+        "succeeded": len(outcome.succeeded),
+        "failed": len(outcome.failed),
+    }
+    store.finish_ring(table, record, token, verdict, soak_until, summary)
+    notice: list[str] = []
+    if verdict == "soaking":
+        nxt = record.rings[record.ring_index + 1]
+        upcoming = store.ring_batches(table, record.sweep_id, record.ring_index + 1, nxt.batches)
+        notice = [i for b in upcoming for i in b][:SHOWN]
+    shown = outcome.shown() + notice
     instances = service.instances_by_id(shown) if shown else {}
     for f in outcome.failed:
         logger.info("patch failed", extra={"instance_id": f.instance_id, "reason": f.reason})
-    return decide.summarise(record, outcome, instances, results.errors, ctx.common.owner_tag_key)
+    logger.info(
+        "ring finished",
+        extra={"sweep_id": record.sweep_id, "ring": record.ring.number, "verdict": verdict, **summary},
+    )
+    digest = decide.summarise(record, outcome, instances, results.errors, ctx.common.owner_tag_key)
+    later = record.rings[record.ring_index + 1 :]
+    digest["ring"] = {
+        "number": record.ring.number,
+        "position": record.ring_index + 1,
+        "of": len(record.rings) or 1,
+        "verdict": verdict,
+        "percent_needed": config.ring_success_percent,
+        "timed_out": len(record.timed_out),
+        "earlier": [dict(r) for r in record.results],
+        "soak_until": soak_until,
+        "soak_hours": int(config.ring_soak.total_seconds() // 3600),
+        "next": (
+            {
+                "number": later[0].number,
+                "instances": later[0].instances,
+                "listed": [
+                    instances[i].entry(ctx.common.owner_tag_key)
+                    if i in instances
+                    else {"id": i, "name": "", "owner": ""}
+                    for i in notice
+                ],
+            }
+            if verdict == "soaking"
+            else None
+        ),
+        "held_back": [r.as_json() for r in later] if verdict == "halted" else [],
+    }
+    return digest
 
 
 ACTS: dict[str, Callable[[Context[Config], Mapping[str, Any]], dict[str, Any]]] = {
     "sweep": _act_sweep,
     "command": _act_command,
     "command-early": _act_command,
+    "ring": _act_ring,
+    "time-out": _act_time_out,
 }

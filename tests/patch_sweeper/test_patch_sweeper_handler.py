@@ -307,7 +307,9 @@ def test_120_targets_make_exactly_3_send_commands(
             "ec2.DescribeInstances": 1,
             "ssm.DescribeInstanceInformation": 3,
             "ssm.SendCommand": 3,
-            "dynamodb.PutItem": 1,  # the sweep record (a status event finds it by SnapshotId)
+            # the sweep record (a status event finds it by SnapshotId), the newest-sweep pointer
+            "dynamodb.PutItem": 2,
+            "dynamodb.BatchWriteItem": 1,  # the 3 commands' instance ids (25 per call)
             "dynamodb.UpdateItem": 4,  # one per command + "all sent"
         },
     )
@@ -640,9 +642,12 @@ def test_100_instances_two_commands_one_digest_after_the_last(
         "ssm.DescribeInstancePatchStates": 2,
         "dynamodb.GetItem": 2,  # each status event's plan reads its sweep
         "dynamodb.Query": invocations,  # the runner: unfinished work
-        "dynamodb.PutItem": invocations + invocations + 1,  # claims, outbox records, the sweep
-        # claims done + outbox acted, then 2 sent + all sent + 2 finished + 1 digest claim
-        "dynamodb.UpdateItem": invocations + invocations + 6,
+        # claims, outbox records, the sweep and the newest-sweep pointer
+        "dynamodb.PutItem": invocations + invocations + 2,
+        "dynamodb.BatchWriteItem": 1,  # the commands' instance ids, before the first is sent
+        "dynamodb.BatchGetItem": 1,  # ... read back by the run that makes the digest
+        # claims done + outbox acted, then 2 sent + all sent + 2 finished + 1 digest claim + verdict
+        "dynamodb.UpdateItem": invocations + invocations + 7,
         "dynamodb.DeleteItem": invocations,  # outbox entries done
         "sns.Publish": 1,
     }

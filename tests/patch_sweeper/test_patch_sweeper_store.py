@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import boto3
 import pytest
 
 from patch_sweeper import store
-from patch_sweeper.decide import SweepRecord
+from patch_sweeper.decide import RingInfo, SweepRecord
 
 pytestmark = pytest.mark.integration
 REGION = "eu-west-1"
@@ -43,8 +44,10 @@ def _record(sweep_id: str = "s-1") -> SweepRecord:
 def test_a_sweep_is_stored_once_and_read_back_as_written() -> None:
     assert store.create_sweep(TABLE, _record(), NOW) is True
     assert store.create_sweep(TABLE, _record(), NOW) is False  # a second run of the same sweep
-    stored = store.load_sweep(TABLE, "s-1")
-    assert stored == _record()
+    stored = store.load_sweep(TABLE, "s-1", with_batches=True)
+    assert stored == replace(_record(), rings=(RingInfo(0, 1, 1),), ring_started_at=NOW.isoformat())
+    assert store.load_sweep(TABLE, "s-1").batches == ()  # type: ignore[union-attr]  # only when asked
+    assert store.current_sweep(TABLE) == "s-1"
     assert store.load_sweep(TABLE, "s-gone") is None
     item = boto3.client("dynamodb", region_name=REGION).get_item(
         TableName=TABLE, Key={"pk": {"S": "sweep#s-1"}}

@@ -125,9 +125,17 @@ def unreadable(result: Mapping[str, Any]) -> int:
     return 1 if found is not None and found.state == UNREADABLE else 0
 
 
-def section(digest: Digest, result: Mapping[str, Any], what: str, items: list[Item], after: str = "") -> None:
+def section(
+    digest: Digest,
+    result: Mapping[str, Any],
+    what: str,
+    items: list[Item],
+    after: str = "",
+    count: int | None = None,
+) -> None:
     """The mail's section for what waits for the freeze to end (nothing when nothing waits);
-    ``after`` says what happens to them next (default: the next runs look again)."""
+    ``after`` says what happens to them next (default: the next runs look again); ``count``:
+    how many wait, when not every one is an item."""
     found = waiting(result)
     if found is None:
         return
@@ -136,4 +144,5 @@ def section(digest: Digest, result: Mapping[str, Any], what: str, items: list[It
         if found.state == CLOSED
         else "They are looked at again by the next run that can read the calendar."
     )
-    digest.section(f"Waiting for the change freeze: {what} ({len(items)})", items, text=[found.said(), after])
+    total = len(items) if count is None else count
+    digest.section(f"Waiting for the change freeze: {what} ({total})", items, text=[found.said(), after])
