@@ -19,12 +19,18 @@ through the real handler and the shared runner (autopilot.runner):
 - ssm.ListCommandInvocations: B (one page of <= 50 per command);
 - ssm.DescribeInstancePatchStates: B (at most 50 instance ids per call);
 - dynamodb.Query: 1 + B (the runner looks for unfinished work once per invocation);
-- dynamodb.GetItem: B (each status event's plan reads its sweep; the event's SnapshotId names it);
+- dynamodb.GetItem: 1 + B (the plan: this event's sweep not started yet; each status event's
+  plan reads its sweep, the event's SnapshotId names it);
+- dynamodb.BatchWriteItem: ceil(B / 25) (the plan stages each command's instance ids, one item
+  per command, 25 items per call at most) - the intent names them by count, so no item grows
+  with the fleet;
+- dynamodb.BatchGetItem: ceil(B / 100) (the run that makes the digest reads the ring's ids back,
+  100 keys per call at most);
 - dynamodb.PutItem: 1 + B claims (one per event id) + 1 + B outbox records (intent before acting)
-  + 1 sweep record (conditional);
+  + 1 sweep record (conditional) + 1 newest-sweep pointer (the hourly tick reads it);
 - dynamodb.UpdateItem: 1 + B claims done + 1 + B outbox entries acted, and the sweep's own:
   B + 1 while sending (each command id durable before the next send; then "all sent"), B on
-  completion (one per final event, off the pending set), 1 digest claim;
+  completion (one per final event, off the pending set), 1 digest claim, 1 ring verdict;
 - dynamodb.DeleteItem: 1 + B (outbox entries done, after SNS took the mail);
 - sns.Publish: 1 digest.
 """
@@ -172,6 +178,48 @@ def _seed(count: int) -> list[str]:
     return ids
 
 
+def item_bytes(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it (close enough: names + values, binary as bytes)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        ((kind, raw),) = value.items()
+        if kind == "B":
+            size += len(raw)
+        elif kind in ("S", "N"):
+            size += len(str(raw).encode())
+        else:
+            size += len(json.dumps(raw).encode())
+    return size
+
+
+def _largest_items() -> dict[str, int]:
+    """The largest item of the sweep table (its sweep record, and any other) and of the outbox
+    after the sweep (the outbox's entries are deleted once mailed: the largest one written is
+    taken from the calls)."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    sizes = {"sweep": 0, "other": 0}
+    for page in client.get_paginator("scan").paginate(TableName=TABLE):
+        for item in page["Items"]:
+            key = "sweep" if item["pk"]["S"].startswith("sweep#") else "other"
+            sizes[key] = max(sizes[key], item_bytes(item))
+    sizes["outbox"] = max(_OUTBOX_WRITES or [0])
+    return sizes
+
+
+_OUTBOX_WRITES: list[int] = []
+
+
+def _watch_outbox(params: dict[str, Any], **_: Any) -> None:
+    if params.get("TableName") == OUTBOX:
+        for value in (params.get("Item") or {}).values():
+            if "B" in value:
+                _OUTBOX_WRITES.append(len(value["B"]))
+        for value in (params.get("ExpressionAttributeValues") or {}).values():
+            if "B" in value:
+                _OUTBOX_WRITES.append(len(value["B"]))
+
+
 def minimum(count: int) -> dict[str, int]:
     commands = pages(count, 50)
     invocations = 1 + commands
@@ -182,9 +230,11 @@ def minimum(count: int) -> dict[str, int]:
         "ssm.ListCommandInvocations": commands,
         "ssm.DescribeInstancePatchStates": commands,
         "dynamodb.Query": invocations,
-        "dynamodb.GetItem": commands,
-        "dynamodb.PutItem": 2 * invocations + 1,
-        "dynamodb.UpdateItem": 2 * invocations + 2 * commands + 2,
+        "dynamodb.GetItem": 1 + commands,
+        "dynamodb.BatchWriteItem": pages(commands, 25),
+        "dynamodb.BatchGetItem": pages(commands, 100),
+        "dynamodb.PutItem": 2 * invocations + 2,
+        "dynamodb.UpdateItem": 2 * invocations + 2 * commands + 3,
         "dynamodb.DeleteItem": invocations,
         "sns.Publish": 1,
     }
@@ -200,6 +250,8 @@ def run(count: int) -> Run:
         ids = _seed(count)
         simulated = SimulatedSSM(ids)
         simulated.attach(aws.client("ssm"))
+        _OUTBOX_WRITES.clear()
+        aws.client("dynamodb").meta.events.register("provide-client-params.dynamodb.*", _watch_outbox)
         env = {
             "STACK_NAME": STACK,
             "TOPIC_ARN": topic,
@@ -227,7 +279,7 @@ def run(count: int) -> Run:
                 event["detail"]["command-id"] = command_id
                 event["detail"]["parameters"] = params
                 outcome = app.lambda_handler(event, LambdaContext(900_000, "bench-request"))
-        record = next(p for p in calls.of("dynamodb", "PutItem") if p["TableName"] == TABLE)
+        largest = _largest_items()
     return Run(
         automation="patch_sweeper",
         size=count,
@@ -239,7 +291,9 @@ def run(count: int) -> Run:
         extra={
             "changed": outcome["Changed"],
             "commands": len(simulated.sent),
-            "sweep_record_bytes": len(json.dumps(record["Item"])),
+            "sweep_record_bytes": largest["sweep"],
+            "largest_item_bytes": max(largest.values()),
+            "largest_outbox_item_bytes": largest["outbox"],
             "metrics_sent": metrics_sent(outcome),
         },
     )

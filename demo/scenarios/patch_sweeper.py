@@ -65,6 +65,8 @@ class SimulatedSSM:
         self.served: list[str] = []
         self.sent: dict[str, list[str]] = {}  # command id -> the instance ids the function sent
         self._sends: list[dict[str, Any]] = []
+        self.overrides: dict[str, str] = {}  # name -> simulated result, for a later week
+        self._reported = 0  # sends already returned by commands()
 
     def attach(self, ssm_client: Any) -> None:
         handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -87,10 +89,11 @@ class SimulatedSSM:
         instance of the account when Targets is empty, so its InstanceIds are not used)."""
         by_comment = {c["Comment"]: c for c in self.sb.client("ssm").list_commands()["Commands"]}  # real
         result = []
-        for params in self._sends:
+        for params in self._sends[self._reported :]:
             command = {**by_comment[params["Comment"]], **params}
             self.sent[command["CommandId"]] = params["InstanceIds"]
             result.append(command)
+        self._reported = len(self._sends)
         return result
 
     def _handler(
@@ -103,7 +106,8 @@ class SimulatedSSM:
         return handle
 
     def result(self, instance_id: str) -> str:
-        return FLEET[self.names[instance_id]][3]
+        name = self.names[instance_id]
+        return self.overrides.get(name, FLEET[name][3])
 
     def describe_instance_information(self, _params: dict[str, Any]) -> dict[str, Any]:
         nodes = [
@@ -196,6 +200,88 @@ def forged_trigger(sb: Sandbox, sim: SimulatedSSM, schedule: dict[str, Any], env
         result = invoke(sb, sim, {**schedule, "id": str(uuid.uuid4())}, {**env, "SCHEDULE": weekly})
     print(f"   handler returned {result}")
     print_calls(calls)
+
+
+def deliver_finals(
+    sb: Sandbox, sim: SimulatedSSM, commands: list[dict[str, Any]], env: dict[str, str]
+) -> Any:
+    """SIMULATED agent: each command ends; SSM's EC2 Command Status-change Notification arrives."""
+    template = sample_event("patch_sweeper/ssm.command_status.success")
+    event: dict[str, Any] = {}
+    for command in commands:
+        failed = any(sim.result(i) == "fail" for i in command["InstanceIds"])
+        event = copy.deepcopy(template)
+        event["id"] = str(uuid.uuid4())  # every status event is an event of its own
+        event["detail"]["command-id"] = command["CommandId"]
+        event["detail"]["status"] = "Failed" if failed else "Success"
+        event["detail"]["parameters"] = command["Parameters"]
+        event["resources"] = [
+            f"arn:aws:ec2:{sb.region}:123456789012:instance/{i}" for i in command["InstanceIds"]
+        ]
+        with CallRecorder() as calls:
+            result = invoke(sb, sim, event, env)
+        names = ", ".join(sorted(sim.names[i] for i in command["InstanceIds"]))
+        print(f"   {names}: status={event['detail']['status']} -> handler returned {result}")
+        print_calls(calls)
+        sb.print_mails()
+    return event
+
+
+def tick(sb: Sandbox, sim: SimulatedSSM, env: dict[str, str]) -> list[dict[str, Any]]:
+    """The hourly tick (its own event, every hour); returns the commands it sent."""
+    event = {**sample_event("patch_sweeper/eventbridge.hourly_tick"), "id": str(uuid.uuid4())}
+    with CallRecorder() as calls:
+        result = invoke(sb, sim, event, env)
+    print(f"   tick -> handler returned {result}")
+    print_calls(calls)
+    sb.print_mails()
+    commands = sim.commands()
+    show_sent(sim, commands)
+    return commands
+
+
+def show_sent(sim: SimulatedSSM, commands: list[dict[str, Any]]) -> None:
+    for command in commands:
+        names = ", ".join(sorted(sim.names[i] for i in command["InstanceIds"]))
+        print(f"   sent {command['Comment']!r}: {names}")
+
+
+RINGS = {"web-1": "0", "cache-1": "1", "web-2": "2"}  # db-1 untagged: the last ring (2)
+
+
+def rings(sb: Sandbox, sim: SimulatedSSM, ids: dict[str, str], env: dict[str, str]) -> None:
+    """Next weeks: the fleet tagged PatchRing, a 3-ring sweep, then a week whose canary fails."""
+    ec2 = sb.client("ec2")
+    for name, ring in RINGS.items():
+        ec2.create_tags(Resources=[ids[name]], Tags=[{"Key": "PatchRing", "Value": ring}])
+    tagged = ", ".join(f"{n}: PatchRing={r}" for n, r in RINGS.items())
+    step(f"A week later, the fleet has rings ({tagged}; db-1 untagged, so the last ring): ring 0 first")
+    print(
+        "   (the demo soaks 0 hours - PatchSweeperRingSoakHours, default 24: each tick starts the next ring)"
+    )
+    ring_env = {**env, "PATCH_RING_SOAK_HOURS": "0"}
+    with CallRecorder() as calls:
+        result = invoke(sb, sim, {**sample_event("patch_sweeper/eventbridge.weekly_schedule"),
+                                  "id": str(uuid.uuid4())}, ring_env)  # fmt: skip
+    print(f"   handler returned {result}")
+    print_calls(calls)
+    commands = sim.commands()
+    show_sent(sim, commands)
+    sb.print_mails()
+    for ring in (0, 1, 2):
+        step(f"Ring {ring}'s commands end (SIMULATED agent)")
+        deliver_finals(sb, sim, commands, ring_env)
+        if ring < 2:
+            step(f"The hourly tick after ring {ring} passed and soaked: ring {ring + 1} starts")
+            commands = tick(sb, sim, ring_env)
+
+    sim.overrides["web-1"] = "fail"
+    step("Another week: the canary (ring 0, web-1) fails this time")
+    invoke(sb, sim, {**sample_event("patch_sweeper/eventbridge.weekly_schedule"), "id": str(uuid.uuid4())},
+           ring_env)  # fmt: skip
+    deliver_finals(sb, sim, sim.commands(), ring_env)
+    step("The hourly ticks after it: the halted sweep sends nothing to rings 1 and 2")
+    tick(sb, sim, ring_env)
 
 
 def seed(sb: Sandbox) -> dict[str, str]:
@@ -300,22 +386,7 @@ def run(sb: Sandbox) -> None:
     print(f"   handler returned {result}")
 
     step("SIMULATED agent: each command ends; SSM's EC2 Command Status-change Notification arrives")
-    template = sample_event("patch_sweeper/ssm.command_status.success")
-    for command in commands:
-        failed = any(sim.result(i) == "fail" for i in command["InstanceIds"])
-        event = copy.deepcopy(template)
-        event["id"] = str(uuid.uuid4())  # every status event is an event of its own
-        event["detail"]["command-id"] = command["CommandId"]
-        event["detail"]["status"] = "Failed" if failed else "Success"
-        event["detail"]["parameters"] = command["Parameters"]
-        event["resources"] = [
-            f"arn:aws:ec2:{sb.region}:123456789012:instance/{i}" for i in command["InstanceIds"]
-        ]
-        with CallRecorder() as calls:
-            result = invoke(sb, sim, event, env)
-        print(f"   event status={event['detail']['status']} -> handler returned {result}")
-        print_calls(calls)
-        sb.print_mails()
+    event = deliver_finals(sb, sim, commands, env)
 
     step("A duplicate of the last status event (same event id): no second digest")
     result = invoke(sb, sim, event, env)
@@ -325,3 +396,5 @@ def run(sb: Sandbox) -> None:
     step("Someone else's AWS-RunShellScript command finishing: ignored with one log line")
     other = sample_event("patch_sweeper/ssm.command_status.other_document")
     print(f"   handler returned {invoke(sb, sim, other, env)}")
+
+    rings(sb, sim, ids, env)

@@ -244,6 +244,8 @@ class SweepRecord:
     timed_out: frozenset[str] = frozenset()  # commands still running when the ring timed out
     results: tuple[Mapping[str, Any], ...] = ()  # one summary per finished ring (RingResult.as_json)
     freeze_noted: int = -1  # the ring whose start a change freeze holds back, once mailed
+    bad_ring_tags: tuple[Mapping[str, str], ...] = ()  # the first SHOWN (id, name, owner, value)
+    bad_ring_tag_count: int = 0
 
     @property
     def ring(self) -> RingInfo:

@@ -17,6 +17,7 @@ from autopilot.notify import Digest, Item, Severity, plural
 from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
 from patch_sweeper.config import Config
+from patch_sweeper.run import intent_commands, intent_targets
 
 AUTOMATION = "patch_sweeper"
 _NOT_LISTED = Item("(not listed)")  # stands for an item past the first 50, so the count stays exact
@@ -37,7 +38,7 @@ def counts(intent: Mapping[str, Any], result: Mapping[str, Any]) -> Counts:
     """Changed: patch runs that succeeded; Failed: that failed or were not sent, and results
     that could not be read; PendingReboot. Only a digest has them (zeros otherwise)."""
     if result.get("status") == "frozen":
-        waiting = sum(len(b) for b in intent["batches"])
+        waiting = intent_targets(intent)
         return Counts(
             skipped=waiting, failed=freeze.unreadable(result), extra={"SkippedChangeFreeze": waiting}
         )
@@ -96,7 +97,7 @@ def _would_patch(intent: Mapping[str, Any], region: str) -> list[Item]:
             Item(_label(i), [f"platform {i['platform']}"], console.ec2_instance(region, str(i["id"])))
             for i in intent["would_patch"]
         ],
-        sum(len(b) for b in intent["batches"]),
+        intent_targets(intent),
     )
 
 
@@ -105,7 +106,7 @@ def _frozen_mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mappin
     common, config = ctx.common, ctx.config
     region = common.region
     digest = Digest(AUTOMATION, common.stack_name, region)
-    targets = sum(len(b) for b in intent["batches"])
+    targets = intent_targets(intent)
     freeze.section(
         digest,
         result,
@@ -150,6 +151,11 @@ def _ring_frozen_mail(ctx: Context[Config], result: Mapping[str, Any]) -> Mail |
     return digest.mail(subject, summary, "warning", now=ctx.now)
 
 
+def _when(iso: str) -> str:
+    """An ISO time as the mails show it: 2026-11-23 03:00 UTC."""
+    return iso[:16].replace("T", " ") + " UTC"
+
+
 def ring_lines(ring: Mapping[str, Any], verb: str) -> list[str]:
     """Where the sweep stands after this ring, and what comes next, in words."""
     lines = [
@@ -166,7 +172,7 @@ def ring_lines(ring: Mapping[str, Any], verb: str) -> list[str]:
         nxt = ring["next"]
         lines.append(
             f"Ring {ring['number']} met PatchSweeperRingSuccessPercent={needed}. Ring {nxt['number']} "
-            f"({plural(int(nxt['instances']), 'instance')}) starts after {ring['soak_until'][:16]} UTC "
+            f"({plural(int(nxt['instances']), 'instance')}) starts after {_when(ring['soak_until'])} "
             f"(PatchSweeperRingSoakHours={ring['soak_hours']}), at the first hourly check after it."
         )
     elif ring["verdict"] == "halted":
@@ -183,12 +189,21 @@ def ring_lines(ring: Mapping[str, Any], verb: str) -> list[str]:
     return lines
 
 
+def ring_plan(intent: Mapping[str, Any]) -> list[str]:
+    """The rings of a sweep about to start, in order (nothing when there is one)."""
+    rings = intent["rings"]
+    if len(rings) < 2:
+        return []
+    order = ", then ".join(f"ring {r['number']} ({plural(int(r['instances']), 'instance')})" for r in rings)
+    return [f"In {len(rings)} rings (PatchRing), one after the other: {order}."]
+
+
 def _dry_run_mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
     common, config = ctx.common, ctx.config
     region, operation = common.region, str(intent["operation"])
     digest = Digest(AUTOMATION, common.stack_name, region, dry_run=True)
-    batches = len(intent["batches"])
-    targets = sum(len(b) for b in intent["batches"])
+    batches = intent_commands(intent)
+    targets = intent_targets(intent)
     if freeze.waiting(result) is not None:  # the sweep would not start: said first
         freeze.section(digest, result, "would not be patched", _would_patch(intent, region))
     not_patchable = int(intent["not_patchable_count"])
@@ -198,7 +213,8 @@ def _dry_run_mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mappi
         _would_patch(intent, region),
         text=[
             f"AWS-RunPatchBaseline Operation={operation} RebootOption={intent['reboot_option']}, "
-            f"{plural(batches, 'command')} of at most 50 instances."
+            f"{plural(batches, 'command')} of at most 50 instances.",
+            *ring_plan(intent),
         ]
         if targets
         else [],
@@ -282,19 +298,7 @@ def _results_mail(ctx: Context[Config], d: Mapping[str, Any], result: Mapping[st
     np_section = digest.section(f"Cannot be patched ({not_patchable})", not_patchable_items(stored, region))
     if not_patchable > len(stored):
         np_section.text.append(f"(listing the first {len(stored)}; every one is in the function's log)")
-    c = d["compliance"]
-    if c["reporting"]:
-        digest.section(
-            "Patch compliance (as last reported by the instances)",
-            text=[
-                f"{plural(int(c['reporting']), 'instance')} reporting: {c['installed']} installed, "
-                f"{c['installed_pending_reboot']} installed pending reboot, {c['missing']} missing, "
-                f"{c['failed']} failed; {c['critical_non_compliant']} critical and "
-                f"{c['security_non_compliant']} security patches non-compliant.",
-            ],
-        )
-    if d["errors"]:
-        digest.section("Could not read everything", text=[str(e) for e in d["errors"]])
+    _compliance_section(digest, d)
     advice = []
     if pending and reboot_option == "NoReboot":
         advice.append(
@@ -314,10 +318,12 @@ def _results_mail(ctx: Context[Config], d: Mapping[str, Any], result: Mapping[st
         )
     if several:
         _next_ring_section(digest, ring, operation, reboot_option, config.opt_out_tag, region)
+    bad_ring_tag_section(digest, d.get("bad_ring_tags", []), int(d.get("bad_ring_tag_count", 0)), region)
     succeeded, targeted = int(d["succeeded"]), int(d["targeted"])
     subject = _subject(d, ring if several else {}, verb)
     summary = (
-        f"Weekly patch sweep (AWS-RunPatchBaseline, Operation={operation}, RebootOption={reboot_option}) "
+        ("The weekly patch sweep's ring " + f"{ring['number']} " if several else "Weekly patch sweep ")
+        + f"(AWS-RunPatchBaseline, Operation={operation}, RebootOption={reboot_option}) "
         f"finished on {plural(targeted, 'instance')}: {succeeded} {verb}, "
         f"{failed} failed, {pending} waiting for a reboot; "
         f"{not_patchable} running {'instance' if not_patchable == 1 else 'instances'} "
@@ -327,6 +333,22 @@ def _results_mail(ctx: Context[Config], d: Mapping[str, Any], result: Mapping[st
     if several and ring["verdict"] == "halted":
         summary = f"The patch sweep halted after ring {ring['number']}. " + summary
     return digest.mail(subject, summary, severity, now=ctx.now)
+
+
+def _compliance_section(digest: Digest, d: Mapping[str, Any]) -> None:
+    c = d["compliance"]
+    if c["reporting"]:
+        digest.section(
+            "Patch compliance (as last reported by the instances)",
+            text=[
+                f"{plural(int(c['reporting']), 'instance')} reporting: {c['installed']} installed, "
+                f"{c['installed_pending_reboot']} installed pending reboot, {c['missing']} missing, "
+                f"{c['failed']} failed; {c['critical_non_compliant']} critical and "
+                f"{c['security_non_compliant']} security patches non-compliant.",
+            ],
+        )
+    if d["errors"]:
+        digest.section("Could not read everything", text=[str(e) for e in d["errors"]])
 
 
 def _held_section(digest: Digest, result: Mapping[str, Any]) -> None:
@@ -340,6 +362,28 @@ def _held_section(digest: Digest, result: Mapping[str, Any]) -> None:
                 "their instances are listed as failed (command not sent: ChangeFreeze).",
             ],
         )
+
+
+def bad_ring_tag_section(
+    digest: Digest, entries: Sequence[Mapping[str, Any]], total: int, region: str
+) -> None:
+    if not total:
+        return
+    digest.section(
+        f"PatchRing is not a ring number ({total})",
+        _listed(
+            [
+                Item(
+                    _label(e),
+                    [f"PatchRing={e['value']!r}: patched in the last ring"],
+                    console.ec2_instance(region, str(e["id"])),
+                )
+                for e in entries
+            ],
+            total,
+        ),
+        text=["PatchRing takes a whole number 0-99 (0 is patched first); fix the tag to choose the ring."],
+    )
 
 
 def _subject(d: Mapping[str, Any], ring: Mapping[str, Any], verb: str) -> str:
@@ -364,7 +408,7 @@ def _next_ring_section(
     if ring["verdict"] != "soaking" or not nxt:
         return
     digest.section(
-        f"Next: ring {nxt['number']} after {ring['soak_until'][:16]} UTC ({nxt['instances']})",
+        f"Next: ring {nxt['number']} after {_when(ring['soak_until'])} ({nxt['instances']})",
         _listed(
             [Item(_label(e), [], console.ec2_instance(region, str(e["id"]))) for e in nxt["listed"]],
             int(nxt["instances"]),

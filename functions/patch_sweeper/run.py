@@ -5,10 +5,12 @@ Three triggers, dispatched on the parsed type (:data:`PLANNERS`) and on the inte
 (:data:`ACTS`). One sweep spans several invocations, one ring after the other:
 
 - **the weekly schedule** -> plan: the fleet (service), who is patched and in which ring
-  (decide); the intent holds the sweep id, every ring's batches and the not-patchable list.
-  act: store the batches and the sweep record, then send ring 0: AWS-RunPatchBaseline per
-  batch, each command id recorded before the next send, then "all sent"; resumed, it first asks
-  SSM (ListCommands) which batches were sent but not recorded, so none is sent twice.
+  (decide); every command's instance ids are staged in the sweep table (one item each: the
+  record of who is patched, written before the intent, which names them by count and so stays
+  small whatever the fleet; the plan changes nothing in the account, and stages nothing in a
+  dry run). act: the sweep record, then ring 0: AWS-RunPatchBaseline per batch, each command id
+  recorded before the next send, then "all sent"; resumed, it first asks SSM (ListCommands)
+  which batches were sent but not recorded, so none is sent twice.
 - **a command's final status** -> plan: the sweep record (one GetItem) and what the event
   means for it (decide). act: take the command off the pending set (atomic); if it was the
   ring's last, claim the ring's digest with the intent's token, read the results and judge the
@@ -54,6 +56,10 @@ logger = Logger(child=True)
 COMMAND_LOOKUP_MARGIN = timedelta(minutes=5)
 
 
+# Ring 0's batches as the plan staged them, keyed by the plan's token, for the act on that same
+# intent in the same invocation (a resumed intent, in another invocation, reads them back).
+_STAGED: dict[str, tuple[tuple[str, ...], ...]] = {}
+
 # Why a batch was not sent: a change freeze began while the sweep was being sent.
 FROZEN = "ChangeFreeze"
 
@@ -78,17 +84,13 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     return planner(run, trigger)
 
 
-def ring_batches(intent: Mapping[str, Any]) -> list[list[list[str]]]:
-    """Every ring's batches, in order, from a sweep intent (``batches`` in ring order, cut by
-    ``rings``' batch counts; an intent without rings is one ring)."""
-    batches = [list(b) for b in intent["batches"]]
-    sizes = [int(r["batches"]) for r in intent.get("rings") or [{"batches": len(batches)}]]
-    cut: list[list[list[str]]] = []
-    start = 0
-    for size in sizes:
-        cut.append(batches[start : start + size])
-        start += size
-    return cut
+def intent_targets(intent: Mapping[str, Any]) -> int:
+    """How many instances a sweep intent patches (every ring)."""
+    return sum(int(r["instances"]) for r in intent["rings"])
+
+
+def intent_commands(intent: Mapping[str, Any]) -> int:
+    return sum(int(r["batches"]) for r in intent["rings"])
 
 
 def _plan_sweep(run: Run[Config, Trigger], trigger: Any) -> Plan:
@@ -109,6 +111,13 @@ def _plan_sweep(run: Run[Config, Trigger], trigger: Any) -> Plan:
     )
     if not targets.worth_a_run(run.dry_run):
         return Plan(None, counts, decisions)
+    sweep_id = sweep_id_for(run.common.stack_name, scheduled.id)
+    table = config.state_table
+    if not run.dry_run and store.load_sweep(table, sweep_id) is not None:
+        # An earlier delivery of this event started it (a retry that got here): only the run
+        # that recorded its intent, or whoever resumes that, sends it.
+        decisions.append({"decision": "duplicate", "sweep_id": sweep_id, "reason": "sweep started already"})
+        return Plan(None, counts, decisions)
     rings = decide.assign_rings(targets.targets)
     per_ring = rings.batches()
     for bad in rings.bad_tags:
@@ -116,14 +125,19 @@ def _plan_sweep(run: Run[Config, Trigger], trigger: Any) -> Plan:
             {"decision": "bad ring tag", "instance_id": bad.instance.id, "value": bad.value, "ring": "last"}
         )
     not_patchable = decide.not_patchable_entries(targets, owner_key)
+    token = uuid.uuid4().hex  # this plan's claim on the first ring's digest (store.claim_digest)
+    if not run.dry_run:  # the record of who is patched, before the intent (1 call per 25 commands)
+        store.stage_batches(table, sweep_id, [b for _, b in per_ring], run.now)
+        # ... which this invocation's act, acting on this very plan, need not read back
+        _STAGED.clear()
+        _STAGED[token] = tuple(tuple(b) for b in per_ring[0][1]) if per_ring else ()
     intent = {
         "kind": "sweep",
-        "sweep_id": sweep_id_for(run.common.stack_name, scheduled.id),
-        "token": uuid.uuid4().hex,  # this plan's claim on the first ring's digest (store.claim_digest)
+        "sweep_id": sweep_id,
+        "token": token,
         "started_at": run.now.isoformat(),
         "operation": config.operation,
         "reboot_option": config.reboot_option,
-        "batches": [b for _, batches in per_ring for b in batches],  # ring 0's first
         "rings": [
             {"number": number, "batches": len(batches), "instances": sum(len(b) for b in batches)}
             for number, batches in per_ring
@@ -219,34 +233,33 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
     """ceil(B / 25) BatchWriteItem + 2 PutItem, then ring 0: per batch 1 SendCommand + 1
     UpdateItem, then 1 UpdateItem (all sent)."""
     # A change freeze holds the sweep back (asked when acting: a retry asks again).
-    frozen = _closed_calendar(ctx) if intent["batches"] else None
+    frozen = _closed_calendar(ctx) if intent_commands(intent) else None
     if ctx.dry_run:
         return {
             "status": "dry-run",
-            "commands": len(intent["batches"]),
+            "commands": intent_commands(intent),
             **({"freeze": frozen} if frozen else {}),
         }
     table, sweep_id = ctx.config.state_table, str(intent["sweep_id"])
-    rings = ring_batches(intent)
-    infos = tuple(
-        RingInfo(int(r["number"]), int(r["batches"]), int(r["instances"])) for r in intent.get("rings") or []
-    )
+    infos = tuple(RingInfo(int(r["number"]), int(r["batches"]), int(r["instances"])) for r in intent["rings"])
     record = SweepRecord(
         sweep_id=sweep_id,
         started_at=str(intent["started_at"]),
         operation=str(intent["operation"]),
         reboot_option=str(intent["reboot_option"]),
-        batches=tuple(tuple(b) for b in rings[0]),
+        batches=(),  # staged by the plan; ring 0's are read when it is sent
         not_patchable=tuple(intent["not_patchable"]),
         not_patchable_count=int(intent["not_patchable_count"]),
         opted_out_count=int(intent["opted_out_count"]),
         rings=infos,
         ring_started_at=ctx.now.isoformat(),
+        bad_ring_tags=tuple(intent.get("bad_ring_tags", ())),
+        bad_ring_tag_count=int(intent.get("bad_ring_tag_count", 0)),
     )
     if frozen is not None and store.load_sweep(table, sweep_id) is None:
         logger.info("change freeze: no patch sweep", extra={**frozen, "sweep_id": sweep_id})
         return {"status": "frozen", "sweep_id": sweep_id, "freeze": frozen}
-    if not store.create_sweep(table, record, ctx.now, rings):
+    if not store.create_sweep(table, record, ctx.now, staged=True):
         stored = store.load_sweep(table, sweep_id, with_batches=True)
         if stored is None or not ctx.resumed or stored.ring_index != 0:
             # Only the run that recorded this sweep's intent (or whoever resumes it) sends it.
@@ -257,7 +270,11 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
         logger.info("resuming an interrupted sweep", extra={"sweep_id": sweep_id})
         record = _recover_sent(table, stored)
     else:
-        record = replace(record, rings=record.rings or (RingInfo(0, len(rings[0]), len(record.targeted)),))
+        staged = _STAGED.pop(str(intent["token"]), None)  # the plan of this invocation staged them
+        if staged is None:  # a resumed intent: read them back (1 call per 100 commands)
+            first = infos[0].batches if infos else 0  # no targets: only instances nobody can patch
+            staged = store.ring_batches(table, sweep_id, 0, first)
+        record = replace(record, batches=staged)
     return _send_ring(ctx, record, frozen, str(intent["token"]))
 
 
@@ -493,6 +510,11 @@ def _ring_done(ctx: Context[Config], record: SweepRecord, token: str) -> dict[st
         ),
         "held_back": [r.as_json() for r in later] if verdict == "halted" else [],
     }
+    if record.ring_index > 0:  # the instances nobody can patch were listed in ring 0's mail
+        digest["not_patchable"], digest["not_patchable_count"] = [], 0
+    if record.ring_index == 0 and record.bad_ring_tag_count:  # said once, in the first ring's mail
+        digest["bad_ring_tags"] = [dict(e) for e in record.bad_ring_tags]
+        digest["bad_ring_tag_count"] = record.bad_ring_tag_count
     return digest
 
 

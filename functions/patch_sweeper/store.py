@@ -57,28 +57,31 @@ def _expires(now: datetime) -> dict[str, Any]:
     return {"N": str(int(now.timestamp()) + KEEP_DAYS * 86400)}
 
 
-def create_sweep(
-    table: str,
-    record: SweepRecord,
-    now: datetime,
-    ring_batches: Sequence[Sequence[Sequence[str]]] | None = None,
-) -> bool:
-    """Store a new sweep: the instance ids of every ring's commands (BatchWriteItem, 25 per
-    call: ceil(B / 25) calls for B commands), then the sweep record (1 PutItem, conditional),
-    then the ``current`` pointer (1 PutItem). False when a sweep with this id exists already.
-    ``ring_batches``: every ring's batches in order (default: one ring, ``record.batches``);
-    the record's own ``batches`` are the first ring's."""
-    rings = [list(r) for r in (ring_batches if ring_batches is not None else [record.batches])]
+def stage_batches(table: str, sweep_id: str, rings: Sequence[Sequence[Sequence[str]]], now: datetime) -> None:
+    """The instance ids of every ring's commands, one item per command (BatchWriteItem, 25 per
+    call: ceil(B / 25) calls for B commands; the API's maximum). Written by the weekly run's plan
+    before its intent is recorded - the intent names them by count, so it stays small whatever
+    the fleet (the outbox item, like any, holds at most 400 KB: about 35,000 ids) - and before
+    anything is sent. Written again, identically keyed, by a retry that plans again."""
     expires = _expires(now)
     _write_all(
         table,
         [
-            {**_batch_key(record.sweep_id, r, b), "instances": {"SS": sorted(ids)}, "expires_at": expires}
+            {**_batch_key(sweep_id, r, b), "instances": {"SS": sorted(ids)}, "expires_at": expires}
             for r, batches in enumerate(rings)
             for b, ids in enumerate(batches)
         ],
     )
-    infos = record.rings or (RingInfo(0, len(rings[0]), sum(len(b) for b in rings[0])),)
+
+
+def create_sweep(table: str, record: SweepRecord, now: datetime, *, staged: bool = False) -> bool:
+    """Store a new sweep record (1 PutItem, conditional), then the ``current`` pointer (1
+    PutItem). False when a sweep with this id exists already. Its commands' instance ids are
+    :func:`stage_batches`' (``staged``), or else ``record.batches``, stored here as its one ring."""
+    if not staged:
+        stage_batches(table, record.sweep_id, [record.batches], now)
+    expires = _expires(now)
+    infos = record.rings or (RingInfo(0, len(record.batches), len(record.targeted)),)
     item: dict[str, Any] = {
         **_key(record.sweep_id),
         "started_at": {"S": record.started_at},
@@ -99,6 +102,8 @@ def create_sweep(
         },
         "not_patchable_count": {"N": str(record.not_patchable_count)},
         "opted_out_count": {"N": str(record.opted_out_count)},
+        "bad_ring_tags": {"L": [{"M": {k: {"S": v} for k, v in e.items()}} for e in record.bad_ring_tags]},
+        "bad_ring_tag_count": {"N": str(record.bad_ring_tag_count)},
         "expires_at": expires,
     }
     client = aws.client("dynamodb")
@@ -422,4 +427,8 @@ def _record(sweep_id: str, item: Mapping[str, Any]) -> SweepRecord:
             {k: int(v["N"]) for k, v in r["M"].items()} for r in item.get("results", {}).get("L", [])
         ),
         freeze_noted=number("freeze_noted", -1),
+        bad_ring_tags=tuple(
+            {k: v["S"] for k, v in e["M"].items()} for e in item.get("bad_ring_tags", {}).get("L", [])
+        ),
+        bad_ring_tag_count=number("bad_ring_tag_count"),
     )

@@ -152,7 +152,7 @@ def test_a_freeze_that_began_while_a_sweep_was_sent_holds_its_remaining_batches_
         "started_at": now.isoformat(),
         "operation": "Install",
         "reboot_option": "NoReboot",
-        "batches": [first, second],
+        "rings": [{"number": 0, "batches": 2, "instances": len(first) + len(second)}],
         "not_patchable": [],
         "not_patchable_count": 0,
         "opted_out_count": 0,

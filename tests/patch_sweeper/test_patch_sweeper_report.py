@@ -129,7 +129,7 @@ def _dry_run_intent(owner_tag_key: str = "Owner") -> dict[str, Any]:
         "kind": "sweep",
         "operation": "Install",
         "reboot_option": "NoReboot",
-        "batches": plan.batches(),
+        "rings": [{"number": 0, "batches": len(plan.batches()), "instances": len(plan.targets)}],
         "not_patchable": not_patchable_entries(plan, owner_tag_key),
         "not_patchable_count": len(plan.not_patchable),
         "opted_out_count": len(plan.opted_out),

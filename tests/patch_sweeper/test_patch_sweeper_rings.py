@@ -74,12 +74,14 @@ def test_three_rings_one_after_the_other_each_after_its_soak(
         "[ops-autopilot-test] patch sweep ring 0 (1/3) passed, ring 1 next: 2 patched, 0 failed"
     )
     assert (
-        "Ring 1 (3 instances) starts after 2026-11-23T03:00 UTC (PatchSweeperRingSoakHours=24)"
+        "Ring 1 (3 instances) starts after 2026-11-23 03:00 UTC (PatchSweeperRingSoakHours=24)"
         in first["body"]
     )
-    assert "Next: ring 1 after 2026-11-23T03:00 UTC (3)" in first["body"]
+    assert "Next: ring 1 after 2026-11-23 03:00 UTC (3)" in first["body"]
     assert all(i in first["body"] for i in rings["1"])  # the advance notice names them ...
     assert "owner web@example.com" in first["body"]  # ... with their owner
+    assert "PatchRing is not a ring number (1)" in first["body"]
+    assert "PatchRing='last-please': patched in the last ring" in first["body"]
 
     for hours in (1, 12, 23):  # soaking: the ticks look and send nothing
         fleet.at(SUNDAY.replace(hour=3 + hours) if hours < 21 else datetime(2026, 11, 23, 2, 0, tzinfo=UTC))
@@ -190,3 +192,16 @@ def test_a_tick_with_no_sweep_reads_one_item_and_changes_nothing(
         result = tick(fleet, lambda_context)
     assert result["status"] == "done" and fleet.commands == {} and mailbox() == []
     assert calls.count("dynamodb", "GetItem") == 1 and calls.count("ssm", "SendCommand") == 0
+
+
+def test_a_dry_run_says_the_rings_in_order_and_stores_nothing(
+    fleet: Fleet, mailbox: Mailbox, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRY_RUN", "true")
+    app.lambda_handler(fleet.schedule(), lambda_context)
+    (mail,) = mailbox()
+    assert (
+        "In 3 rings (PatchRing), one after the other: ring 0 (2 instances), then ring 1 (3 instances), "
+        "then ring 2 (5 instances)." in mail["body"]
+    )
+    assert fleet.commands == {} and store.current_sweep(TABLE) is None

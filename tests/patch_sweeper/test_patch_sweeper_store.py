@@ -79,3 +79,48 @@ def test_a_refused_batch_is_kept_with_its_error_code() -> None:
     final = store.mark_sent(TABLE, "s-1")
     assert final.send_errors == {0: "InvalidInstanceId"} and final.complete
     assert final.batches_to_send() == []
+
+
+def _two_rings(sweep_id: str = "s-r") -> SweepRecord:
+    return replace(_record(sweep_id), rings=(RingInfo(0, 1, 1), RingInfo(1, 1, 1)))
+
+
+def test_a_ring_is_judged_once_and_the_next_one_started_once() -> None:
+    store.stage_batches(TABLE, "s-r", [[["i-1"]], [["i-2"]]], NOW)
+    store.create_sweep(TABLE, _two_rings(), NOW, staged=True)
+    store.record_sent(TABLE, "s-r", 0, CMD)
+    store.mark_sent(TABLE, "s-r")
+    store.command_finished(TABLE, "s-r", CMD)
+    assert store.claim_digest(TABLE, "s-r", "t", NOW)
+    ring0 = store.load_sweep(TABLE, "s-r", with_batches=True)
+    assert ring0 is not None and ring0.batches == (("i-1",),)
+    summary = {"number": 0, "targeted": 1, "succeeded": 1, "failed": 0}
+    assert store.finish_ring(TABLE, ring0, "t", "soaking", "2026-11-23T03:00:00+00:00", summary) is not None
+    assert store.finish_ring(TABLE, ring0, "t", "soaking", "x", summary) is None  # judged once
+    soaking = store.load_sweep(TABLE, "s-r")
+    assert soaking is not None and soaking.status == "soaking" and soaking.results == (summary,)
+    started = store.start_ring(TABLE, soaking, NOW)
+    assert started is not None and started.ring_index == 1 and started.status == "running"
+    assert started.sent == {} and started.pending == frozenset() and started.digest_claim is None
+    assert store.start_ring(TABLE, soaking, NOW) is None  # a second tick starts nothing
+    ring1 = store.load_sweep(TABLE, "s-r", with_batches=True)
+    assert ring1 is not None and ring1.batches == (("i-2",),)
+
+
+def test_a_ring_times_out_once_and_only_while_something_is_pending() -> None:
+    store.create_sweep(TABLE, _record("s-t"), NOW)
+    store.record_sent(TABLE, "s-t", 0, CMD)
+    store.mark_sent(TABLE, "s-t")
+    running = store.load_sweep(TABLE, "s-t")
+    assert running is not None
+    closed = store.time_out_ring(TABLE, running)
+    assert (
+        closed is not None and closed.timed_out == {CMD} and closed.pending == frozenset() and closed.complete
+    )
+    assert store.time_out_ring(TABLE, running) is None  # nothing pending any more
+
+
+def test_a_missing_batch_item_is_an_error_not_a_smaller_ring() -> None:
+    store.create_sweep(TABLE, _two_rings("s-m"), NOW, staged=True)  # nothing staged
+    with pytest.raises(RuntimeError, match="batch items missing"):
+        store.ring_batches(TABLE, "s-m", 0, 1)
