@@ -246,6 +246,9 @@ class SweepRecord:
     freeze_noted: int = -1  # the ring whose start a change freeze holds back, once mailed
     bad_ring_tags: tuple[Mapping[str, str], ...] = ()  # the first SHOWN (id, name, owner, value)
     bad_ring_tag_count: int = 0
+    # the current ring's instances no longer running, or opted out, when the ring started (a ring
+    # starts days after the sweep was planned: its owners were told how to opt out before)
+    left_out: frozenset[str] = frozenset()
 
     @property
     def ring(self) -> RingInfo:
@@ -257,16 +260,21 @@ class SweepRecord:
 
     @property
     def targeted(self) -> list[str]:
-        return [i for batch in self.batches for i in batch]
+        return [i for batch in self.batches for i in batch if i not in self.left_out]
 
     @property
     def complete(self) -> bool:
         return self.phase == "sent" and not self.pending
 
     def batches_to_send(self) -> list[tuple[int, tuple[str, ...]]]:
-        """Batches neither sent nor refused yet (a resumed run continues where it stopped)."""
+        """Batches neither sent nor refused yet (a resumed run continues where it stopped),
+        without the instances left out since the sweep was planned (possibly none left)."""
         done = set(self.sent) | set(self.send_errors)
-        return [(i, b) for i, b in enumerate(self.batches) if i not in done]
+        return [
+            (i, tuple(x for x in b if x not in self.left_out))
+            for i, b in enumerate(self.batches)
+            if i not in done
+        ]
 
 
 Verdict = Literal["ignore", "count", "early"]

@@ -167,6 +167,11 @@ def ring_lines(ring: Mapping[str, Any], verb: str) -> list[str]:
             f"{plural(int(ring['timed_out']), 'command')} gave no last status within the timeout "
             "(PatchSweeperTimeoutHours): the ring was closed and their instances are listed as no result."
         )
+    if ring.get("left_out"):
+        lines.append(
+            f"{plural(int(ring['left_out']), 'instance')} of the ring left out when it started: no longer "
+            "running, or opted out since the sweep was planned."
+        )
     needed = int(ring["percent_needed"])
     if ring["verdict"] == "soaking":
         nxt = ring["next"]

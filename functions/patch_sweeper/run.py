@@ -60,8 +60,10 @@ COMMAND_LOOKUP_MARGIN = timedelta(minutes=5)
 # intent in the same invocation (a resumed intent, in another invocation, reads them back).
 _STAGED: dict[str, tuple[tuple[str, ...], ...]] = {}
 
-# Why a batch was not sent: a change freeze began while the sweep was being sent.
+# Why a batch was not sent: a change freeze began while the sweep was being sent; or none of its
+# instances was left to patch when its ring started.
 FROZEN = "ChangeFreeze"
+NONE_LEFT = "NoneLeft"
 
 
 class SweepIncomplete(RuntimeError):
@@ -290,6 +292,9 @@ def _send_ring(
         if frozen is not None:  # the freeze began while the ring was being sent: the rest waits
             store.record_send_error(table, sweep_id, index, FROZEN)
             continue
+        if not batch:  # every one of its instances was left out when the ring started
+            store.record_send_error(table, sweep_id, index, NONE_LEFT)
+            continue
         if ctx.deadline.expired():
             raise SweepIncomplete(f"sweep {sweep_id}: time ran out before batch {index + 1}/{total}")
         request = service.CommandRequest(
@@ -415,9 +420,24 @@ def _act_ring(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]
     record = store.load_sweep(table, sweep_id, with_batches=True) or record
     if record.phase != "sending":
         return {"status": "moved-on"}
+    if not record.sent and not record.send_errors:  # nothing sent yet: who is still to be patched
+        record = _leave_out_gone(ctx, record)
     record = _recover_sent(table, record) if ctx.resumed else record
     logger.info("ring starts", extra={"sweep_id": sweep_id, "ring": record.ring.number})
     return _send_ring(ctx, record, frozen, str(intent["token"]))
+
+
+def _leave_out_gone(ctx: Context[Config], record: SweepRecord) -> SweepRecord:
+    """The ring's instances that stopped, were terminated or were opted out (``AutoPatch=false``:
+    the previous ring's mail told their owners how) since the sweep was planned, days ago, are
+    left out: sent, a terminated one would make SendCommand refuse its whole batch, and an
+    opted-out one the IAM Deny. ceil(F / 1000) DescribeInstances for the F running instances."""
+    patchable = {i.id for i in service.running_instances() if not decide.opted_out(i, ctx.config.opt_out_tag)}
+    gone = frozenset(i for b in record.batches for i in b if i not in patchable)
+    if gone:
+        logger.info("left out of the ring: no longer running, or opted out", extra={"instances": len(gone)})
+        store.leave_out(ctx.config.state_table, record, gone)
+    return replace(record, left_out=record.left_out | gone)
 
 
 def _act_time_out(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
@@ -510,6 +530,7 @@ def _ring_done(ctx: Context[Config], record: SweepRecord, token: str) -> dict[st
         ),
         "held_back": [r.as_json() for r in later] if verdict == "halted" else [],
     }
+    digest["ring"]["left_out"] = len(record.left_out)
     if record.ring_index > 0:  # the instances nobody can patch were listed in ring 0's mail
         digest["not_patchable"], digest["not_patchable_count"] = [], 0
     if record.ring_index == 0 and record.bad_ring_tag_count:  # said once, in the first ring's mail

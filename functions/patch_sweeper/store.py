@@ -335,7 +335,7 @@ def start_ring(table: str, record: SweepRecord, now: datetime) -> SweepRecord | 
         record.sweep_id,
         "SET ring_index = :next, #st = :running, ring_started_at = :now, phase = :sending, "
         "sent = :empty, send_errors = :empty "
-        "REMOVE pending, finished, timed_out, digest_claim, digest_claimed_at, freeze_noted",
+        "REMOVE pending, finished, timed_out, digest_claim, digest_claimed_at, freeze_noted, left_out",
         {
             ":next": {"N": str(record.ring_index + 1)},
             ":ring": {"N": str(record.ring_index)},
@@ -354,13 +354,35 @@ def time_out_ring(table: str, record: SweepRecord) -> SweepRecord | None:
     """Close a running ring whose last status never came: its pending commands become
     ``timed_out`` and the ring complete (1 UpdateItem, conditional on this ring still running).
     A batch never sent by then is sent by nobody (phase sent). None when it moved on."""
+    values = {":ring": {"N": str(record.ring_index)}, ":running": {"S": "running"}, ":sent": {"S": "sent"}}
+    if not record.pending:  # its sending stopped before a command was recorded: close it as it is
+        return _update_existing(
+            table,
+            record.sweep_id,
+            "SET phase = :sent",
+            {**values, ":sending": {"S": "sending"}},
+            "ring_index = :ring AND #st = :running AND phase = :sending AND attribute_not_exists(pending)",
+            {"#st": "status"},
+        )
     return _update_existing(
         table,
         record.sweep_id,
         "SET timed_out = pending, phase = :sent REMOVE pending",
-        {":ring": {"N": str(record.ring_index)}, ":running": {"S": "running"}, ":sent": {"S": "sent"}},
+        values,
         "ring_index = :ring AND #st = :running AND attribute_exists(pending)",
         {"#st": "status"},
+    )
+
+
+def leave_out(table: str, record: SweepRecord, instance_ids: frozenset[str]) -> None:
+    """The ring's instances that are not patched after all (no longer running, or opted out
+    since the sweep was planned), before any of its commands is sent (1 UpdateItem)."""
+    _update_existing(
+        table,
+        record.sweep_id,
+        "ADD left_out :ids",
+        {":ids": {"SS": sorted(instance_ids)}, ":ring": {"N": str(record.ring_index)}},
+        "ring_index = :ring",
     )
 
 
@@ -431,4 +453,5 @@ def _record(sweep_id: str, item: Mapping[str, Any]) -> SweepRecord:
             {k: v["S"] for k, v in e["M"].items()} for e in item.get("bad_ring_tags", {}).get("L", [])
         ),
         bad_ring_tag_count=number("bad_ring_tag_count"),
+        left_out=frozenset(item.get("left_out", {}).get("SS", [])),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import pytest
 
 from patch_sweeper import app, store
@@ -88,24 +89,31 @@ def test_three_rings_one_after_the_other_each_after_its_soak(
         tick(fleet, lambda_context)
     assert fleet.patched() == rings["0"] and len(mailbox()) == 1
 
+    # Told, an owner opts one out before its ring; another instance is terminated meanwhile.
+    opted, gone = rings["1"][0], rings["2"][0]
+    ec2 = boto3.client("ec2", region_name="eu-west-1")
+    ec2.create_tags(Resources=[opted], Tags=[{"Key": "AutoPatch", "Value": "false"}])
+    ec2.terminate_instances(InstanceIds=[gone])
+
     fleet.at(datetime(2026, 11, 23, 3, 5, tzinfo=UTC))
     tick(fleet, lambda_context)
     tick(fleet, lambda_context)  # a second tick (or a forged one) at the same time starts it once
-    assert fleet.patched() == sorted(rings["0"] + rings["1"])
+    assert fleet.patched() == sorted(rings["0"] + rings["1"][1:])  # not the opted-out one
     assert all("ring 1 1/1" in c for cid, c in fleet.comments.items() if fleet.commands[cid] == rings["1"])
     deliver(fleet, lambda_context)
     assert mailbox()[-1]["subject"].endswith(
-        "patch sweep ring 1 (2/3) passed, ring 2 next: 3 patched, 0 failed"
+        "patch sweep ring 1 (2/3) passed, ring 2 next: 2 patched, 0 failed"
     )
 
     fleet.at(datetime(2026, 11, 24, 3, 10, tzinfo=UTC))
     tick(fleet, lambda_context)
-    assert fleet.patched() == sorted(rings["0"] + rings["1"] + rings["2"])  # each exactly once
+    assert fleet.patched() == sorted(rings["0"] + rings["1"][1:] + rings["2"][1:])  # each exactly once
     deliver(fleet, lambda_context)
     last = mailbox()[-1]
-    assert last["subject"].endswith("patch sweep ring 2 (3/3) done: 5 patched, 0 failed")
+    assert last["subject"].endswith("patch sweep ring 2 (3/3) done: 4 patched, 0 failed")
     assert "2 of 2 patched in ring 0 (earlier)." in last["body"]
-    assert "3 of 3 patched in ring 1 (earlier)." in last["body"]
+    assert "2 of 2 patched in ring 1 (earlier)." in last["body"]
+    assert "1 instance of the ring left out when it started: no longer running, or opted out" in last["body"]
     assert "Ring 2 was the last: the sweep is done." in last["body"]
     assert sweep(fleet).status == "done"
     fleet.later(days=2)
