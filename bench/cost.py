@@ -144,6 +144,14 @@ def lines(
             ddb_reads=patch.calls.get("dynamodb.GetItem", 0) / patch_invocations,
             publishes=1 / patch_invocations,
         ),
+        Line(  # the hourly look at the open sweep (rings): nothing due in almost every hour
+            "patch_sweeper (hourly tick)",
+            MONTH_HOURS,
+            int(patch.extra.get("tick_calls", 0)) * API_ROUND_TRIP,
+            int(patch.extra.get("tick_calls", 0)),
+            ddb_reads=int(patch.extra.get("tick_reads", 0)),
+            ddb_writes=int(patch.extra.get("tick_writes", 0)),
+        ),
         Line(
             "snapshot_rotator",
             30,

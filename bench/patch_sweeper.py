@@ -279,6 +279,17 @@ def run(count: int) -> Run:
                 event["detail"]["command-id"] = command_id
                 event["detail"]["parameters"] = params
                 outcome = app.lambda_handler(event, LambdaContext(900_000, "bench-request"))
+        # The hourly tick between two sweeps (the rings' clock): what it costs when nothing is due.
+        tick = {
+            **sample_event(ROOT / "events/patch_sweeper/eventbridge.hourly_tick.json"),
+            "id": str(uuid.uuid4()),
+        }
+        with (
+            mock.patch.dict(os.environ, env),
+            contextlib.redirect_stdout(io.StringIO()),
+            measured() as (ticked, _),
+        ):
+            app.lambda_handler(tick, LambdaContext(900_000, "bench-request"))
         largest = _largest_items()
     return Run(
         automation="patch_sweeper",
@@ -294,6 +305,12 @@ def run(count: int) -> Run:
             "sweep_record_bytes": largest["sweep"],
             "largest_item_bytes": max(largest["sweep"], largest["other"]),  # of the sweep table
             "largest_outbox_item_bytes": largest["outbox"],
+            "tick_calls": sum(ticked.by_operation().values()),
+            "tick_reads": ticked.by_operation().get("dynamodb.GetItem", 0)
+            + ticked.by_operation().get("dynamodb.Query", 0),
+            "tick_writes": ticked.by_operation().get("dynamodb.PutItem", 0)
+            + ticked.by_operation().get("dynamodb.UpdateItem", 0)
+            + ticked.by_operation().get("dynamodb.DeleteItem", 0),
             "metrics_sent": metrics_sent(outcome),
         },
     )

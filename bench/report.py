@@ -32,7 +32,8 @@ FORMULAS = {
     "answers it" + RUNNER,
     "patch_sweeper": "per sweep of N instances, B = ceil(N/50): ceil(N/1000)+1 DescribeInstances, ceil(N/50) "
     "DescribeInstanceInformation, B SendCommand, B ListCommandInvocations, B DescribeInstancePatchStates, "
-    "1 PutItem, 2B+2 UpdateItem, 0 GetItem, 1 Publish" + RUNNER,
+    "ceil(B/25) BatchWriteItem (each command's instance ids, an item each), ceil(B/100) BatchGetItem, "
+    "2 PutItem, 2B+3 UpdateItem, 1+B GetItem, 1 Publish; the hourly tick between sweeps 2 GetItem" + RUNNER,
     "snapshot_rotator": "per run over V volumes with S managed snapshots, D expired: 1 DescribeImages, "
     "ceil(S/1000) DescribeSnapshots, 1 DescribeInstances, ceil(V/500) DescribeVolumes, V CreateSnapshot "
     "(no batch API for volumes), D DeleteSnapshot (no batch API); the ledger: ceil(bytes/1 MB) Query, "
@@ -272,11 +273,11 @@ def render(
         "Calls grow linearly or better everywhere (owner_tagger and the health check do not grow with the "
         "fleet at all). Wall time in moto grows faster than the calls in two places, both moto's own cost: "
         "moto scans its whole backend per filtered Describe call (idle_stopper, snapshot_rotator), and "
-        "patch_sweeper's sweep record (one DynamoDB item holding every batch, ~30 bytes per instance) is "
-        "deep-copied by moto on each of its 2B + 2 UpdateItems, which is quadratic in N. In DynamoDB the "
-        "same fact costs write units: an UpdateItem is billed by the item's size (1 WRU per KB), so a "
-        "10,000-instance sweep spends about 400 x 300 = 120,000 WRU (~$0.08): cheap, but one more reason to "
-        "keep per-command state in per-command items.",
+        "patch_sweeper's sweep record (the ring's sent map and pending set, ~90 bytes per command) is "
+        "deep-copied by moto on each of its 2B + 3 UpdateItems. In DynamoDB an UpdateItem is billed by "
+        "the item's size (1 WRU per KB); every command's instance ids are an item of their own, so the "
+        "record is ~1/25 of what it was when it held every batch (docs/benchmarks-patch-scale.md: "
+        "50,000 instances).",
         "",
         "## Limits: Lambda's 15 minutes and EC2's API throttling",
         "",
@@ -305,15 +306,15 @@ def render(
     if patch_runs:
         big = patch_runs[-1]
         record = int(big.extra["sweep_record_bytes"])
-        per_instance = record / big.size
-        ceiling = 400 * 1024 / per_instance
-        verdict = "fits" if ceiling > 10_000 else "does NOT fit"
+        commands = max(1, int(big.extra["commands"]))
+        ceiling = (400 * 1024 / (record / commands)) * 50
         md += [
-            f"patch_sweeper keeps a sweep's batches in one DynamoDB item: {record:,} bytes at "
-            f"{big.size:,} instances (~{per_instance:.0f} bytes each), so the item reaches DynamoDB's "
-            f"400 KB item limit at about {ceiling:,.0f} instances; the product's largest fleet (10,000) "
-            f"{verdict}. Above that, PutItem fails (ValidationException) and the sweep does not start: "
-            "the batches would have to move to one item per command.",
+            f"patch_sweeper's sweep record: {record:,} bytes at {big.size:,} instances "
+            f"({commands:,} commands, ~{record / commands:.0f} bytes each); it holds the current ring's "
+            "commands only, so it reaches "
+            f"DynamoDB's 400 KB item limit at a ring of about {ceiling:,.0f} instances. The instance ids are "
+            f"an item per command ({int(big.extra['largest_item_bytes']):,} bytes at most) and the outbox "
+            f"entry {int(big.extra['largest_outbox_item_bytes']):,} bytes: neither grows with the fleet.",
             "",
         ]
     if concurrency:

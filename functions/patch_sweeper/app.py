@@ -43,6 +43,7 @@ AUTOMATION = Automation(
     report=report.mail,
     counts=report.counts,
     metrics=frozenset({"NoResult"}),  # PatchSweeperNoResultAlarm: a ring closed by its timeout
+    housekeeping=(event.SweepTick,),  # the hourly tick: no sample for the silence alarm
 )
 logger = Logger()
 metrics = Metrics()

@@ -213,3 +213,27 @@ def test_a_dry_run_says_the_rings_in_order_and_stores_nothing(
         "then ring 2 (5 instances)." in mail["body"]
     )
     assert fleet.commands == {} and store.current_sweep(TABLE) is None
+
+
+class Metrics:
+    """Stands for Powertools' Metrics: what the runner adds."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[str, float]] = []
+
+    def add_metric(self, name: str, unit: Any, value: float) -> None:
+        self.added.append((name, value))
+
+
+def test_the_hourly_tick_does_not_count_as_a_run_for_the_silence_alarm(
+    fleet: Fleet, mailbox: Mailbox, lambda_context: Any
+) -> None:
+    """PatchSweeperSilenceAlarm counts the runs completed (Checked's samples): a tick every hour
+    must not keep it quiet when the weekly sweep stopped running."""
+    from autopilot import runner
+
+    tick_metrics, sweep_metrics = Metrics(), Metrics()
+    runner.handle(app.AUTOMATION, fleet.tick(), lambda_context, app.logger, tick_metrics)
+    assert "Checked" not in [name for name, _ in tick_metrics.added]
+    runner.handle(app.AUTOMATION, fleet.schedule(), lambda_context, app.logger, sweep_metrics)
+    assert ("Checked", 10) in sweep_metrics.added

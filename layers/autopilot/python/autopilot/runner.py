@@ -218,6 +218,11 @@ class Automation(Generic[C, T]):
     # (CONTINUATION_STATE_MACHINE), which invokes the function with continuation events; each
     # round acts on the next queued intent, until none is left.
     rest: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any] | None] | None = None
+    # Triggers whose runs are housekeeping, not the automation's runs: a periodic look at work
+    # in progress (patch_sweeper's hourly tick). Their completed runs send no zero Checked, so
+    # they do not feed the silence alarm (which counts the runs completed) - an automation that
+    # stopped running would otherwise look alive for ever.
+    housekeeping: tuple[type, ...] = ()
 
     def __post_init__(self) -> None:
         named = set(self.metrics) | set(self.always_sent)
@@ -377,7 +382,7 @@ def _work(
     if more and not isinstance(trigger, Continuation) and not _start_rounds(automation.name, trigger, logger):
         total += Counts(failed=1)  # the rest waits for the next scheduled run: said, counted
 
-    _emit(metrics, total, automation, completed=True)
+    _emit(metrics, total, automation, completed=not isinstance(trigger, automation.housekeeping))
     summary = {
         "status": "done",
         # Which stack and automation ran: the on-success destination's event carries this result
