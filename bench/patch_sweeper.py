@@ -19,8 +19,9 @@ through the real handler and the shared runner (autopilot.runner):
 - ssm.ListCommandInvocations: B (one page of <= 50 per command);
 - ssm.DescribeInstancePatchStates: B (at most 50 instance ids per call);
 - dynamodb.Query: 1 + B (the runner looks for unfinished work once per invocation);
-- dynamodb.GetItem: 1 + B (the plan: this event's sweep not started yet; each status event's
-  plan reads its sweep, the event's SnapshotId names it);
+- dynamodb.GetItem: 2 + B (the plan: this event's sweep not started yet, and the newest sweep,
+  which this one replaces if unfinished; each status event's plan reads its sweep, the event's
+  SnapshotId names it);
 - dynamodb.BatchWriteItem: ceil(B / 25) (the plan stages each command's instance ids, one item
   per command, 25 items per call at most) - the intent names them by count, so no item grows
   with the fleet;
@@ -230,7 +231,7 @@ def minimum(count: int) -> dict[str, int]:
         "ssm.ListCommandInvocations": commands,
         "ssm.DescribeInstancePatchStates": commands,
         "dynamodb.Query": invocations,
-        "dynamodb.GetItem": 1 + commands,
+        "dynamodb.GetItem": 2 + commands,
         "dynamodb.BatchWriteItem": pages(commands, 25),
         "dynamodb.BatchGetItem": pages(commands, 100),
         "dynamodb.PutItem": 2 * invocations + 2,

@@ -249,6 +249,9 @@ class SweepRecord:
     # the current ring's instances no longer running, or opted out, when the ring started (a ring
     # starts days after the sweep was planned: its owners were told how to opt out before)
     left_out: frozenset[str] = frozenset()
+    # the previous sweep, still soaking or running when this one started: its later rings are
+    # not started (this sweep begins again at ring 0); said in ring 0's mail
+    superseded: str = ""
 
     @property
     def ring(self) -> RingInfo:

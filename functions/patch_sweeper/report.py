@@ -172,6 +172,11 @@ def ring_lines(ring: Mapping[str, Any], verb: str) -> list[str]:
             f"{plural(int(ring['left_out']), 'instance')} of the ring left out when it started: no longer "
             "running, or opted out since the sweep was planned."
         )
+    if ring.get("superseded"):
+        lines.append(
+            f"This sweep replaced an unfinished one: {ring['superseded']}; its later rings were not started "
+            "(this sweep began again at ring 0)."
+        )
     needed = int(ring["percent_needed"])
     if ring["verdict"] == "soaking":
         nxt = ring["next"]

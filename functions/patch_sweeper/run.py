@@ -120,6 +120,9 @@ def _plan_sweep(run: Run[Config, Trigger], trigger: Any) -> Plan:
         # that recorded its intent, or whoever resumes that, sends it.
         decisions.append({"decision": "duplicate", "sweep_id": sweep_id, "reason": "sweep started already"})
         return Plan(None, counts, decisions)
+    superseded = "" if run.dry_run else _unfinished_sweep(table, sweep_id)
+    if superseded:
+        decisions.append({"decision": "supersedes", "sweep_id": sweep_id, "previous": superseded})
     rings = decide.assign_rings(targets.targets)
     per_ring = rings.batches()
     for bad in rings.bad_tags:
@@ -146,6 +149,7 @@ def _plan_sweep(run: Run[Config, Trigger], trigger: Any) -> Plan:
         ],
         "bad_ring_tags": [{**b.instance.entry(owner_key), "value": b.value} for b in rings.bad_tags[:SHOWN]],
         "bad_ring_tag_count": len(rings.bad_tags),
+        "superseded": superseded,
         "not_patchable": not_patchable[: decide.MAX_STORED_NOT_PATCHABLE],
         "not_patchable_count": len(not_patchable),
         "opted_out_count": len(targets.opted_out),
@@ -164,6 +168,24 @@ def _plan_sweep(run: Run[Config, Trigger], trigger: Any) -> Plan:
         }
     )
     return Plan(intent, counts, decisions)
+
+
+def _unfinished_sweep(table: str, sweep_id: str) -> str:
+    """The newest sweep, when it is another one still soaking or running (2 GetItem): in words,
+    for ring 0's mail, since this sweep takes its place (its later rings will not start)."""
+    previous = store.current_sweep(table)
+    record = store.load_sweep(table, previous) if previous and previous != sweep_id else None
+    if record is None or record.status not in ("soaking", "running") or len(record.rings) < 2:
+        return ""
+    where = (
+        f"soaking after ring {record.ring.number}"
+        if record.status == "soaking"
+        else (f"running ring {record.ring.number}")
+    )
+    return (
+        f"the previous sweep (started {record.started_at[:16].replace('T', ' ')} UTC) was still "
+        f"{where} of {len(record.rings)}"
+    )
 
 
 def _plan_command(run: Run[Config, Trigger], trigger: Any) -> Plan:
@@ -257,6 +279,7 @@ def _act_sweep(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any
         ring_started_at=ctx.now.isoformat(),
         bad_ring_tags=tuple(intent.get("bad_ring_tags", ())),
         bad_ring_tag_count=int(intent.get("bad_ring_tag_count", 0)),
+        superseded=str(intent.get("superseded", "")),
     )
     if frozen is not None and store.load_sweep(table, sweep_id) is None:
         logger.info("change freeze: no patch sweep", extra={**frozen, "sweep_id": sweep_id})
@@ -531,6 +554,8 @@ def _ring_done(ctx: Context[Config], record: SweepRecord, token: str) -> dict[st
         "held_back": [r.as_json() for r in later] if verdict == "halted" else [],
     }
     digest["ring"]["left_out"] = len(record.left_out)
+    if record.ring_index == 0 and record.superseded:
+        digest["ring"]["superseded"] = record.superseded
     if record.ring_index > 0:  # the instances nobody can patch were listed in ring 0's mail
         digest["not_patchable"], digest["not_patchable_count"] = [], 0
     if record.ring_index == 0 and record.bad_ring_tag_count:  # said once, in the first ring's mail

@@ -104,6 +104,7 @@ def create_sweep(table: str, record: SweepRecord, now: datetime, *, staged: bool
         "opted_out_count": {"N": str(record.opted_out_count)},
         "bad_ring_tags": {"L": [{"M": {k: {"S": v} for k, v in e.items()}} for e in record.bad_ring_tags]},
         "bad_ring_tag_count": {"N": str(record.bad_ring_tag_count)},
+        **({"superseded": {"S": record.superseded}} if record.superseded else {}),
         "expires_at": expires,
     }
     client = aws.client("dynamodb")
@@ -454,4 +455,5 @@ def _record(sweep_id: str, item: Mapping[str, Any]) -> SweepRecord:
         ),
         bad_ring_tag_count=number("bad_ring_tag_count"),
         left_out=frozenset(item.get("left_out", {}).get("SS", [])),
+        superseded=text("superseded"),
     )

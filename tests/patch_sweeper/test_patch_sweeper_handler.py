@@ -309,7 +309,8 @@ def test_120_targets_make_exactly_3_send_commands(
             "ssm.SendCommand": 3,
             # the sweep record (a status event finds it by SnapshotId), the newest-sweep pointer
             "dynamodb.PutItem": 2,
-            "dynamodb.GetItem": 1,  # the plan: this event's sweep did not start already
+            # the plan: this event's sweep did not start already; the newest sweep (unfinished?)
+            "dynamodb.GetItem": 2,
             "dynamodb.BatchWriteItem": 1,  # the plan: the 3 commands' instance ids (25 per call)
             "dynamodb.UpdateItem": 4,  # one per command + "all sent"
         },
@@ -641,7 +642,7 @@ def test_100_instances_two_commands_one_digest_after_the_last(
         "ssm.SendCommand": 2,
         "ssm.ListCommandInvocations": 2,
         "ssm.DescribeInstancePatchStates": 2,
-        "dynamodb.GetItem": 3,  # the schedule's plan and each status event's read the sweep
+        "dynamodb.GetItem": 4,  # the schedule's plan (2) and each status event's read the sweep
         "dynamodb.Query": invocations,  # the runner: unfinished work
         # claims, outbox records, the sweep and the newest-sweep pointer
         "dynamodb.PutItem": invocations + invocations + 2,

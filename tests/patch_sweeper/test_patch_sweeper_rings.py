@@ -237,3 +237,22 @@ def test_the_hourly_tick_does_not_count_as_a_run_for_the_silence_alarm(
     assert "Checked" not in [name for name, _ in tick_metrics.added]
     runner.handle(app.AUTOMATION, fleet.schedule(), lambda_context, app.logger, sweep_metrics)
     assert ("Checked", 10) in sweep_metrics.added
+
+
+def test_a_new_weekly_sweep_replaces_an_unfinished_one_and_says_so(
+    fleet: Fleet, rings: dict[str, list[str]], mailbox: Mailbox, lambda_context: Any
+) -> None:
+    app.lambda_handler(fleet.schedule(), lambda_context)
+    deliver(fleet, lambda_context)  # ring 0 passed; ring 1 soaks ...
+    fleet.at(datetime(2026, 11, 29, 3, 0, 30, tzinfo=UTC))  # ... and a week later nobody started it
+    next_week = {**fleet.schedule(), "id": "7b1d2f0e-9c8a-4e6b-a5d4-3c2b1a0f9e8d"}
+    app.lambda_handler(next_week, lambda_context)
+    deliver(fleet, lambda_context)
+    mail = mailbox()[-1]
+    assert (
+        "This sweep replaced an unfinished one: the previous sweep (started 2026-11-22 03:00 UTC) was "
+        "still soaking after ring 0 of 3" in mail["body"]
+    )
+    fleet.at(datetime(2026, 11, 30, 3, 10, tzinfo=UTC))
+    tick(fleet, lambda_context)  # the new sweep's ring 1, once; the old one's never
+    assert fleet.patched().count(rings["1"][0]) == 1
