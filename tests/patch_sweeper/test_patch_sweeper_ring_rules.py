@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from patch_sweeper.decide import Instance, RingInfo, SweepRecord, assign_rings, on_tick, ring_verdict
+
+pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 STATUSES = st.sampled_from(["running", "soaking", "halted", "done"])
