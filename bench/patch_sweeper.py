@@ -305,6 +305,7 @@ def run(count: int) -> Run:
             "commands": len(simulated.sent),
             "sweep_record_bytes": largest["sweep"],
             "largest_item_bytes": max(largest["sweep"], largest["other"]),  # of the sweep table
+            "largest_batch_item_bytes": largest["other"],  # a command's instance ids, the pointer
             "largest_outbox_item_bytes": largest["outbox"],
             "tick_calls": sum(ticked.by_operation().values()),
             "tick_reads": ticked.by_operation().get("dynamodb.GetItem", 0)

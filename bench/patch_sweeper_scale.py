@@ -49,8 +49,8 @@ def render(
         "|---|---:|---:|",
         f"| sweep record (`sweep#<id>`: the ring's sent map and pending set) "
         f"| {extra['sweep_record_bytes']:,} B | {extra['sweep_record_bytes'] / LIMIT:.1%} |",
-        f"| any item of the sweep table (a command's instance ids: at most 50) "
-        f"| {extra['largest_item_bytes']:,} B | {extra['largest_item_bytes'] / LIMIT:.1%} |",
+        f"| a command's item (its at most 50 instance ids) "
+        f"| {extra['largest_batch_item_bytes']:,} B | {extra['largest_batch_item_bytes'] / LIMIT:.1%} |",
         f"| outbox entry (intent, result and mail, compressed) | {extra['largest_outbox_item_bytes']:,} B "
         f"| {extra['largest_outbox_item_bytes'] / LIMIT:.1%} |",
         "",

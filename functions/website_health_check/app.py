@@ -22,7 +22,14 @@ from website_health_check import event, report, run
 from website_health_check.config import Config
 
 PERMISSIONS = runner.PERMISSIONS | frozenset(
-    {"ssm:GetParametersByPath", "dynamodb:Scan", "dynamodb:PutItem", "dynamodb:DeleteItem"}
+    {
+        "ssm:GetParametersByPath",
+        "dynamodb:Scan",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "ssm:GetParameter",  # a heartbeat's URL, read back to hash its token
+        "ssm:PutParameter",  # ... made once (service.heartbeat_token)
+    }
 )
 AUTOMATION = Automation(
     name="website_health_check",

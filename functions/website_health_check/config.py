@@ -23,6 +23,10 @@ class Config:
     # FLAPPING when FLAPPING_FAILURES of the last FLAPPING_WINDOW checks failed (0: off).
     flapping: Window = DEFAULT_WINDOW
     per_site_metrics: bool = False  # PER_SITE_METRICS: Availability/Latency/CertificateDaysLeft per site
+    # Heartbeats: the heartbeat function's URL (HEARTBEAT_URL) and the SSM folder that keeps each
+    # heartbeat's own URL (HEARTBEAT_PARAMETERS, /<stack>/heartbeats); "" = no heartbeat function.
+    heartbeat_url: str = ""
+    heartbeat_parameters: str = ""
 
     @classmethod
     def from_env(cls) -> Config:
@@ -50,4 +54,18 @@ class Config:
             function_name=os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or AUTOMATION,
             flapping=Window(failures=failures, size=size),
             per_site_metrics=env_bool("PER_SITE_METRICS", default=False),
+            heartbeat_url=_https_or_empty(env_str("HEARTBEAT_URL", default="")),
+            heartbeat_parameters=_folder_or_empty(env_str("HEARTBEAT_PARAMETERS", default="")),
         )
+
+
+def _https_or_empty(value: str) -> str:
+    if value and not value.startswith("https://"):
+        raise ConfigError(f"HEARTBEAT_URL={value!r} must be the heartbeat function's https:// URL (or empty)")
+    return value
+
+
+def _folder_or_empty(value: str) -> str:
+    if value and (not value.startswith("/") or value.endswith("/")):
+        raise ConfigError(f"HEARTBEAT_PARAMETERS={value!r} must be an SSM folder like /<stack>/heartbeats")
+    return value

@@ -18,6 +18,7 @@ from autopilot.notify import Digest, Item, Severity, plural
 from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
 from website_health_check.config import AUTOMATION, Config
+from website_health_check.decide import HEARTBEAT
 
 KINDS = ("DOWN", "FLAPPING", "DEGRADED", "RECOVERED")
 COMPACT_OVER = 100  # sites in a section; above, one line each (2,000 x ~100 bytes fit a mail)
@@ -56,6 +57,12 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
         f"Change the list of sites: edit the SSM parameter {config.sites_parameter} (read every run).",
         f"Function log: {console.log_group(common.region, '/aws/lambda/' + config.function_name)}",
     ]
+    if any(str(w["url"]).startswith(HEARTBEAT) for w in writes):
+        digest.advice.insert(
+            1,
+            "A heartbeat is DOWN when its job's ping did not come within its period and grace, UP "
+            "again with the next ping; its URL is in SSM, under the stack's heartbeats folder.",
+        )
     subject, severity = _subject(writes)
     summary = ", ".join(
         plural(n, "site") + f" {kind}"
@@ -72,7 +79,10 @@ def _item(write: Mapping[str, Any], intent: Mapping[str, Any], at: datetime, com
     if compact:
         return Item(title=f"{title} - {reason}")
     details = [reason]
-    if t["kind"] == "DOWN":
+    heartbeat = str(url).startswith(HEARTBEAT)
+    if t["kind"] == "DOWN" and heartbeat:
+        details.append("its job did not ping its URL in time: check that the job runs, and its log")
+    elif t["kind"] == "DOWN":
         details.append(f"failed {int(intent['failures_before_down'])} checks in a row")
     if t["kind"] == "FLAPPING":
         recent = str(t.get("recent", ""))

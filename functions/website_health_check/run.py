@@ -25,6 +25,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -33,12 +34,14 @@ from autopilot.runner import Context, Counts, Plan, Run
 from website_health_check import service, store
 from website_health_check.config import Config
 from website_health_check.decide import (
+    CheckResult,
     Site,
     SiteConfigError,
     Status,
     advance,
     check_order,
     classify,
+    classify_heartbeat,
     parse_site_lists,
     site_key,
 )
@@ -61,25 +64,31 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     except SiteConfigError as err:
         return _bad_site_list(config, err, lists, known_error, token)
 
+    web = [s for s in sites if s.kind == "web"]
     order_item = items.get(store.ORDER_ITEM)
-    ordered = check_order(sites, store.not_checked(order_item))
+    ordered = check_order(web, store.not_checked(order_item))
     probes = service.probe_all(ordered, run.deadline, run.now)
     checked_urls = {site.url for site, _ in probes}
-    unchecked = [s for s in sites if s.url not in checked_urls]
+    unchecked = [s for s in web if s.url not in checked_urls]
     position = {s.url: i for i, s in enumerate(sites)}
     probes.sort(key=lambda pair: position[pair[0].url])
-    results = [classify(site, probe, config.cert_warning_days) for site, probe in probes]
+    checked = [(site, classify(site, probe, config.cert_warning_days)) for site, probe in probes]
     if config.per_site_metrics:
-        service.emit_site_metrics(results)
+        service.emit_site_metrics([result for _, result in checked])
+    beats, provision = _heartbeats([s for s in sites if s.kind == "heartbeat"], items, config, run.now)
+    checked += beats
+    results = [result for _, result in checked]
     writes: list[dict[str, Any]] = []
-    decisions: list[dict[str, Any]] = []
+    decisions: list[dict[str, Any]] = [
+        {"decision": "heartbeat URL to make", "heartbeat": ident} for ident in provision
+    ]
     reported: dict[str, Status] = {s.url: store.to_state(items.get(s.url), s.url).reported for s in sites}
-    for (site, _), result in zip(probes, results, strict=True):
+    for site, result in checked:
         item = items.get(site.url)
         before = store.to_state(item, site.url)
-        after, transition = advance(
-            before, result.status, result.reason, config.failures_before_down, run.now, config.flapping
-        )
+        # A heartbeat has no blips: one missed period (+ grace) is DOWN.
+        threshold = 1 if site.kind == "heartbeat" else config.failures_before_down
+        after, transition = advance(before, result.status, result.reason, threshold, run.now, config.flapping)
         reported[site.url] = after.reported
         decisions.append(
             {
@@ -129,7 +138,7 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     # The list is fine again: forget the complaint about the old one (so a new mistake mails).
     forget = store.version(known_error) if known_error is not None else None
     order = _order_change(order_item, unchecked, token)
-    if not writes and forget is None and order is None:
+    if not writes and forget is None and order is None and not provision:
         return Plan(None, counts, decisions)
     intent = {
         "kind": "checks",
@@ -140,8 +149,30 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         "writes": writes,
         "forget_site_list_error": forget,
         "order": order,
+        "provision": provision,  # heartbeat ids whose URL is to be made (never a token)
     }
     return Plan(intent, counts, decisions)
+
+
+def _heartbeats(
+    heartbeats: list[Site], items: Mapping[str, Mapping[str, Any]], config: Config, now: datetime
+) -> tuple[list[tuple[Site, CheckResult]], list[str]]:
+    """Each heartbeat judged by its ping item (read with the states: no call of its own), and
+    the ids of those that have no URL yet (made by ``act``; judged from then on)."""
+    judged: list[tuple[Site, CheckResult]] = []
+    provision: list[str] = []
+    for site in heartbeats:
+        made, last = store.ping_times(items.get(store.ping_key(site.heartbeat_id)))
+        if made is None:
+            if config.heartbeat_url and config.heartbeat_parameters:
+                provision.append(site.heartbeat_id)
+            else:
+                logger.error(
+                    "heartbeat listed but no heartbeat function configured", extra={"site": site.url}
+                )
+            continue
+        judged.append((site, classify_heartbeat(site, last, made, now)))
+    return judged, provision
 
 
 def _order_change(item: Mapping[str, Any] | None, unchecked: list[Site], token: str) -> dict[str, Any] | None:
@@ -171,6 +202,11 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
             logger.info(
                 "state changed by a concurrent run; leaving this site to it", extra={"url": write["url"]}
             )
+    made = []
+    for ident in intent.get("provision", []):  # the token goes from SSM to its hash, nowhere else
+        token = service.heartbeat_token(ctx.config.heartbeat_parameters, ctx.config.heartbeat_url, str(ident))
+        if store.provision_ping(table, str(ident), token, ctx.now):
+            made.append(str(ident))
     forgotten = False
     if intent.get("forget_site_list_error") is not None:
         forgotten = store.forget(table, store.CONFIG_ITEM, int(intent["forget_site_list_error"]))
@@ -181,7 +217,7 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
         done["order"] = [
             "written" if store.forget(table, store.ORDER_ITEM, int(order["forget"])) else "conflict"
         ]
-    return {**done, "forgot_site_list_error": forgotten}
+    return {**done, "forgot_site_list_error": forgotten, "heartbeats_made": made}
 
 
 def _bad_site_list(

@@ -14,7 +14,9 @@ killed after some of its writes is finished by a later invocation from its recor
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
@@ -22,6 +24,7 @@ from botocore.exceptions import ClientError
 from autopilot import aws
 from website_health_check.decide import SiteState, Status
 
+PING = "ping#"  # ping#<heartbeat id>: its token's hash, when its URL was made, its last ping
 CONFIG_ITEM = "#site-list"  # remembers the last malformed site list we mailed about
 ORDER_ITEM = "#not-checked"  # the sites the last run did not reach (checked first next run)
 KEEP_WRITERS = 5  # writer tokens kept per item: far more runs than can overlap one
@@ -143,6 +146,47 @@ def forget(table: str, url: str, seen_version: int) -> bool:
             ConditionExpression="#v = :v",
             ExpressionAttributeNames={"#v": "version"},
             ExpressionAttributeValues={":v": {"N": str(seen_version)}},
+        )
+    except ClientError as err:
+        if aws.error_code(err) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+# -- heartbeats: the ping items (written by the heartbeat function and by the check) -----------
+
+
+def ping_key(heartbeat_id: str) -> str:
+    return PING + heartbeat_id
+
+
+def token_hash(token: str) -> str:
+    """What is stored of a heartbeat's token: its SHA-256 (the token itself only in SSM)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def ping_times(item: Mapping[str, Any] | None) -> tuple[datetime | None, datetime | None]:
+    """(when its URL was made, its last ping) from a ping item; (None, None) without one."""
+    if not item or "token_hash" not in item:
+        return None, None
+    made = datetime.fromisoformat(item["created_at"]["S"])
+    last = item.get("last_ping", {}).get("S")
+    return made, datetime.fromisoformat(last) if last else None
+
+
+def provision_ping(table: str, heartbeat_id: str, token: str, now: datetime) -> bool:
+    """The heartbeat's ping item, once (1 PutItem, conditional): False when it exists already."""
+    try:
+        aws.client("dynamodb").put_item(
+            TableName=table,
+            Item={
+                "url": {"S": ping_key(heartbeat_id)},
+                "token_hash": {"S": token_hash(token)},
+                "created_at": {"S": now.isoformat()},
+            },
+            ConditionExpression="attribute_not_exists(#u)",
+            ExpressionAttributeNames={"#u": "url"},
         )
     except ClientError as err:
         if aws.error_code(err) == "ConditionalCheckFailedException":

@@ -14,7 +14,14 @@ Site list: two forms are accepted:
 - a JSON list of objects, one per site::
 
     [{"url": "https://example.com", "expect_text": "Welcome", "status": "200-299",
-      "timeout": 5, "max_latency_ms": 1500, "name": "shop"}]
+      "timeout": 5, "max_latency_ms": 1500, "name": "shop"},
+     {"heartbeat": "nightly-backup", "period": "1d", "grace": "1h", "name": "Nightly backup"}]
+
+A **heartbeat** (dead man's switch) is the other way round: a job pings its URL (the stack's
+heartbeat function, a secret token in the path) and the check is DOWN when no ping came within
+``period`` + ``grace`` of the last one (or of its URL being made), UP again on the next ping -
+through the same states, transitions and mails as a web check (one missed period is enough:
+a heartbeat has no blips).
 
 States: each site has a *reported* status (what the last mail said; UP for a new site), a
 streak (how many checks in a row observed the same different status) and a window of its
@@ -39,7 +46,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -48,6 +55,13 @@ DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 60.0
 MAX_SITES = 2000  # per stack (docs/website_health_check.md: more sites, more stacks)
 _FIELDS = {"url", "name", "expect_text", "status", "timeout", "max_latency_ms"}
+_HEARTBEAT_FIELDS = {"heartbeat", "name", "period", "grace"}
+HEARTBEAT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+HEARTBEAT = "heartbeat:"  # a heartbeat's identity in place of a URL: heartbeat:<id>
+MIN_PERIOD_SECONDS = 300  # the check runs every 5 minutes: a shorter period cannot be judged
+MAX_PERIOD_SECONDS = 35 * 86400
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _RANGE = re.compile(r"^\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*$")
 
 
@@ -109,6 +123,13 @@ class Site:
     timeout: float = DEFAULT_TIMEOUT
     max_latency_ms: int | None = None
     request_url: str = ""  # the URL as configured, credentials included ("" = url)
+    kind: str = "web"  # web | heartbeat (url is then heartbeat:<id>)
+    period_seconds: int = 0  # a heartbeat: a ping is expected at least this often ...
+    grace_seconds: int = 0  # ... give or take this
+
+    @property
+    def heartbeat_id(self) -> str:
+        return self.url.removeprefix(HEARTBEAT)
 
     @property
     def target(self) -> str:
@@ -181,9 +202,54 @@ def parse_sites(text: str, *, check_size: bool = True) -> list[Site]:
     return sites
 
 
+def parse_duration(value: Any) -> int | None:
+    """Seconds from 3600, "90m", "8h", "2d" (a whole number and s, m, h or d); None if not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else None
+
+
+def say_duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _parse_heartbeat(entry: dict[str, Any], where: str, problems: list[str]) -> Site | None:
+    before = len(problems)
+    unknown = set(entry) - _HEARTBEAT_FIELDS
+    if unknown:
+        problems.append(f"{where} has unknown field(s) {', '.join(sorted(unknown))}")
+    ident = entry.get("heartbeat")
+    if not isinstance(ident, str) or not HEARTBEAT_ID.match(ident):
+        problems.append(f"{where}: heartbeat must be an id of lower-case letters, digits and -, at most 63")
+        return None
+    where = f"heartbeat {ident}"
+    period = parse_duration(entry.get("period"))
+    if period is None or not MIN_PERIOD_SECONDS <= period <= MAX_PERIOD_SECONDS:
+        problems.append(f"{where}: period must be a duration like 1h or 1d, between 5m and 35d")
+    grace = parse_duration(entry.get("grace", "0"))
+    if grace is None or grace > MAX_PERIOD_SECONDS:
+        problems.append(f"{where}: grace must be a duration like 30m (0 or more, at most 35d)")
+    name = entry.get("name", ident)
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{where}: name must be a non-empty string")
+    if len(problems) > before or period is None or grace is None or not isinstance(name, str):
+        return None
+    return Site(
+        url=HEARTBEAT + ident, name=name.strip(), kind="heartbeat", period_seconds=period, grace_seconds=grace
+    )
+
+
 def _parse_entry(entry: Any, where: str, problems: list[str]) -> Site | None:
     if isinstance(entry, str):
         entry = {"url": entry}
+    if isinstance(entry, dict) and "heartbeat" in entry:
+        return _parse_heartbeat(entry, where, problems)
     if not isinstance(entry, dict):
         problems.append(f"{where} must be a URL or an object, not {type(entry).__name__}")
         return None
@@ -329,6 +395,21 @@ def classify(site: Site, probe: Probe, cert_warning_days: int) -> CheckResult:
             f"TLS certificate expires in {cert_days:.1f} days (warning below {cert_warning_days})",
         )
     return result(Status.UP, "ok", f"HTTP {status} in {latency:.0f} ms")
+
+
+def classify_heartbeat(site: Site, last_ping: datetime | None, since: datetime, now: datetime) -> CheckResult:
+    """DOWN when no ping came within period + grace of the last one (or of ``since``, when its
+    URL was made, if none ever came); UP otherwise. ``now`` is the clock's."""
+    last = last_ping or since
+    due = last + timedelta(seconds=site.period_seconds + site.grace_seconds)
+    expected = f"expected every {say_duration(site.period_seconds)}, grace {say_duration(site.grace_seconds)}"
+    when = last.strftime("%Y-%m-%d %H:%M UTC")
+    if now > due:
+        what = f"no ping since {when}" if last_ping else f"no ping at all since its URL was made ({when})"
+        return CheckResult(site.url, Status.DOWN, f"{what}; {expected}", "missed")
+    return CheckResult(
+        site.url, Status.UP, f"last ping {when}" if last_ping else "waiting for its first ping", "ok"
+    )
 
 
 # -- 3. when that is worth a mail ------------------------------------------------------------

@@ -6,11 +6,14 @@
   engine in service/engine.py), the certificate's expiry read from the same TLS connection. A probe
   tells apart DNS failure, connection refused, timeout, TLS error, redirect loop; what the
   answer *means* (UP, DEGRADED, DOWN) is ``decide.classify``'s job;
-- CloudWatch (EMF lines on stdout, no API call): per-site metrics, only when asked for.
+- CloudWatch (EMF lines on stdout, no API call): per-site metrics, only when asked for;
+- a heartbeat's URL, made once: an SSM SecureString ``<prefix>/<id>`` (the only place its
+  token is kept in the clear; never logged).
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from datetime import datetime
 
@@ -90,3 +93,38 @@ def emit_site_metrics(results: list[CheckResult]) -> None:
             with single_metric(name=name, unit=unit, value=value) as metric:
                 metric.add_dimension(name="service", value=AUTOMATION)
                 metric.add_dimension(name="site", value=r.url[:250])
+
+
+def heartbeat_token(prefix: str, base_url: str, heartbeat_id: str) -> str:
+    """The heartbeat's token: read from its SSM SecureString (GetParameter) if its URL was made
+    already, else made now and stored as the URL there (PutParameter, never overwriting: a
+    second run that made another token at the same time reads the first one's). The URL is
+    ``<base_url><id>/<token>``; it is returned only to be hashed, never logged."""
+    ssm = aws.client("ssm")
+    name = f"{prefix.rstrip('/')}/{heartbeat_id}"
+
+    def stored() -> str | None:
+        try:
+            value = str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+        except ssm.exceptions.ParameterNotFound:
+            return None
+        return value.rstrip("/").rsplit("/", 1)[-1]
+
+    found = stored()
+    if found is not None:
+        return found
+    token = secrets.token_urlsafe(32)
+    try:
+        ssm.put_parameter(
+            Name=name,
+            Value=f"{base_url.rstrip('/')}/{heartbeat_id}/{token}",
+            Type="SecureString",
+            Overwrite=False,
+            Description=f"ops-autopilot heartbeat {heartbeat_id}: ping this URL (GET or POST)",
+        )
+    except ssm.exceptions.ParameterAlreadyExists:
+        again = stored()
+        if again is None:
+            raise
+        return again
+    return token
