@@ -68,9 +68,8 @@ def test_a_release_is_plain_cloudformation_with_the_code_in_every_regions_bucket
     assert not [t for t in types if t.startswith("AWS::Serverless::")]
     functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
     # every function of template.yaml: one per automation, and the heartbeat function
-    declared = [
-        r for r in raw_template()["Resources"].values() if r.get("Type") == "AWS::Serverless::Function"
-    ]
+    resources = raw_template()["Resources"].values()
+    declared = [r for r in resources if isinstance(r, dict) and r.get("Type") == "AWS::Serverless::Function"]
     assert len(functions) == len(declared) == len(list((ROOT / "functions").glob("*/app.py"))) + 1
     bucket = {"Fn::Sub": "${ArtifactBucketPrefix}-${AWS::Region}"}
     for function in functions:
