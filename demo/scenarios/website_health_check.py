@@ -1,11 +1,18 @@
-"""Two local sites, one healthy and one broken: the DOWN mail, then the fix and RECOVERED."""
+"""Two local sites, one healthy and one broken: the DOWN mail, then the fix and RECOVERED; then a
+heartbeat (a nightly job's dead man's switch) pinged, missed on a SIMULATED clock, and pinged again."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from demo import websites
-from demo.sandbox import Sandbox, step
+from demo.sandbox import LambdaContext, Sandbox, sample_event, step
 
 TITLE = "two local sites, one breaks and recovers"
 EVENT = "website_health_check/eventbridge.scheduled"
@@ -45,6 +52,72 @@ def run(sb: Sandbox) -> None:
     finally:
         shop.shutdown()
         blog.shutdown()
+    heartbeat(sb, parameter, table, env)
+
+
+FUNCTION_URL = "https://demo1234567890.lambda-url.eu-west-1.on.aws/"  # HeartbeatFunction's, in AWS
+
+
+@contextlib.contextmanager
+def clock_at(when: datetime) -> Iterator[None]:
+    """SIMULATED time: the runner's and the heartbeat function's clock at ``when``."""
+    from autopilot import runner
+    from heartbeat import ping
+
+    saved = runner.clock, ping.clock
+    runner.clock = ping.clock = lambda: when  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        runner.clock, ping.clock = saved  # type: ignore[method-assign]
+
+
+def ping_request(sb: Sandbox, path: str, table: str) -> int:
+    """The heartbeat function on a function-URL request (what `curl <url>` sends)."""
+    from heartbeat import ping
+
+    event = {"version": "2.0", "rawPath": path, "requestContext": {"http": {"method": "GET", "path": path}}}
+    level = ping.logger.log_level
+    ping.logger.setLevel("ERROR")  # its log lines (the heartbeat's id, never the token) stay out of the story
+    try:
+        with sb.environment({"STATE_TABLE": table}), contextlib.redirect_stdout(io.StringIO()):
+            return int(ping.lambda_handler(event, LambdaContext())["statusCode"])
+    finally:
+        ping.logger.setLevel(level)
+
+
+def heartbeat(sb: Sandbox, parameter: str, table: str, env: dict[str, str]) -> None:
+    entry = {"heartbeat": "nightly-backup", "period": "1d", "grace": "1h", "name": "Nightly backup"}
+    sb.client("ssm").put_parameter(Name=parameter, Type="String", Overwrite=True, Value=json.dumps([entry]))
+    folder = f"/{sb.stack_name}/heartbeats"
+    env = {**env, "HEARTBEAT_URL": FUNCTION_URL, "HEARTBEAT_PARAMETERS": folder}
+    start = datetime.now(UTC).replace(second=0, microsecond=0)
+
+    def run_at(when: datetime) -> dict[str, Any]:
+        event = {**sample_event(EVENT), "id": str(uuid.uuid4()), "time": when.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        with clock_at(when):
+            result: dict[str, Any] = sb.invoke("website_health_check", event, env)
+        return result
+
+    step(f"The site list now holds a heartbeat: {json.dumps(entry)}")
+    run_at(start)
+    name = f"{folder}/nightly-backup"
+    url = sb.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    print(f"  its URL was made into the SSM SecureString {name} (not printed here: it holds the token)")
+    path = "/" + str(url).removeprefix(FUNCTION_URL)
+    with clock_at(start + timedelta(minutes=1)):
+        print(f"  the job pings it: HTTP {ping_request(sb, path, table)}")
+        wrong = path.rsplit("/", 1)[0] + "/" + "x" * 43
+        print(f"  someone guesses a token: HTTP {ping_request(sb, wrong, table)} (nothing changed, counted)")
+    step("SIMULATED clock: 25 h 10 min later, the next night's ping never came (period 1d + grace 1h)")
+    run_at(start + timedelta(hours=25, minutes=10))
+    sb.print_mails()
+    step("SIMULATED clock: the job runs again an hour later and pings; the next check")
+    later = start + timedelta(hours=26, minutes=10)
+    with clock_at(later):
+        print(f"  the job pings it: HTTP {ping_request(sb, path, table)}")
+    run_at(later + timedelta(minutes=5))
+    sb.print_mails()
 
 
 def report(result: dict[str, object]) -> None:
