@@ -313,8 +313,9 @@ def render(
             f"({commands:,} commands, ~{record / commands:.0f} bytes each); it holds the current ring's "
             "commands only, so it reaches "
             f"DynamoDB's 400 KB item limit at a ring of about {ceiling:,.0f} instances. The instance ids are "
-            f"an item per command ({int(big.extra['largest_item_bytes']):,} bytes at most) and the outbox "
-            f"entry {int(big.extra['largest_outbox_item_bytes']):,} bytes: neither grows with the fleet.",
+            f"an item per command ({int(big.extra['largest_batch_item_bytes']):,} bytes at most) and the "
+            f"outbox entry {int(big.extra['largest_outbox_item_bytes']):,} bytes: neither grows with the "
+            "fleet.",
             "",
         ]
     if concurrency:
