@@ -440,9 +440,9 @@ def _act_ring(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]
         record = started
     elif not (record.ring_index == passed + 1 and record.status == "running" and ctx.resumed):
         return {"status": "moved-on"}  # another tick started it, or it is over
-    record = store.load_sweep(table, sweep_id, with_batches=True) or record
     if record.phase != "sending":
         return {"status": "moved-on"}
+    record = store.with_ring_batches(table, record)  # the record as start_ring returned it, or as read
     if not record.sent and not record.send_errors:  # nothing sent yet: who is still to be patched
         record = _leave_out_gone(ctx, record)
     record = _recover_sent(table, record) if ctx.resumed else record
@@ -494,9 +494,7 @@ def _ring_done(ctx: Context[Config], record: SweepRecord, token: str) -> dict[st
     if not store.claim_digest(table, record.sweep_id, token, ctx.now):
         return None
     if not record.batches:
-        record = replace(
-            record, batches=store.ring_batches(table, record.sweep_id, record.ring_index, record.ring.batches)
-        )
+        record = store.with_ring_batches(table, record)
     results = service.gather_results(record)
     refused = [SendFailure(record.batches[i], code) for i, code in record.send_errors.items()]
     outcome = decide.classify(record.targeted, results.invocations, results.states, refused, results.tails)

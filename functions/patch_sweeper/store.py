@@ -157,11 +157,12 @@ def load_sweep(table: str, sweep_id: str, *, with_batches: bool = False) -> Swee
         return None
     record = _record(sweep_id, item)
     if with_batches:
-        record = _with_batches(table, record)
+        record = with_ring_batches(table, record)
     return record
 
 
-def _with_batches(table: str, record: SweepRecord) -> SweepRecord:
+def with_ring_batches(table: str, record: SweepRecord) -> SweepRecord:
+    """The record with its current ring's instance ids (ceil(B / 100) BatchGetItem)."""
     return replace(
         record, batches=ring_batches(table, record.sweep_id, record.ring_index, record.ring.batches)
     )
@@ -399,17 +400,6 @@ def note_freeze(table: str, record: SweepRecord) -> bool:
             "ring_index = :ring AND (attribute_not_exists(freeze_noted) OR freeze_noted <> :next)",
         )
         is not None
-    )
-
-
-def clear_freeze(table: str, record: SweepRecord) -> None:
-    """The freeze that held the next ring back is over: a new one is mailed again."""
-    _update_existing(
-        table,
-        record.sweep_id,
-        "REMOVE freeze_noted",
-        {":ring": {"N": str(record.ring_index)}},
-        "ring_index = :ring",
     )
 
 
