@@ -256,3 +256,19 @@ def test_a_new_weekly_sweep_replaces_an_unfinished_one_and_says_so(
     fleet.at(datetime(2026, 11, 30, 3, 10, tzinfo=UTC))
     tick(fleet, lambda_context)  # the new sweep's ring 1, once; the old one's never
     assert fleet.patched().count(rings["1"][0]) == 1
+
+
+def test_a_ring_due_after_the_stack_went_dry_run_sends_nothing(
+    fleet: Fleet,
+    rings: dict[str, list[str]],
+    mailbox: Mailbox,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PRODUCT.md rule 3 on the ring start: DryRun=true between two rings changes nothing."""
+    app.lambda_handler(fleet.schedule(), lambda_context)
+    deliver(fleet, lambda_context)
+    monkeypatch.setenv("DRY_RUN", "true")
+    fleet.at(datetime(2026, 11, 23, 3, 5, tzinfo=UTC))
+    tick(fleet, lambda_context)
+    assert fleet.patched() == rings["0"] and sweep(fleet).ring_index == 0 and len(mailbox()) == 1
