@@ -383,9 +383,9 @@ OUTBOX_TABLE = "ops-autopilot-test-outbox"
 EVERY_MINUTE = "cron(* * * * ? *)"
 
 
-def create_outbox_table(name: str = OUTBOX_TABLE) -> str:
+def create_outbox_table(name: str = OUTBOX_TABLE, region: str = REGION) -> str:
     """The stack's outbox table (template.yaml OutboxTable), in moto."""
-    client = boto3.client("dynamodb", region_name=REGION)
+    client = boto3.client("dynamodb", region_name=region)
     if name not in client.list_tables()["TableNames"]:
         client.create_table(
             TableName=name,

@@ -29,6 +29,8 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "dynamodb:DeleteItem",
         "ssm:GetParameter",  # a heartbeat's URL, read back to hash its token
         "ssm:PutParameter",  # ... made once (service.heartbeat_token)
+        "dynamodb:BatchGetItem",  # several regions, the home: the members' results
+        "dynamodb:GetItem",  # ... a member: the home's published site list
     }
 )
 AUTOMATION = Automation(
@@ -40,8 +42,9 @@ AUTOMATION = Automation(
     report=report.mail,
     counts=report.counts,
     # Each read by an alarm, each sent while not zero (a state: its alarm reads an hour of no
-    # data as all clear). CertificateDaysLeftMin is in the run's log line.
-    metrics=frozenset({"SitesDown", "SitesNotChecked", "CertificatesExpiring"}),
+    # data as all clear; RegionsSilent only at the home of several regions). CertificateDaysLeftMin
+    # is in the run's log line.
+    metrics=frozenset({"SitesDown", "SitesNotChecked", "CertificatesExpiring", "RegionsSilent"}),
 )
 logger = Logger()
 metrics = Metrics()

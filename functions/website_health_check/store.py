@@ -14,9 +14,12 @@ killed after some of its writes is finished by a later invocation from its recor
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
+import zlib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
@@ -193,3 +196,140 @@ def provision_ping(table: str, heartbeat_id: str, token: str, now: datetime) -> 
             return False
         raise
     return True
+
+
+# -- several regions: the home's results table (decide/quorum.py) ------------------------------
+# Items keyed by "pk": SITES (the site list the home checks, published for the members) and
+# RESULT + <region> (a member's last checks). Large values are zlib-compressed JSON (Binary):
+# 2,000 sites fit one item either way (tests/website_health_check/test_..._regions.py measures).
+
+SITES = "#sites"
+RESULT = "result#"
+
+
+def _pack(value: Any) -> bytes:
+    return zlib.compress(json.dumps(value, separators=(",", ":"), sort_keys=True).encode(), 9)
+
+
+def _unpack(item: Mapping[str, Any], name: str) -> Any:
+    return json.loads(zlib.decompress(bytes(item[name]["B"])))
+
+
+def lists_digest(lists: list[tuple[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(lists).encode()).hexdigest()
+
+
+def load_regional(table: str, members: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The published site list's item and every member's result item, by pk (1 BatchGetItem:
+    up to 100 keys, the unprocessed ones asked again)."""
+    keys: list[dict[str, Any]] = [{"pk": {"S": SITES}}] + [{"pk": {"S": RESULT + m}} for m in members]
+    dynamodb, found = aws.client("dynamodb"), {}
+    request: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
+    while request:
+        answer = dynamodb.batch_get_item(RequestItems=request)
+        for item in answer.get("Responses", {}).get(table, []):
+            found[item["pk"]["S"]] = item
+        request = answer.get("UnprocessedKeys") or {}
+    return found
+
+
+def published(item: Mapping[str, Any] | None) -> tuple[str, int]:
+    """(digest, version) of the published site list's item; ("", 0) without one."""
+    if not item:
+        return "", 0
+    return item.get("digest", {}).get("S", ""), version(item)
+
+
+def publish_record(lists: list[tuple[str, str]], old_version: int, now: datetime) -> dict[str, Any]:
+    """The published list's next item, as JSON for the intent (the lists base64 in it)."""
+    return {
+        "digest": lists_digest(lists),
+        "lists": base64.b64encode(_pack(lists)).decode(),
+        "version": old_version + 1,
+        "published_at": now.isoformat(),
+    }
+
+
+def publish_sites(table: str, record: Mapping[str, Any]) -> bool:
+    """Store the published site list if it is still the version the plan read (1 PutItem,
+    conditional); False when a newer one is there (another run published it)."""
+    try:
+        aws.client("dynamodb").put_item(
+            TableName=table,
+            Item={
+                "pk": {"S": SITES},
+                "digest": {"S": str(record["digest"])},
+                "lists": {"B": base64.b64decode(str(record["lists"]))},
+                "version": {"N": str(int(record["version"]))},
+                "published_at": {"S": str(record["published_at"])},
+            },
+            ConditionExpression="attribute_not_exists(#v) OR #v < :v",
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues={":v": {"N": str(int(record["version"]))}},
+        )
+    except ClientError as err:
+        if aws.error_code(err) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def read_published(table: str, home: str) -> tuple[str, list[tuple[str, str]]] | None:
+    """A member's read of the home's published site list: (digest, lists), or None when the
+    home has published none yet (1 GetItem, in the home region)."""
+    item = (
+        aws.client("dynamodb", region=home)
+        .get_item(TableName=table, Key={"pk": {"S": SITES}}, ConsistentRead=True)
+        .get("Item")
+    )
+    if not item:
+        return None
+    try:
+        return item["digest"]["S"], [(str(name), str(text)) for name, text in _unpack(item, "lists")]
+    except (KeyError, TypeError, ValueError, zlib.error) as err:
+        raise ValueError(f"the home's published site list ({table}, {home}) cannot be read: {err}") from None
+
+
+def put_result(table: str, home: str, record: Mapping[str, Any]) -> bool:
+    """A member's checks into the home's table (1 PutItem, in the home region), unless a newer
+    check of the same region is there already (a resumed run repeating an old one): False."""
+    try:
+        aws.client("dynamodb", region=home).put_item(
+            TableName=table,
+            Item={
+                "pk": {"S": RESULT + str(record["region"])},
+                "region": {"S": str(record["region"])},
+                "checked_at": {"S": str(record["checked_at"])},
+                "digest": {"S": str(record["digest"])},
+                "results": {"B": base64.b64decode(str(record["results"]))},
+            },
+            ConditionExpression="attribute_not_exists(checked_at) OR checked_at < :at",
+            ExpressionAttributeValues={":at": {"S": str(record["checked_at"])}},
+        )
+    except ClientError as err:
+        if aws.error_code(err) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
+def result_record(region: str, checked_at: datetime, digest: str, results: Any) -> dict[str, Any]:
+    """A member's result item, as JSON for the intent (the results base64 in it)."""
+    return {
+        "region": region,
+        "checked_at": checked_at.astimezone(UTC).isoformat(
+            timespec="microseconds"
+        ),  # fixed width: compared as text
+        "digest": digest,
+        "results": base64.b64encode(_pack(results)).decode(),
+    }
+
+
+def region_results(item: Mapping[str, Any] | None) -> tuple[str, Any] | None:
+    """(checked_at, results) of a member's result item; None when absent or unreadable."""
+    if not item:
+        return None
+    try:
+        return item["checked_at"]["S"], _unpack(item, "results")
+    except (KeyError, ValueError, TypeError, zlib.error):
+        return None
