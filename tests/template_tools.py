@@ -215,6 +215,7 @@ FEATURE_SAMPLES: dict[str, Any] = {
     "Email": "ops@example.com",
     "Sites": "https://example.com",
     "CopyRegions": ["eu-central-1"],
+    "HealthCheckRegions": f"{REGION},us-east-1,ap-southeast-2",  # this region the home
     "CopyKmsKeys": ["arn:aws:kms:eu-central-1:123456789012:key/0f5bbd7e-6b1f-4c4e-9c9d-2f1a3b4c5d6e"],
     "RollupBusArn": "arn:aws:events:eu-west-1:210987654321:event-bus/ops-autopilot-rollup",
 }
@@ -275,6 +276,8 @@ def features_on(template: dict[str, Any]) -> dict[str, Any]:
     values = parameter_defaults(template)
     specs = template.get("Parameters", {})
     conditions = template.get("Conditions", {})
+    exclusive = {condition for condition, _ in EXCLUSIVE_RENDERINGS.values()}
+    conditions = {name: c for name, c in conditions.items() if name not in exclusive}
     for name in conditions:
         already = [c for c in conditions if condition_holds(template, c, values)]
         if name in already:
@@ -298,9 +301,24 @@ def features_on(template: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+# Conditions that cannot hold with the others (a region is the health check's home or one of
+# its members): features-on leaves each false, and its own rendering turns it on.
+EXCLUSIVE_RENDERINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "health-member": ("WebsiteHealthCheckMemberRegion", {"WebsiteHealthCheckRegions": f"us-east-1,{REGION}"}),
+}
+
+
 def renderings(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The parameter sets every gate judges: the defaults, and every optional feature on."""
-    return {"defaults": parameter_defaults(template), "features-on": features_on(template)}
+    """The parameter sets every gate judges: the defaults, every optional feature on, and each
+    exclusive feature (EXCLUSIVE_RENDERINGS) on with the others."""
+    on = features_on(template)
+    found = {"defaults": parameter_defaults(template), "features-on": on}
+    for name, (condition, values) in EXCLUSIVE_RENDERINGS.items():
+        trial = {**on, **values}
+        if not condition_holds(template, condition, trial):
+            raise ValueError(f"rendering {name}: {values} does not make {condition} true")
+        found[name] = trial
+    return found
 
 
 def condition_holds(template: dict[str, Any], name: str, values: dict[str, Any]) -> bool:

@@ -81,7 +81,14 @@ def test_every_alarm_on_an_automations_metric_reads_one_it_sends() -> None:
 def test_the_health_checks_alarms_read_its_aggregates_not_per_site_metrics() -> None:
     reads = alarm_reads(expanded_template())
     own = {m for (service, m) in reads if service == "website_health_check"}
-    assert own == {"Failed", COMPLETED_METRIC, "SitesDown", "SitesNotChecked", "CertificatesExpiring"}
+    assert own == {
+        "Failed",
+        COMPLETED_METRIC,
+        "SitesDown",
+        "SitesNotChecked",
+        "CertificatesExpiring",
+        "RegionsSilent",
+    }
 
 
 def _automation(metrics: frozenset[str], always: frozenset[str] = frozenset()) -> Automation[Any, Any]:
