@@ -81,10 +81,15 @@ def main() -> None:
                   f"ratio {run.ratio:5.2f}  {run.seconds:7.2f} s")  # fmt: skip
 
     concurrency: list[dict[str, float]] = []
+    regions: list[str] = []
     if "website_health_check" in chosen:
         for n in (1, 10, 50, 200):
             concurrency.append(health_check.wall_ratio(n))
             print("health check concurrency", concurrency[-1])
+        from bench import health_regions
+
+        regions = health_regions.lines(health_regions.measure())
+        print("\n".join(regions))
 
     cold: dict[str, dict[str, float]] = {}
     if not args.no_coldstart:
@@ -98,7 +103,9 @@ def main() -> None:
         print("package sizes", packages)
 
     elapsed = time.perf_counter() - started
-    text = report.render(runs, concurrency, cold, packages, REFERENCE, quick=args.quick, elapsed=elapsed)
+    text = report.render(
+        runs, concurrency, cold, packages, REFERENCE, quick=args.quick, elapsed=elapsed, regions=regions
+    )
     print(text)
     if not args.no_write:
         report.write(text, runs)

@@ -41,7 +41,12 @@ def alarms() -> int:
 
     template = yaml_parse((Path(__file__).resolve().parent.parent / "template.yaml").read_text())
     resources = expand_foreach(template["Resources"])
-    off = {"OwnerBackfillOn", "OwnerBackfillSilenceAlarmOn", "RollupOn"}  # opt-in features
+    off = {
+        "OwnerBackfillOn",
+        "OwnerBackfillSilenceAlarmOn",
+        "RollupOn",
+        "WebsiteHealthCheckHomeRegion",
+    }  # opt-in
     return sum(
         1
         for r in resources.values()

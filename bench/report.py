@@ -212,6 +212,7 @@ def render(
     *,
     quick: bool,
     elapsed: float,
+    regions: list[str] | None = None,
 ) -> str:
     md: list[str] = [
         "# Benchmarks",
@@ -390,6 +391,7 @@ def render(
         "with any backup tool, not of the automation. Synthetics' own Lambda and S3 charges come on top "
         "of its run price; Route 53 checks every 30 s from many locations but reads no TLS expiry.",
         "",
+        *([*regions, ""] if regions else []),
         "Price sources:",
         "",
         *[f"- {what}: {url}" for what, url in prices.SOURCES.items()],

@@ -1,5 +1,7 @@
 """Two local sites, one healthy and one broken: the DOWN mail, then the fix and RECOVERED; then a
-heartbeat (a nightly job's dead man's switch) pinged, missed on a SIMULATED clock, and pinged again."""
+heartbeat (a nightly job's dead man's switch) pinged, missed on a SIMULATED clock, and pinged again;
+then one site checked from three regions with a quorum of 2 (SIMULATED clock; which regions
+reach the site is SIMULATED by switching the local site between the regions' runs)."""
 
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ def run(sb: Sandbox) -> None:
         shop.shutdown()
         blog.shutdown()
     heartbeat(sb, parameter, table, env)
+    regions(sb, parameter, table, env)
 
 
 FUNCTION_URL = "https://demo1234567890.lambda-url.eu-west-1.on.aws/"  # HeartbeatFunction's, in AWS
@@ -125,3 +128,103 @@ def report(result: dict[str, object]) -> None:
         f"  checked {result['Checked']} sites, {result['SitesDown']} down now; "
         f"state changes mailed: {result['Changed']}"
     )
+
+
+HOME, MEMBERS = "eu-west-1", ("us-east-1", "ap-southeast-2")
+RESULTS = "ops-autopilot-health-results"
+
+
+def regions(sb: Sandbox, parameter: str, table: str, env: dict[str, str]) -> None:
+    """WebsiteHealthCheckRegions=eu-west-1,us-east-1,ap-southeast-2, quorum 2: the home and two
+    members, each its own stack (outbox, topic) in its region of the sandbox."""
+    import boto3
+
+    site = websites.start()
+    url = f"http://127.0.0.1:{site.server_port}/toggle"
+    sb.client("ssm").put_parameter(
+        Name=parameter, Type="String", Overwrite=True, Value=json.dumps([{"url": url}])
+    )
+    sb.client("dynamodb").create_table(
+        TableName=RESULTS,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    several = {
+        "HEALTH_CHECK_REGIONS": ",".join((HOME, *MEMBERS)),
+        "HEALTH_CHECK_QUORUM": "2",
+        "RESULTS_TABLE": RESULTS,
+        "SCHEDULE": "rate(5 minutes)",
+    }
+    stacks = {HOME: {**env, **several, "AWS_REGION": HOME, "AWS_DEFAULT_REGION": HOME}}
+    for region in MEMBERS:
+        ddb = boto3.client("dynamodb", region_name=region, endpoint_url=sb.endpoint)
+        ddb.create_table(
+            TableName=sb.outbox_table,
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        topic = boto3.client("sns", region_name=region, endpoint_url=sb.endpoint).create_topic(Name="alarms")
+        stacks[region] = {
+            **env,
+            **several,
+            "TOPIC_ARN": topic["TopicArn"],
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+        }
+    now = [datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=2)]
+
+    def round_(failing: set[str], silent: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Each region's scheduled run (home at :00, members at :01 and :02), the site answering
+        503 to the ``failing`` ones; the home's result."""
+        home: dict[str, Any] = {}
+        for n, region in enumerate((HOME, *MEMBERS)):
+            when = now[0] + timedelta(minutes=n)
+            site.healthy = region not in failing  # type: ignore[attr-defined]
+            if region not in silent:
+                event = {**sample_event(EVENT), "id": str(uuid.uuid4()), "region": region}
+                event["time"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+                with clock_at(when):
+                    result = sb.invoke("website_health_check", event, stacks[region])
+                home = result if region == HOME else home
+        now[0] += timedelta(minutes=5)
+        return home
+
+    step(
+        "Three regions, quorum 2 (WebsiteHealthCheckRegions=eu-west-1,us-east-1,ap-southeast-2): "
+        "the home publishes the list, the members check it and send it their results"
+    )
+    try:
+        round_(set())
+        round_(set())
+        print("  (no mail: every region reaches the site)")
+        step("SIMULATED network: only us-east-1 cannot reach the site, for 3 rounds of 5 minutes")
+        for _ in range(3):
+            result = round_({"us-east-1"})
+        print(
+            f"  the home counts it down: {result['SitesDown']} (one region alone is its path, not the site)"
+        )
+        sb.print_mails()
+        step("SIMULATED network: us-east-1 and ap-southeast-2 cannot reach it (quorum reached), 3 rounds")
+        for _ in range(3):
+            round_({"us-east-1", "ap-southeast-2"})
+        sb.print_mails()
+        step("SIMULATED: every region reaches it again, and ap-southeast-2's function stops running")
+        round_(set())
+        round_(set(), frozenset({"ap-southeast-2"}))
+        for _ in range(2):
+            result = round_(set(), frozenset({"ap-southeast-2"}))
+        sb.print_mails()
+        print(
+            f"  RegionsSilent = {result['RegionsSilent']} at the home: WebsiteHealthCheckRegionSilentAlarm "
+            "mails the stack's topic (a silent region is an alarm, not a quorum change)"
+        )
+    finally:
+        site.shutdown()

@@ -66,3 +66,16 @@ def test_each_automation_shows_its_heading_and_mails(demo: subprocess.CompletedP
         assert any(line.startswith(MAIL) for line in section), f"{name} showed no mail:\n" + "\n".join(
             section
         )
+
+
+def test_the_health_check_from_three_regions_mails_only_the_quorums_down(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    """One region failing alone mails nothing; two give one DOWN naming both and the region that
+    still reaches the site; a silent region is counted for its alarm."""
+    out = demo.stdout
+    alone = out.index(">> SIMULATED network: only us-east-1")
+    quorum = out.index(">> SIMULATED network: us-east-1 and ap-southeast-2")
+    assert "(no mail sent)" in out[alone:quorum]
+    assert out[quorum:].count("DOWN from us-east-1 and ap-southeast-2; up from eu-west-1") == 1
+    assert "RegionsSilent = 1 at the home" in out
