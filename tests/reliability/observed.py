@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 AUTOMATIONS = frozenset(p.parent.name for p in (ROOT / "functions").glob("*/app.py"))
 
 # botocore service name -> IAM service prefix, where they differ.
-IAM_PREFIX: dict[str, str] = {"monitoring": "cloudwatch", "stepfunctions": "states"}
+IAM_PREFIX: dict[str, str] = {"monitoring": "cloudwatch", "stepfunctions": "states", "sesv2": "ses"}
 # (service, operation) that also need another action when the request carries tags.
 TAG_ON_CREATE = {
     ("ec2", "CreateSnapshot"),

@@ -221,7 +221,7 @@ def test_a_mail_sns_refused_is_counted_once(
 
 NOW = datetime(2024, 5, 14, 9, 17, tzinfo=UTC)  # a fixed clock, for the scheduled-time checks
 NOT_ACCEPTED = (
-    "mail(s) not accepted by SNS; they stay in the outbox and are sent by the retry or the next run"
+    "mail(s) not accepted by SNS or SES; they stay in the outbox and are sent by the retry or the next run"
 )
 
 

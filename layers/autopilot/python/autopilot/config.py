@@ -83,6 +83,7 @@ def env_bool(name: str, env: Mapping[str, str] | None = None, *, default: bool |
 
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,17 @@ class CommonConfig:
     # The Change Calendar whose CLOSED state pauses this automation's changes (CHANGE_CALENDAR,
     # set only on the automations that change workloads; '' = none): autopilot.freeze.
     change_calendar: str = ""
+    # Owner-routed mail (autopilot.routing): the SES sender (MAIL_FROM, an address of a verified
+    # identity; '' = routing off, every mail to the topic only), the routing map's SSM parameter
+    # (MAIL_ROUTING_PARAMETER) and the team tag key (TEAM_TAG_KEY) it may be keyed by.
+    mail_from: str = ""
+    routing_parameter: str = ""
+    team_tag_key: str = "Team"
+
+    @property
+    def routes_mail(self) -> bool:
+        """Owner digests are sent (never in dry run: a dry run tells the operators only)."""
+        return bool(self.mail_from) and not self.dry_run
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CommonConfig:
@@ -129,6 +141,14 @@ class CommonConfig:
                 f"environment variable CHANGE_CALENDAR={change_calendar!r} is not a Change Calendar name "
                 "(an SSM document name: 3-128 letters, digits, _ . -)"
             )
+        mail_from = env_str("MAIL_FROM", env, default="").strip()
+        if mail_from and not _EMAIL.match(mail_from):
+            raise ConfigError(f"environment variable MAIL_FROM={mail_from!r} is not an e-mail address")
+        team_tag_key = env_str("TEAM_TAG_KEY", env, default="Team")
+        if not valid_key(team_tag_key):
+            raise ConfigError(
+                f"environment variable TEAM_TAG_KEY={team_tag_key!r} is not a valid EC2 tag key"
+            )
         return cls(
             stack_name=stack_name,
             region=region,
@@ -137,4 +157,7 @@ class CommonConfig:
             owner_tag_key=owner_tag_key,
             schedule=schedule,
             change_calendar=change_calendar,
+            mail_from=mail_from,
+            routing_parameter=env_str("MAIL_ROUTING_PARAMETER", env, default=""),
+            team_tag_key=team_tag_key,
         )

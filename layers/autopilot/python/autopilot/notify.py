@@ -159,3 +159,20 @@ def publish(topic_arn: str, subject: str, body: str, automation: str, severity: 
         },
     )
     return str(response["MessageId"])
+
+
+def send_email(sender: str, to: str, subject: str, body: str, automation: str) -> str:
+    """One recipient's digest through Amazon SES (1 sesv2:SendEmail); the message id. The
+    sender is the stack's SES verified identity (MAIL_FROM)."""
+    response: dict[str, Any] = aws.client("sesv2").send_email(
+        FromEmailAddress=sender,
+        Destination={"ToAddresses": [to]},
+        Content={
+            "Simple": {
+                "Subject": {"Data": subject, "Charset": "UTF-8"},
+                "Body": {"Text": {"Data": body, "Charset": "UTF-8"}},
+            }
+        },
+        EmailTags=[{"Name": "automation", "Value": automation}],
+    )
+    return str(response["MessageId"])

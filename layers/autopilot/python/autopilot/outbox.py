@@ -47,6 +47,7 @@ from botocore.exceptions import ClientError
 from autopilot import aws
 
 Status = Literal["acting", "acted"]
+TOPIC = "#topic"  # in Entry.sent_to: the operators' digest was accepted by SNS
 KEEP_SECONDS = 14 * 86400  # an entry that nobody could finish in two weeks is dropped by TTL
 MAX_ITEM_BYTES = 380_000  # DynamoDB's item limit is 400 KB; keep room for the keys
 QUEUE = "queue#"  # sorts after every entry's key (they start with the year)
@@ -64,19 +65,36 @@ class OutboxError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Routed:
+    """One recipient's own digest (autopilot.routing): sent through SES to ``to``."""
+
+    to: str
+    subject: str
+    body: str
+
+
+@dataclass(frozen=True)
 class Mail:
-    """A rendered mail, as SNS will get it."""
+    """A rendered mail, as SNS will get it (the operators' digest), and the digests of the
+    owners it routes findings to (``routed``, one per recipient)."""
 
     subject: str
     body: str
     severity: str
+    routed: tuple[Routed, ...] = ()
 
-    def as_dict(self) -> dict[str, str]:
-        return {"subject": self.subject, "body": self.body, "severity": self.severity}
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"subject": self.subject, "body": self.body, "severity": self.severity}
+        if self.routed:
+            data["routed"] = [{"to": r.to, "subject": r.subject, "body": r.body} for r in self.routed]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Mail:
-        return cls(str(data["subject"]), str(data["body"]), str(data["severity"]))
+        routed = tuple(
+            Routed(str(r["to"]), str(r["subject"]), str(r["body"])) for r in data.get("routed", [])
+        )
+        return cls(str(data["subject"]), str(data["body"]), str(data["severity"]), routed)
 
 
 @dataclass
@@ -93,6 +111,9 @@ class Entry:
     created_at: float = field(default_factory=time.time)
     attempts: int = 0  # how many invocations took it over to finish it
     slot: str = ""  # its place in the queue of rounds: where the work it leaves goes back to
+    # Who has the entry's mail already (recipients' addresses, TOPIC for the operators' digest):
+    # a retry after a partial failure sends only to the others.
+    sent_to: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> dict[str, Any]:
@@ -282,6 +303,18 @@ class Outbox:
             self.queued = sorted([*self.queued, left], key=lambda q: q.sk)
         return entry
 
+    def sent(self, entry: Entry, recipients: list[str]) -> None:
+        """Some of the entry's mails were accepted (``recipients``, with the earlier ones): kept
+        with the entry, so the next attempt sends only the rest (1 UpdateItem)."""
+        entry.sent_to = sorted(set(entry.sent_to) | set(recipients))
+        self._client().update_item(
+            TableName=self.table,
+            Key=entry.key,
+            UpdateExpression="SET sent_to = :sent",
+            ConditionExpression="attribute_exists(sk)",
+            ExpressionAttributeValues={":sent": {"L": [{"S": r} for r in entry.sent_to]}},
+        )
+
     def done(self, entry: Entry) -> None:
         """The mail was accepted by SNS (or there was none to send): forget the entry."""
         self._client().delete_item(TableName=self.table, Key=entry.key)
@@ -330,6 +363,7 @@ class Outbox:
                 created_at=float(item.get("created_at", {}).get("N", "0")),
                 attempts=int(item.get("attempts", {}).get("N", "0")),
                 slot=str(item.get("slot", {}).get("S", "")),
+                sent_to=[str(v["S"]) for v in item.get("sent_to", {}).get("L", []) if "S" in v],
             )
         self.queued = sorted(queued, key=lambda q: q.sk)
         self._memo_items = memo

@@ -81,8 +81,8 @@ from autopilot.events import (
     parse_continuation,
     reject,
 )
-from autopilot.notify import make_subject, publish
-from autopilot.outbox import Entry, Mail, Outbox, OutboxError
+from autopilot.notify import make_subject, publish, send_email
+from autopilot.outbox import TOPIC, Entry, Mail, Outbox, OutboxError
 from autopilot.runtime import Deadline
 from autopilot.schedule import Schedule
 
@@ -518,7 +518,7 @@ def _finish_earlier(
 def _raise_if_held(held: int) -> None:
     if held:
         raise OutboxError(
-            f"{held} mail(s) not accepted by SNS; they stay in the outbox and are sent by the "
+            f"{held} mail(s) not accepted by SNS or SES; they stay in the outbox and are sent by the "
             "retry or the next run"
         )
 
@@ -557,20 +557,49 @@ def _given_up(automation: str, common: CommonConfig, entry: Entry, err: BaseExce
 
 
 def _send(outbox: Outbox, entry: Entry, common: CommonConfig, automation: str, logger: Any) -> bool:
-    """Publish the entry's mail and only then mark it sent. False (and the entry kept, lease
-    released) when SNS did not take it."""
+    """Send the entry's mails - each owner's digest through SES (when the stack has a sender),
+    then the operators' through SNS - and only then mark the entry done. A mail is marked sent
+    (``Entry.sent_to``) only once its service accepted it; when one was refused, the entry is
+    kept with what went out (lease released) and the next attempt sends only the rest. False
+    then."""
     mail = entry.mail
-    if mail is not None:
+    if mail is None:
+        outbox.done(entry)
+        return True
+    already, newly, refused = set(entry.sent_to), [], 0
+    if mail.routed and not common.mail_from:
+        logger.warning("owner digests not sent: the stack has no sender (MailSenderAddress)")
+    for routed in mail.routed if common.mail_from else ():
+        if routed.to in already:
+            continue
+        try:
+            message_id = send_email(common.mail_from, routed.to, routed.subject, routed.body, automation)
+        except Exception as err:  # noqa: BLE001 - any failure keeps the mail for the next attempt
+            refused += 1
+            logger.error(
+                "owner digest not sent; kept in the outbox for the retry or the next run",
+                extra={"to": routed.to, "code": aws.error_code(err), "entry": entry.sk},
+            )
+            continue
+        newly.append(routed.to)
+        logger.info("owner digest sent", extra={"to": routed.to, "message_id": message_id})
+    if TOPIC not in already:
         try:
             message_id = publish(common.topic_arn, mail.subject, mail.body, automation, mail.severity)  # type: ignore[arg-type]
         except Exception as err:  # noqa: BLE001 - any failure keeps the mail for the next attempt
+            refused += 1
             logger.error(
                 "mail not sent; kept in the outbox for the retry or the next run",
                 extra={"subject": mail.subject, "code": aws.error_code(err), "entry": entry.sk},
             )
-            outbox.release(entry)
-            return False
-        logger.info("mail sent", extra={"subject": mail.subject, "message_id": message_id})
+        else:
+            newly.append(TOPIC)
+            logger.info("mail sent", extra={"subject": mail.subject, "message_id": message_id})
+    if refused:
+        if newly:
+            outbox.sent(entry, newly)
+        outbox.release(entry)
+        return False
     outbox.done(entry)
     return True
 
