@@ -25,6 +25,9 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "cloudwatch:GetMetricData",
         "ec2:StopInstances",
         "ec2:CreateTags",
+        "ec2:DeleteTags",  # the planned-stop tag of a warned instance, taken off again
+        "ssm:GetParameter",  # the routing map (autopilot.routing), when owners are mailed
+        "ses:SendEmail",  # owner digests (the runner sends them; MailSenderAddress set only)
         # IdleStopperDatabases=true only (the template grants them under IdleStopperDatabasesOn)
         "rds:DescribeDBInstances",
         "rds:DescribeDBClusters",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from autopilot.config import ConfigError, env_bool, env_float, env_int
 from idle_stopper.decide import Policy
@@ -32,5 +33,8 @@ class Config:
             cpu_percent=env_float("CPU_PERCENT", env, minimum=0.0),
             network_mb=env_float("NETWORK_MB", env, minimum=0.0),
             max_stops=env_int("MAX_STOPS_PER_RUN", env, minimum=0, maximum=1000),  # one StopInstances call
+            # Warn the owner this long before a stop (IdleStopperWarningHours; unset: 0, stop at once).
+            warning=timedelta(hours=env_int("WARNING_HOURS", env, default=0, minimum=0, maximum=168)),
+            max_snooze=timedelta(days=env_int("MAX_SNOOZE_DAYS", env, default=14, minimum=1, maximum=90)),
         )
         return cls(policy=policy, databases=env_bool("IDLE_DATABASES", env, default=False))

@@ -24,6 +24,7 @@ The ``StopAfter`` value grammar (:func:`parse_stop_after`) lives here too.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -125,6 +126,8 @@ class Outcome(StrEnum):
     STOP_PROTECTED = "StopProtected"
     OVER_CAP = "OverCap"
     NEEDS_METRICS = "NeedsMetrics"
+    SNOOZED = "Snoozed"  # AutoStop=snooze-until:<date>, until then (section 7)
+    WARNED = "Warned"  # a candidate whose owner was warned; stops at the planned time (section 7)
 
 
 # Outcomes that a safety rule (PRODUCT.md rule 2) forces: never in the stop set.
@@ -140,6 +143,7 @@ EXCLUDED = frozenset(
         Outcome.STOP_PROTECTED,
         Outcome.TOO_YOUNG,
         Outcome.TOO_LITTLE_DATA,
+        Outcome.SNOOZED,
     }
 )
 STOPS = frozenset({Outcome.STOP_IDLE, Outcome.STOP_LIFETIME})
@@ -192,6 +196,8 @@ class Policy:
     cpu_percent: float = 10.0
     network_mb: float = 5.0
     max_stops: int = 10
+    warning: timedelta = timedelta(0)  # IdleStopperWarningHours: warn this long before a stop (0: off)
+    max_snooze: timedelta = timedelta(days=14)  # IdleStopperMaxSnoozeDays
     period: timedelta = timedelta(hours=1)
     settle: timedelta = timedelta(minutes=10)  # CloudWatch basic monitoring lands a few minutes late
 
@@ -697,19 +703,28 @@ def intent(
     failures: Sequence[Mapping[str, str]],
     dry_run: bool,
     databases: Mapping[str, Any] | None = None,
+    warnings: Warnings | None = None,
+    snooze_news: Sequence[tuple[Instance, SnoozeState]] = (),
 ) -> dict[str, Any] | None:
     """The run's intent: everything the act needs to carry the stops out (again, if interrupted)
     and the mail needs to tell about them - ids, Name, owner, the numbers behind each decision.
-    None when there is nothing to stop, no failure to report and no malformed tag due a mail.
+    None when there is nothing to stop, warn, unmark or report.
 
     ``failures`` are the plan's own (stop protection that could not be read), as dicts;
-    ``databases`` the database part (:func:`database_intent`), when IdleStopperDatabases is on."""
+    ``databases`` the database part (:func:`database_intent`), when IdleStopperDatabases is on;
+    ``warnings`` the warning step's (:func:`warn_first`), ``snooze_news`` the expired and invalid
+    snoozes not reported yet."""
     malformed_due = malformed_report_due(decision, now)
-    if not decision.stop and not failures and not malformed_due and not (databases or {}).get("stop"):
+    warned = warnings or Warnings([])
+    news = bool(warned.new or warned.unmark or snooze_news)
+    if not (decision.stop or failures or malformed_due or (databases or {}).get("stop") or news):
         return None
     protected = [a for a in decision.others if a.outcome is Outcome.STOP_PROTECTED]
     over_cap = [a for a in decision.others if a.outcome is Outcome.OVER_CAP]
     mentioned = [*decision.stop, *protected, *decision.malformed, *([] if dry_run else decision.reserve)]
+    mentioned += [a for a, _ in warned.new] + [a for a, _ in warned.unmark]
+    instances = {a.instance.instance_id: _facts(a.instance, owner_tag_key) for a in mentioned}
+    instances.update({i.instance_id: _facts(i, owner_tag_key) for i, _ in snooze_news})
     return {
         "at": now.astimezone(UTC).strftime(STAMP),
         "dry_run": dry_run,
@@ -731,8 +746,14 @@ def intent(
         "malformed_due": malformed_due,
         "failures": [dict(f) for f in failures],
         "kept": dict(Counter(a.outcome.value for a in decision.others)),
-        "instances": {a.instance.instance_id: _facts(a.instance, owner_tag_key) for a in mentioned},
+        "instances": instances,
         **({"databases": dict(databases)} if databases is not None else {}),
+        # Warn, then act (section 7): warned now (to tag and tell), no longer candidates (to
+        # unmark and tell), the stops' planned times, expired or invalid snoozes (told once).
+        "warned_remembered": len(warned.memory),
+        "warn": [{**_stop_entry(a, now), "planned": at.strftime(STAMP)} for a, at in warned.new],
+        "unmark": [{"id": a.instance.instance_id, "why": why} for a, why in warned.unmark],
+        "snooze_notes": [{"id": i.instance_id, "state": s.state, "why": s.why} for i, s in snooze_news],
     }
 
 
@@ -774,10 +795,10 @@ class Recheck(StrEnum):
 ALREADY_STOPPING = frozenset({"stopping", "stopped"})
 
 
-def recheck(current: Instance | None) -> tuple[Recheck, str]:
+def recheck(current: Instance | None, now: datetime | None = None) -> tuple[Recheck, str]:
     """What to do now with one instance of a recorded stop set, given its facts now (None: it is
     gone). The safety rules are applied again whatever its state: an instance opted out (or
-    otherwise excluded) since the decision is neither stopped nor tagged."""
+    otherwise excluded, or snoozed) since the decision is neither stopped nor tagged."""
     if current is None:
         return Recheck.DROP, "no longer exists"
     if current.state not in ALREADY_STOPPING | {"running"}:
@@ -785,6 +806,8 @@ def recheck(current: Instance | None) -> tuple[Recheck, str]:
     excluded = exclusion(replace(current, state="running"))
     if excluded:
         return Recheck.DROP, f"{excluded[1]} since the decision; it is {current.state}, left as it is"
+    if current.state == "running" and has_future_snooze(current.tags, now):
+        return Recheck.DROP, f"snoozed since the decision ({AUTOSTOP_TAG}={snooze_value(current.tags)})"
     if current.state in ALREADY_STOPPING:
         return Recheck.OURS, f"already {current.state}"
     return Recheck.STOP, "still running"
@@ -1037,3 +1060,173 @@ def database_intent(assessed: Sequence[DbAssessment], owner_tag_key: str, policy
         "over_cap": sum(1 for a in assessed if a.outcome is DbOutcome.OVER_CAP),
         "kept": dict(Counter(a.outcome.value for a in assessed if not a.stops)),
     }
+
+
+# ---- 7. warn, then act; a snooze that expires ----------------------------------------------
+# With a warning period (IdleStopperWarningHours), a new stop candidate is not stopped: its
+# owner is warned, it is tagged with the planned time (PLANNED_TAG, for people: the decision
+# never reads the tag - a tagger could forge it), and the run remembers the planned time
+# (memory WARN + id: the stack's own record). A later run stops it only when that time has come
+# *and* it is still a candidate then; one that stopped being a candidate before (busy again,
+# snoozed, opted out) is unmarked and told. Warning 0: today's behaviour, stopped at once.
+#
+# A snooze (``AutoStop=snooze-until:2026-12-24`` or ``...:2026-12-24T18:00Z``; a date alone is
+# its first minute, UTC) keeps an instance running until then, never longer than the operator's
+# maximum (IdleStopperMaxSnoozeDays) from when a run first saw that tag value (memory SNOOZE +
+# id). Expired and invalid snoozes are reported once each and never guessed: an invalid one is
+# no snooze (the instance is judged, and warned before any stop, as any other).
+
+PLANNED_TAG = "AutoStopPlanned"
+SNOOZE_PREFIX = "snooze-until:"
+WARN = "warn#"  # memory: warn#<id> -> planned stop time (STAMP)
+WARN_DRY = "warn-dry#"  # the same in dry run: a dry run's warnings never shorten a real one's
+SNOOZE = "snooze#"  # memory: snooze#<id> -> "<tag value>|<first seen STAMP>|<state told>"
+_SNOOZE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class BadSnooze(ValueError):
+    """An ``AutoStop=snooze-until:`` value whose end cannot be read."""
+
+
+def parse_snooze(value: str) -> datetime:
+    """The end of a snooze from the text after ``snooze-until:``: ``2026-12-24`` (00:00 UTC of
+    that day) or an ISO time with its zone (``2026-12-24T18:00Z``, ``...+01:00``)."""
+    text = value.strip()
+    try:
+        if _SNOOZE_DATE.match(text):
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadSnooze(
+            f"{text!r} is not a date (2026-12-24) or a time with its zone (2026-12-24T18:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        raise BadSnooze(f"{text!r} has no time zone: add Z for UTC (2026-12-24T18:00Z)")
+    return when.astimezone(UTC)
+
+
+def snooze_value(tags: Mapping[str, str]) -> str | None:
+    """The AutoStop value that is a snooze (any spelling of the key), or None."""
+    wanted = AUTOSTOP_TAG.lower()
+    for key in sorted((k for k in tags if k.lower() == wanted), key=lambda k: k != AUTOSTOP_TAG):
+        if tags[key].strip().lower().startswith(SNOOZE_PREFIX):
+            return tags[key].strip()
+    return None
+
+
+@dataclass(frozen=True)
+class SnoozeState:
+    """One instance's snooze now: active (until), expired, invalid (why), with its memory."""
+
+    state: str  # active | expired | invalid
+    value: str
+    until: datetime | None
+    why: str
+    memory: str  # what to remember: "<value>|<first seen>|<state told>"
+    news: bool  # expired or invalid and not yet reported for this value
+
+
+def snooze_state(
+    instance: Instance, remembered: str | None, policy: Policy, now: datetime
+) -> SnoozeState | None:
+    """The instance's snooze judged by the clock (``now``) and the operator's maximum from when
+    its value was first seen (``remembered``: the memory of an earlier run, if any)."""
+    value = snooze_value(instance.tags)
+    if value is None:
+        return None
+    old_value, _, rest = (remembered or "").partition("|")
+    seen_text, _, told = rest.partition("|")
+    seen = now
+    if old_value == value and seen_text:
+        with contextlib.suppress(ValueError):
+            seen = datetime.strptime(seen_text, STAMP).replace(tzinfo=UTC)
+    else:
+        told = ""
+    hint = f"tag {AUTOSTOP_TAG}={SNOOZE_PREFIX}<date> at most {policy.max_snooze.days} days ahead"
+    try:
+        until = parse_snooze(value[len(SNOOZE_PREFIX) :])
+    except BadSnooze as err:
+        state, why, until_or_none = "invalid", f"snooze not honoured: {err}; {hint}", None
+    else:
+        until_or_none = until
+        if until > seen + policy.max_snooze:
+            limit = (seen + policy.max_snooze).strftime("%Y-%m-%d %H:%M")
+            state = "invalid"
+            why = (
+                f"snooze not honoured: until {until:%Y-%m-%d %H:%M} UTC is beyond the maximum of "
+                f"{policy.max_snooze.days} days (at most {limit} UTC); {hint}"
+            )
+        elif now < until:
+            state, why = "active", f"snoozed until {until:%Y-%m-%d %H:%M} UTC ({AUTOSTOP_TAG}={value})"
+        else:
+            state, why = "expired", f"snooze ended {until:%Y-%m-%d %H:%M} UTC ({AUTOSTOP_TAG}={value})"
+    news = state not in ("active", told)
+    memory = f"{value}|{seen.strftime(STAMP)}|{state if state != 'active' else ''}"
+    return SnoozeState(state, value, until_or_none, why, memory, news)
+
+
+def snoozed(assessment: Assessment, snooze: SnoozeState | None) -> Assessment:
+    """An assessment kept out by an active snooze (SNOOZED), else unchanged."""
+    if snooze is None or snooze.state != "active" or assessment.outcome in EXCLUDED:
+        return assessment
+    return replace(assessment, outcome=Outcome.SNOOZED, reason=snooze.why)
+
+
+def has_future_snooze(tags: Mapping[str, str], now: datetime | None) -> bool:
+    """A readable snooze ending after ``now`` (any, when ``now`` is not known): what a resumed
+    stop must respect whatever the maximum (it never stops more than the plan decided)."""
+    value = snooze_value(tags)
+    if value is None:
+        return False
+    try:
+        until = parse_snooze(value[len(SNOOZE_PREFIX) :])
+    except BadSnooze:
+        return False
+    return now is None or until > now
+
+
+@dataclass(frozen=True)
+class Warnings:
+    """The warning step's outcome: the assessments to select from (candidates not yet due are
+    WARNED), what to warn now, what waits, what to unmark, and the memory to keep."""
+
+    concluded: list[Assessment]
+    new: list[tuple[Assessment, datetime]] = field(default_factory=list)
+    waiting: list[tuple[Assessment, datetime]] = field(default_factory=list)
+    unmark: list[tuple[Assessment, str]] = field(default_factory=list)
+    memory: dict[str, str] = field(default_factory=dict)
+
+
+def warn_first(
+    concluded: Sequence[Assessment], memory: Mapping[str, Any], policy: Policy, now: datetime, dry_run: bool
+) -> Warnings:
+    """Candidates are stopped only at the planned time of an earlier warning (the stack's own
+    memory), if they are candidates still; new ones are warned; warned ones that are no longer
+    candidates are unmarked (those not running any more are simply forgotten)."""
+    if policy.warning <= timedelta(0):
+        return Warnings(list(concluded))
+    prefix = WARN_DRY if dry_run else WARN
+    planned: dict[str, datetime] = {}
+    for key, value in memory.items():
+        if key.startswith(prefix) and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                planned[key[len(prefix) :]] = datetime.strptime(value, STAMP).replace(tzinfo=UTC)
+    out: list[Assessment] = []
+    found = Warnings(out)
+    for a in concluded:
+        instance_id = a.instance.instance_id
+        at = planned.get(instance_id)
+        if a.stops and at is not None and now >= at:
+            out.append(a)  # due: it competes for the cap as any stop
+            found.memory[prefix + instance_id] = at.strftime(STAMP)
+        elif a.stops:
+            at = at or (now + policy.warning).replace(second=0, microsecond=0)
+            (found.waiting if instance_id in planned else found.new).append((a, at))
+            found.memory[prefix + instance_id] = at.strftime(STAMP)
+            why = f"warned: stops at {at:%Y-%m-%d %H:%M} UTC if still a candidate then ({a.reason})"
+            out.append(replace(a, outcome=Outcome.WARNED, reason=why))
+        else:
+            if at is not None and a.outcome is not Outcome.NOT_RUNNING:
+                found.unmark.append((a, a.reason))
+            out.append(a)
+    return found

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from autopilot import console, freeze
+from autopilot import console, freeze, routing
 from autopilot.notify import Digest, Item, Severity, plural
-from autopilot.outbox import Mail
+from autopilot.outbox import Mail, Routed
 from autopilot.runner import Context, Counts
 from autopilot.tags import clean_value
 from idle_stopper.config import Config
@@ -36,6 +37,8 @@ LABELS = {
     "StopFailed": "stop failed",
     "Changed": "changed since the decision",
     "ChangeFreeze": "waiting for the change freeze",
+    Outcome.SNOOZED.value: "snoozed",
+    Outcome.WARNED.value: "warned, stop planned",
 }
 DB_LABELS = {
     DbOutcome.BUSY.value: "in use",
@@ -225,7 +228,13 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     # What waits for a change freeze is said when the list is news: once, not every hour of a
     # freeze (a resumed intent, planned before the freeze, leaves it to the run's fresh plan).
     held = freeze.waiting(result) is not None and bool(intent.get("freeze_news"))
-    if not (stopped or failures or dropped or intent.get("malformed_due") or db_news or held):
+    warned, unmarked, snoozes = (
+        intent.get("warn", []),
+        intent.get("unmark", []),
+        intent.get("snooze_notes", []),
+    )
+    news = bool(warned or unmarked or snoozes)
+    if not (stopped or failures or dropped or intent.get("malformed_due") or db_news or held or news):
         return None
     region = ctx.common.region
     owner_key = str(intent.get("owner_tag_key") or ctx.common.owner_tag_key)
@@ -254,6 +263,7 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
             f"{verb}: StopAfter lifetime reached (idle or not)",
             [item(e["id"], f"Why: {e['reason']}") for e in lifetime],
         )
+    _warning_sections(digest, intent, item, dry_run)
     if held:
         _freeze_section(digest, intent, result, item, dry_run)
     if failures:
@@ -290,12 +300,108 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
         "who, why and when; the numbers that decided are in this mail.",
         *(DATABASE_ADVICE if db_intent else []),
     ]
-    failures = [*failures, *db_result.get("failures", [])]
-    severity: Severity = "warning" if failures else "info"
+    severity: Severity = "warning" if failures or db_result.get("failures") else "info"
     summary = summary_line(intent, result)
     if ctx.resumed:
         summary += " (This run was interrupted; a later invocation finished it.)"
-    return digest.mail(subject_text(intent, result), summary, severity, now=ctx.now)
+    operators = digest.mail(subject_text(intent, result), summary, severity, now=ctx.now)
+    return None if operators is None else replace(operators, routed=routed(ctx, intent, result, item))
+
+
+SNOOZE_ADVICE = (
+    "Keep it running for a while: tag it AutoStop=snooze-until:<date> (a date, like 2026-12-24, "
+    "or a time with its zone, like 2026-12-24T18:00Z), at most {days} days ahead. "
+    "Keep it running for good: AutoStop=false."
+)
+
+
+def _warning_sections(
+    digest: Digest, intent: Mapping[str, Any], item: Callable[..., Item], dry_run: bool
+) -> None:
+    """Warn, then act (decide section 7): who is warned and when they stop, who is no longer
+    to be stopped, and the snoozes that ended or could not be honoured (each told once)."""
+    warned, unmarked, snoozes = (
+        intent.get("warn", []),
+        intent.get("unmark", []),
+        intent.get("snooze_notes", []),
+    )
+    if warned:
+        digest.section(
+            ("Would warn" if dry_run else "Warned")
+            + ": to be stopped at the planned time if still a candidate then (owners told)",
+            [item(e["id"], f"Planned stop: {_when(e['planned'])}", f"Why: {e['reason']}") for e in warned],
+        )
+    if unmarked:
+        digest.section(
+            "No longer to be stopped (the planned stop is off)",
+            [item(e["id"], f"Now: {e['why']}") for e in unmarked],
+        )
+    if snoozes:
+        digest.section("Snooze tags", [item(e["id"], str(e["why"])) for e in snoozes])
+
+
+def _when(stamp: str) -> str:
+    return stamp.replace("T", " ").removesuffix("Z")[:16] + " UTC"
+
+
+ROUTED_HEADINGS = {
+    "stopped": "Stopped (idle or past its StopAfter)",
+    "warned": "To be stopped at the planned time unless busy again or snoozed",
+    "unmarked": "No longer to be stopped",
+    "snooze": "Your snooze tags",
+}
+ROUTED_WORDS = {
+    "warned": "to be stopped",
+    "stopped": "stopped",
+    "unmarked": "no longer to be stopped",
+    "snooze": "with a snooze to check",
+}
+
+
+def routed(
+    ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any], item: Callable[..., Item]
+) -> tuple[Routed, ...]:
+    """One digest per recipient (intent ``recipients``, autopilot.routing) about their own
+    instances only: stopped, warned (with the planned time and how to snooze), no longer to be
+    stopped, snoozes that ended or were not honoured. Empty in dry run or without routing."""
+    recipients: Mapping[str, str] = intent.get("recipients", {})
+    if not recipients or result.get("dry_run"):
+        return ()
+    findings: list[tuple[str, str, list[str]]] = []  # (instance id, kind, details)
+    findings += [(str(e["id"]), "stopped", [f"Why: {e['reason']}"]) for e in _stopped(intent, result)]
+    findings += [
+        (str(e["id"]), "warned", [f"Planned stop: {_when(e['planned'])}", f"Why: {e['reason']}"])
+        for e in intent.get("warn", [])
+    ]
+    findings += [(str(e["id"]), "unmarked", [f"Now: {e['why']}"]) for e in intent.get("unmark", [])]
+    findings += [(str(e["id"]), "snooze", [str(e["why"])]) for e in intent.get("snooze_notes", [])]
+    out: list[Routed] = []
+    for address, mine in routing.by_recipient((recipients.get(f[0]), f) for f in findings).items():
+        digest = Digest(automation=AUTOMATION, stack_name=ctx.common.stack_name, region=ctx.common.region)
+        for kind, heading in ROUTED_HEADINGS.items():
+            chosen = [item(i, *details) for i, k, details in mine if k == kind]
+            if chosen:
+                digest.section(heading, chosen)
+        digest.advice = [
+            SNOOZE_ADVICE.format(days=ctx.config.policy.max_snooze.days),
+            "Start a stopped instance again from the console link, or: "
+            "aws ec2 start-instances --instance-ids <id>.",
+            f"You get this mail for the instances whose {ctx.common.owner_tag_key} or "
+            f"{ctx.common.team_tag_key} tag names you; your operators get every finding too.",
+        ]
+        counts = Counter(k for _, k, _ in mine)
+        told = ", ".join(
+            f"{plural(n, 'instance')} {word}" for k, word in ROUTED_WORDS.items() if (n := counts[k])
+        )
+        rendered = digest.mail(
+            f"Your instances: {told}",
+            "ops-autopilot idle_stopper, about your instances.",
+            "info",
+            now=ctx.now,
+        )
+        if rendered is not None:
+            out.append(Routed(address, rendered.subject, rendered.body))
+    return tuple(out)
 
 
 def _notes(intent: Mapping[str, Any], result: Mapping[str, Any], policy: Mapping[str, Any]) -> list[str]:
@@ -432,6 +538,15 @@ def subject_text(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     waiting = len(result.get("waiting", [])) + len((result.get("databases") or {}).get("waiting", []))
     if waiting:
         text += ("; " if text else "") + f"{waiting} not stopped: change freeze"
+    warned = len(intent.get("warn", []))
+    if warned:
+        text += ("; " if text else "") + f"{plural(warned, 'instance')} warned: stop planned"
+    unmarked = len(intent.get("unmark", []))
+    if unmarked and not text:
+        text = f"{plural(unmarked, 'instance')} no longer to be stopped"
+    snoozes = len(intent.get("snooze_notes", []))
+    if snoozes and not text:
+        text = f"{plural(snoozes, 'snooze tag')} ended or not honoured"
     if not text:
         text = f"{plural(len(intent.get('malformed', [])), 'instance')} with a malformed StopAfter tag"
     return text

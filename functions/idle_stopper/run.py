@@ -15,7 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from autopilot import freeze
+from autopilot import freeze, routing
 from autopilot.runner import Context, Plan, Run
 from idle_stopper import decide, report, service
 from idle_stopper.config import Config
@@ -31,7 +31,15 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     policy = run.config.policy
     now = run.now  # the clock's, never the event's
 
-    assessed = [decide.assess(instance, policy, now) for instance in service.running_instances()]
+    fleet = list(service.running_instances())
+    # Snoozes first (AutoStop=snooze-until:...): a snoozed instance needs no metrics.
+    snoozes = {
+        i.instance_id: decide.snooze_state(
+            i, _text(run.memory.get(decide.SNOOZE + i.instance_id)), policy, now
+        )
+        for i in fleet
+    }
+    assessed = [decide.snoozed(decide.assess(i, policy, now), snoozes[i.instance_id]) for i in fleet]
     # An instance remembered busy (its busy hours still in the window) needs no metrics.
     recalled = decide.recalled(assessed, run.memory, policy, now)
     need = [
@@ -41,6 +49,8 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     ]
     series, asked = _metrics(need, policy, run)
     concluded = decide.conclude_all(assessed, series, recalled, policy, now)
+    warnings = decide.warn_first(concluded, run.memory, policy, now, run.dry_run)
+    concluded = warnings.concluded
 
     # Stop protection. A real run lets EC2 judge it: StopInstances refuses a protected instance
     # (service.stop_instances), and the act fills its place from the reserve - a call per
@@ -56,7 +66,9 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         protection = {a.instance.instance_id: False for a in ordered}
     decision = decide.finish(concluded, policy, protection)
 
-    memory = decide.remember(policy, series, recalled, now)
+    memory: dict[str, Any] = decide.remember(policy, series, recalled, now)
+    memory.update(warnings.memory)
+    memory.update({decide.SNOOZE + i: state.memory for i, state in snoozes.items() if state is not None})
     databases: list[decide.DbAssessment] | None = None
     if run.config.databases:
         databases, db_memory = _databases(run)
@@ -72,8 +84,14 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         [f.as_dict() for f in failures],
         run.dry_run,
         db_intent,
+        warnings,
+        [(i, state) for i in fleet if (state := snoozes[i.instance_id]) is not None and state.news],
     )
-    calendar = freeze.read(run.common.change_calendar) if intent and _stops(intent) else None
+    if intent is not None:
+        intent.update(_recipients(run, intent, {i.instance_id: i for i in fleet}))
+    # Marking a warned instance is a change too: a freeze holds it back with the stops.
+    marks = intent and (intent.get("warn") or intent.get("unmark"))
+    calendar = freeze.read(run.common.change_calendar) if intent and (_stops(intent) or marks) else None
     if intent and calendar is not None:
         intent["freeze"] = calendar.as_json()
         waiting = sorted(_stops(intent)) if calendar.closed else []
@@ -92,6 +110,39 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         ],
         memory=memory,
     )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _recipients(
+    run: Run[Config, Trigger], intent: Mapping[str, Any], fleet: Mapping[str, decide.Instance]
+) -> dict[str, Any]:
+    """Who hears about each instance the intent mentions (autopilot.routing: the owner tag when
+    it is an address, else the routing map by owner or team tag): ``recipients`` {id: address},
+    and the routing map's problems if it could not be used. Nothing when routing is off or in
+    dry run (1 ssm:GetParameter otherwise)."""
+    common = run.common
+    if not common.routes_mail:
+        return {}
+    routes = routing.read(common.routing_parameter)
+    if routes.problems:
+        logger.error(
+            "routing map unusable: owner digests only for owner tags that are addresses",
+            extra={"parameter": common.routing_parameter, "problems": list(routes.problems)},
+        )
+    found: dict[str, str] = {}
+    for instance_id in intent.get("instances", {}):
+        instance = fleet.get(instance_id)
+        if instance is None:
+            continue
+        address = routes.recipient(
+            instance.tags.get(common.owner_tag_key), instance.tags.get(common.team_tag_key)
+        )
+        if address:
+            found[instance_id] = address
+    return {"recipients": found, "routing_problems": list(routes.problems)}
 
 
 def _stops(intent: Mapping[str, Any]) -> list[str]:
@@ -146,26 +197,25 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
             logger.info("change freeze: no stop", extra={**calendar.as_json(), "waiting": len(entries)})
             return result
     if dry_run:
-        result["stopped"] = list(entries)
-        if intent.get("databases"):
-            result["databases"] = {"stopped": [str(e["arn"]) for e in intent["databases"].get("stop", [])]}
-        return result
+        return _as_if(result, list(entries), intent)
+    result["marked"], result["unmarked"], mark_failures = _marks(intent)
     if not entries:
+        result["failures"] = _logged(mark_failures)
         if intent.get("databases"):
             result["databases"] = _act_databases(ctx, intent)
         return result
 
-    failures: list[service.Failure] = []
+    failures: list[service.Failure] = list(mark_failures)
     ours: list[str] = []
     to_stop = list(entries)
     if ctx.resumed:
-        to_stop, ours = _recheck(list(entries), result["dropped"], failures)
+        to_stop, ours = _recheck(list(entries), result["dropped"], failures, ctx)
     stopped, protected, stop_failures = service.stop_instances(to_stop, already_stopping_are_ours=ctx.resumed)
     failures += stop_failures
     reserve = {str(e["id"]): e for e in intent.get("reserve", [])}
     if ctx.resumed:  # the interrupted attempt may have stopped some of the reserve: those are ours
         current = service.instances(list(reserve)) if reserve else {}
-        ours += [i for i in reserve if decide.recheck(current.get(i))[0] is decide.Recheck.OURS]
+        ours += [i for i in reserve if decide.recheck(current.get(i), ctx.now)[0] is decide.Recheck.OURS]
     else:
         # Each instance EC2 refused for its stop protection leaves a place: the next ones of the
         # reserve (the candidates after the cap, in priority order) take them, until none is left.
@@ -188,18 +238,10 @@ def act(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
         for instance_id in result["stopped"]
     }
     failures += service.tag_instances(tags)
+    if ctx.config.policy.warning:  # a stopped instance's planned-stop tag has served its purpose
+        failures += service.untag_instances(result["stopped"], decide.PLANNED_TAG)
 
-    for failure in failures:
-        logger.error(
-            "instance not handled",
-            extra={
-                "instance_id": failure.instance_id,
-                "action": failure.action,
-                "code": failure.code,
-                "error": failure.message,
-            },
-        )
-    result["failures"] = [f.as_dict() for f in failures]
+    result["failures"] = _logged(failures)
     if intent.get("databases"):
         result["databases"] = _act_databases(ctx, intent)
     return result
@@ -246,8 +288,44 @@ def _act_databases(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str,
     return {"stopped": stopped, "dropped": dropped, "failures": [f.as_dict() for f in failures]}
 
 
+def _as_if(result: dict[str, Any], instance_ids: list[str], intent: Mapping[str, Any]) -> dict[str, Any]:
+    """A dry run's result: what would have been stopped (no call made)."""
+    result["stopped"] = instance_ids
+    if intent.get("databases"):
+        result["databases"] = {"stopped": [str(e["arn"]) for e in intent["databases"].get("stop", [])]}
+    return result
+
+
+def _logged(failures: list[service.Failure]) -> list[dict[str, str]]:
+    for failure in failures:
+        logger.error(
+            "instance not handled",
+            extra={
+                "instance_id": failure.instance_id,
+                "action": failure.action,
+                "code": failure.code,
+                "error": failure.message,
+            },
+        )
+    return [f.as_dict() for f in failures]
+
+
+def _marks(intent: Mapping[str, Any]) -> tuple[list[str], list[str], list[service.Failure]]:
+    """The warned instances tagged with their planned stop time, the ones no longer candidates
+    unmarked (CreateTags per planned time, DeleteTags: 1 each for up to 1,000 instances)."""
+    planned = {str(e["id"]): {decide.PLANNED_TAG: str(e["planned"])} for e in intent.get("warn", [])}
+    unmark = [str(e["id"]) for e in intent.get("unmark", [])]
+    failures = service.tag_instances(planned) if planned else []
+    failures += service.untag_instances(unmark, decide.PLANNED_TAG) if unmark else []
+    failed = {f.instance_id for f in failures}
+    return [i for i in planned if i not in failed], [i for i in unmark if i not in failed], failures
+
+
 def _recheck(
-    instance_ids: list[str], dropped: list[dict[str, str]], failures: list[service.Failure]
+    instance_ids: list[str],
+    dropped: list[dict[str, str]],
+    failures: list[service.Failure],
+    ctx: Context[Config],
 ) -> tuple[list[str], list[str]]:
     """Resuming: the instances of the recorded stop set as they are now. Returns those to stop
     (still running, still allowed, not stop-protected now) and those already stopping or
@@ -256,7 +334,7 @@ def _recheck(
     to_stop: list[str] = []
     ours: list[str] = []
     for instance_id in instance_ids:
-        verdict, why = decide.recheck(current.get(instance_id))
+        verdict, why = decide.recheck(current.get(instance_id), ctx.now)
         if verdict is decide.Recheck.OURS:
             ours.append(instance_id)
         elif verdict is decide.Recheck.DROP:

@@ -268,6 +268,26 @@ def tag_instances(tags_by_id: Mapping[str, Mapping[str, str]]) -> list[Failure]:
     return failures
 
 
+def untag_instances(instance_ids: list[str], key: str) -> list[Failure]:
+    """DeleteTags of ``key`` (any value) on up to 1,000 instances a call; a refused batch is
+    retried one by one, as for CreateTags."""
+    failures: list[Failure] = []
+    ec2 = aws.client("ec2")
+    for batch in aws.chunked(instance_ids, TAG_BATCH):
+        try:
+            ec2.delete_tags(Resources=batch, Tags=[{"Key": key}])
+        except ClientError as err:
+            if len(batch) == 1:
+                failures.append(_failure(batch[0], "untag", err))
+                continue
+            for instance_id in batch:
+                try:
+                    ec2.delete_tags(Resources=[instance_id], Tags=[{"Key": key}])
+                except ClientError as single:
+                    failures.append(_failure(instance_id, "untag", single))
+    return failures
+
+
 def _failure(instance_id: str, action: str, err: ClientError) -> Failure:
     code = aws.error_code(err)
     message = str(err.response.get("Error", {}).get("Message", err))
