@@ -213,6 +213,7 @@ FEATURE_SAMPLES: dict[str, Any] = {
     "SubnetIds": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
     "SecurityGroupIds": ["sg-0123456789abcdef0"],
     "Email": "ops@example.com",
+    "SenderAddress": "ops-autopilot@example.com",
     "Sites": "https://example.com",
     "CopyRegions": ["eu-central-1"],
     "HealthCheckRegions": f"{REGION},us-east-1,ap-southeast-2",  # this region the home

@@ -96,6 +96,40 @@ def test_idle_stopper_writes_no_other_tag_and_no_empty_tag_set(deployed: dict[st
     assert decide(role(deployed, "idle_stopper"), on_volume) != ALLOW
 
 
+def test_idle_stopper_marks_and_unmarks_only_the_planned_stop_tag(deployed: dict[str, Any]) -> None:
+    """Warn, then act: AutoStopPlanned written and taken off again; DeleteTags of any other key
+    (an opt-out, another automation's tag, the Owner) is refused, as is an empty key set."""
+    statements = role(deployed, "idle_stopper")
+    assert tag(deployed, ["AutoStopPlanned"]) == ALLOW
+
+    def untag(keys: list[str]) -> str:
+        facts: dict[str, Any] = {"aws:TagKeys": keys} if keys else {}
+        return decide(statements, Request("ec2:DeleteTags", INSTANCE, facts))
+
+    assert untag(["AutoStopPlanned"]) == ALLOW
+    for keys in (["AutoStop"], ["Owner"], ["AutoStopPlanned", "StopAfter"], ["Backup"], []):
+        assert untag(keys) != ALLOW, keys
+
+
+def test_idle_stopper_mails_owners_only_from_the_stacks_sender_and_reads_only_its_routing_map() -> None:
+    """features-on: MailSenderAddress set - SES SendEmail from that address only; defaults:
+    none at all. The routing map: the stack's own parameter, no other."""
+    on, off = rendering("features-on"), rendering("defaults")
+    sender = renderings(cloudformation_template())["features-on"]["MailSenderAddress"]
+    identity = f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/example.com"
+    send = Request("ses:SendEmail", identity, {"ses:FromAddress": sender})
+    assert decide(role(on, "idle_stopper"), send) == ALLOW
+    forged = Request("ses:SendEmail", identity, {"ses:FromAddress": "ceo@example.com"})
+    assert decide(role(on, "idle_stopper"), forged) != ALLOW
+    assert decide(role(off, "idle_stopper"), send) != ALLOW
+    for name in ("website_health_check", "patch_sweeper", "snapshot_rotator", "owner_tagger"):
+        assert decide(role(on, name), send) != ALLOW, name  # only the automation that routes mail
+    mine = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{STACK_NAME}/mail-routing"
+    assert decide(role(on, "idle_stopper"), Request("ssm:GetParameter", mine)) == ALLOW
+    other = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{STACK_NAME}/website-health-check/sites"
+    assert decide(role(on, "idle_stopper"), Request("ssm:GetParameter", other)) != ALLOW
+
+
 @pytest.mark.parametrize("value", ["false", "never", "NO", "Off", "False"])
 def test_idle_stopper_never_stops_or_tags_an_opted_out_instance(deployed: dict[str, Any], value: str) -> None:
     assert stop(deployed, {"AutoStop": value}) == DENY
