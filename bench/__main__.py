@@ -53,6 +53,22 @@ def _runner(name: str) -> Callable[[int], Run]:
     }[name]
 
 
+def _extra_sections(chosen: list[str]) -> list[str]:
+    """The sections measured apart (health checks from three regions, owner digests)."""
+    found: list[str] = []
+    if "website_health_check" in chosen:
+        from bench import health_regions
+
+        found += health_regions.lines(health_regions.measure())
+    if "idle_stopper" in chosen:
+        from bench import idle_stopper_owners
+
+        found += [""] if found else []
+        found += idle_stopper_owners.lines(idle_stopper_owners.measure())
+    print("\n".join(found))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("automations", nargs="*", help=f"any of {', '.join(FULL)} (default: all)")
@@ -81,15 +97,11 @@ def main() -> None:
                   f"ratio {run.ratio:5.2f}  {run.seconds:7.2f} s")  # fmt: skip
 
     concurrency: list[dict[str, float]] = []
-    regions: list[str] = []
     if "website_health_check" in chosen:
         for n in (1, 10, 50, 200):
             concurrency.append(health_check.wall_ratio(n))
             print("health check concurrency", concurrency[-1])
-        from bench import health_regions
-
-        regions = health_regions.lines(health_regions.measure())
-        print("\n".join(regions))
+    regions = _extra_sections(chosen)
 
     cold: dict[str, dict[str, float]] = {}
     if not args.no_coldstart:

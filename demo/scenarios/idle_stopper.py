@@ -2,11 +2,14 @@
 stop-protected and StopAfter instances with a day of CPU and network metrics written into the
 sandbox's CloudWatch, and three RDS databases (IdleStopperDatabases=true: an unused one, a busy
 primary and its read replica); a dry run, the real run, a retry of its event that does nothing, and the
-next hour's run that finds nothing left to stop."""
+next hour's run that finds nothing left to stop; then warn first: two owners each mailed about
+their own instances through SES, a snooze, and the stop at the planned time (SIMULATED clock)."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -208,3 +211,134 @@ def run(sb: Sandbox) -> None:
     result = sb.invoke("idle_stopper", _scheduled(now), {**sb.base_env(), **ENV})
     print(f"  handler returned: Checked={result['Checked']} Changed={result['Changed']}")
     sb.print_mails()
+    warn_first(sb)
+
+
+# ---- warn first, owners mailed, a snooze (IdleStopperWarningHours, MailSenderAddress) -----------
+
+SENDER = "ops-autopilot@example.com"
+ROUTING = '{"payments": "payments-oncall@example.com"}'
+# name: (Owner tag, Team tag)
+WARNED_FLEET = {
+    "alice-notebook": ("alice@example.com", ""),
+    "alice-scratch": ("alice@example.com", ""),
+    "pay-worker": ("bob", "payments"),
+}
+
+
+def _idle_metrics(sb: Sandbox, instance_ids: list[str], now: datetime) -> None:
+    """A quiet day (CPU 1%, little network) for each instance, for the window of a run at ``now``."""
+    data: list[dict[str, Any]] = []
+    starts = POLICY.period_starts(now)
+    for instance_id in instance_ids:
+        dims = [{"Name": "InstanceId", "Value": instance_id}]
+        for start in [*starts, starts[-1] + POLICY.period]:
+            stamp = start + timedelta(minutes=5)
+            data += [
+                {"MetricName": name, "Dimensions": dims, "Timestamp": stamp, "Value": value, "Unit": unit}
+                for name, value, unit in (
+                    ("CPUUtilization", 1.0, "Percent"),
+                    ("NetworkIn", 1e5, "Bytes"),
+                    ("NetworkOut", 1e5, "Bytes"),
+                )
+            ]
+    cloudwatch = sb.client("cloudwatch")
+    for n in range(0, len(data), 500):
+        cloudwatch.put_metric_data(Namespace="AWS/EC2", MetricData=data[n : n + 500])
+
+
+@contextlib.contextmanager
+def _owner_mails(printed: list[tuple[str, str, str]]) -> Iterator[None]:
+    """Each owner digest SES accepted (the sandbox's SES keeps no text to read back): recorded
+    as the runner hands it over, after SES took it."""
+    from autopilot import runner
+
+    real = runner.send_email
+
+    def sending(sender: str, to: str, subject: str, body: str, automation: str) -> str:
+        message_id = real(sender, to, subject, body, automation)
+        printed.append((to, subject, body))
+        return message_id
+
+    runner.send_email = sending  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        runner.send_email = real  # type: ignore[assignment]
+
+
+def _print_owner_mails(sent: list[tuple[str, str, str]]) -> None:
+    for to, subject, body in sent:
+        print(f"  +-- owner digest through SES, to {to}")
+        print(f"  | Subject: {subject}")
+        print("  |")
+        for line in body.splitlines():
+            print(f"  | {line}" if line else "  |")
+        print("  +--")
+    sent.clear()
+
+
+def warn_first(sb: Sandbox) -> None:
+    """Two owners, a 24-hour warning, a snooze, and the stop at the planned time (SIMULATED clock)."""
+    from autopilot import runner
+
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=3)
+    ec2 = sb.client("ec2")
+    backend: Any = ec2_backends[DEFAULT_ACCOUNT_ID][sb.region]
+    ids: dict[str, str] = {}
+    for name, (owner, team) in WARNED_FLEET.items():
+        tags = {"Name": name, "Owner": owner, **({"Team": team} if team else {})}
+        instance_id = ec2.run_instances(
+            ImageId="ami-12c6146b",
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.large",
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )["Instances"][0]["InstanceId"]
+        backend.get_instance(instance_id).launch_time = (start - timedelta(days=5)).replace(tzinfo=None)
+        ids[name] = instance_id
+    sb.client("ses").verify_email_identity(EmailAddress=SENDER)
+    routing = f"/{sb.stack_name}/mail-routing"
+    sb.client("ssm").put_parameter(Name=routing, Type="String", Value=ROUTING, Overwrite=True)
+    env = {
+        **sb.base_env(),
+        **ENV,
+        "IDLE_DATABASES": "false",
+        "WARNING_HOURS": "24",
+        "MAX_SNOOZE_DAYS": "14",
+        "MAIL_FROM": SENDER,
+        "MAIL_ROUTING_PARAMETER": routing,
+    }
+    sent: list[tuple[str, str, str]] = []
+    saved = runner.clock
+
+    def run_at(when: datetime) -> dict[str, Any]:
+        _idle_metrics(sb, [i for n, i in ids.items()], when)
+        runner.clock = lambda: when  # type: ignore[method-assign]
+        try:
+            with _owner_mails(sent):
+                result: dict[str, Any] = sb.invoke("idle_stopper", _scheduled(when), env)
+        finally:
+            runner.clock = saved  # type: ignore[method-assign]
+        return result
+
+    step(
+        "Warn first (IdleStopperWarningHours=24) and mail owners (MailSenderAddress): 3 idle instances - two "
+        "of alice@example.com, one of bob with Team=payments (MailRouting: payments -> payments-oncall@...)"
+    )
+    run_at(start)
+    _table(sb, ids)
+    sb.print_mails()
+    _print_owner_mails(sent)
+
+    until = (start + timedelta(days=2)).strftime("%Y-%m-%d")
+    step(f"alice snoozes alice-scratch: AutoStop=snooze-until:{until} (SIMULATED clock: 24 hours later)")
+    ec2.create_tags(
+        Resources=[ids["alice-scratch"]], Tags=[{"Key": "AutoStop", "Value": f"snooze-until:{until}"}]
+    )
+    run_at(start + timedelta(hours=24))
+    _table(sb, ids)
+    sb.print_mails()
+    _print_owner_mails(sent)

@@ -79,3 +79,23 @@ def test_the_health_check_from_three_regions_mails_only_the_quorums_down(
     assert "(no mail sent)" in out[alone:quorum]
     assert out[quorum:].count("DOWN from us-east-1 and ap-southeast-2; up from eu-west-1") == 1
     assert "RegionsSilent = 1 at the home" in out
+
+
+def test_two_owners_each_get_one_digest_of_their_own_and_the_operators_get_all(
+    demo: subprocess.CompletedProcess[str],
+) -> None:
+    """idle_stopper's warn-first part: alice's digest names only her instances, payments' only
+    its one, and the operators' digest of the same run lists all three."""
+    out = demo.stdout
+    part = out[out.index(">> Warn first (IdleStopperWarningHours=24)") : out.index(">> alice snoozes")]
+    alice = part.split("owner digest through SES, to alice@example.com")[1].split("+--\n")[0]
+    payments = part.split("owner digest through SES, to payments-oncall@example.com")[1].split("+--\n")[0]
+    operators = part.split("Subject: [ops-autopilot-demo] 3 instances warned: stop planned")[1].split(
+        "+--\n"
+    )[0]
+    assert part.count("owner digest through SES") == 2
+    assert "(alice-notebook)" in alice and "(alice-scratch)" in alice and "(pay-worker)" not in alice
+    assert "(pay-worker)" in payments and "alice" not in payments.split("What you can do")[0]
+    assert all(f"({name})" in operators for name in ("alice-notebook", "alice-scratch", "pay-worker"))
+    later = out[out.index(">> alice snoozes") :]
+    assert "Now: snoozed until" in later and "2 instances stopped (2 idle)" in later
