@@ -28,6 +28,7 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "ec2:DeleteTags",  # the planned-stop tag of a warned instance, taken off again
         "ssm:GetParameter",  # the routing map (autopilot.routing), when owners are mailed
         "ses:SendEmail",  # owner digests (the runner sends them; MailSenderAddress set only)
+        "pricing:GetProducts",  # on-demand prices of stopped types, once a month each (money saved)
         # IdleStopperDatabases=true only (the template grants them under IdleStopperDatabasesOn)
         "rds:DescribeDBInstances",
         "rds:DescribeDBClusters",
@@ -44,6 +45,9 @@ AUTOMATION = Automation(
     act=run.act,
     report=report.mail,
     counts=report.counts,
+    # The dollars this run's closed stops saved (the dashboard's "Money saved"); the rest of its
+    # numbers are in the run's log line.
+    metrics=frozenset({"SavedDollars"}),
 )
 logger = Logger()
 metrics = Metrics()

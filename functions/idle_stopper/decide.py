@@ -705,6 +705,7 @@ def intent(
     databases: Mapping[str, Any] | None = None,
     warnings: Warnings | None = None,
     snooze_news: Sequence[tuple[Instance, SnoozeState]] = (),
+    savings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The run's intent: everything the act needs to carry the stops out (again, if interrupted)
     and the mail needs to tell about them - ids, Name, owner, the numbers behind each decision.
@@ -716,7 +717,7 @@ def intent(
     snoozes not reported yet."""
     malformed_due = malformed_report_due(decision, now)
     warned = warnings or Warnings([])
-    news = bool(warned.new or warned.unmark or snooze_news)
+    news = bool(warned.new or warned.unmark or snooze_news or savings)
     if not (decision.stop or failures or malformed_due or (databases or {}).get("stop") or news):
         return None
     protected = [a for a in decision.others if a.outcome is Outcome.STOP_PROTECTED]
@@ -754,6 +755,7 @@ def intent(
         "warn": [{**_stop_entry(a, now), "planned": at.strftime(STAMP)} for a, at in warned.new],
         "unmark": [{"id": a.instance.instance_id, "why": why} for a, why in warned.unmark],
         "snooze_notes": [{"id": i.instance_id, "state": s.state, "why": s.why} for i, s in snooze_news],
+        **({"savings": dict(savings)} if savings else {}),
     }
 
 
@@ -1230,3 +1232,115 @@ def warn_first(
                 found.unmark.append((a, a.reason))
             out.append(a)
     return found
+
+
+# ---- 8. money saved ------------------------------------------------------------------------
+# Every instance this stack stops is remembered (memory STOPPED + id: when, its type, its owner
+# and team - the stack's own record). A later run that finds it running again closes the
+# record: the hours between the stop and its new start (EC2's LaunchTime is the last start)
+# times its on-demand price are what the stop saved, added to the month's ledger (SAVED +
+# YYYY-MM: per owner). One running with a start before the stop never stopped: dropped. One
+# still stopped after MAX_COUNTED is closed there (a stopped or terminated instance is not
+# seen; a month is what the ledger counts). The first run of a month mails the last month's
+# ledger (operators: every owner; each owner: their own line) and sends SavedDollars.
+
+STOPPED = "stopped#"  # memory: stopped#<id> -> [stopped at, instance type, owner, team]
+SAVED = "saved#"  # memory: saved#<YYYY-MM> -> [[owner, team, hours, dollars, hours without a price], ...]
+PRICE = "price#"  # memory: price#<type> -> [USD an hour or None, source, YYYY-MM fetched]
+SAVINGS_TOLD = "savings-told"  # memory: the last month whose ledger was mailed
+MAX_COUNTED = timedelta(days=31)
+
+
+@dataclass(frozen=True)
+class Closed:
+    """One stop whose instance runs again (or that is counted to MAX_COUNTED)."""
+
+    instance_id: str
+    owner: str
+    team: str
+    instance_type: str
+    hours: float
+
+
+def stop_records(
+    stopping: Iterable[Instance], now: datetime, owner_key: str, team_key: str
+) -> dict[str, Any]:
+    """The memory of this run's stops (written before the act: one that fails is dropped later)."""
+    at = now.astimezone(UTC).strftime(STAMP)
+    return {
+        STOPPED + i.instance_id: [at, i.instance_type, i.tags.get(owner_key, ""), i.tags.get(team_key, "")]
+        for i in stopping
+    }
+
+
+def close_stops(
+    memory: Mapping[str, Any], running: Mapping[str, Instance], now: datetime
+) -> tuple[list[Closed], dict[str, Any], dict[str, Any]]:
+    """The remembered stops closed now, the records still open (their memory), and those of
+    instances running since before the stop (it did not happen: EC2 refused it, or the run
+    died first) - kept only if the instance is to be stopped again, with its first time."""
+    closed: list[Closed] = []
+    still: dict[str, Any] = {}
+    unconfirmed: dict[str, Any] = {}
+    for key, value in memory.items():
+        if not key.startswith(STOPPED):
+            continue
+        instance_id = key[len(STOPPED) :]
+        try:
+            at_text, instance_type, owner, team = (str(v) for v in value)
+            stopped_at = datetime.strptime(at_text, STAMP).replace(tzinfo=UTC)
+        except (TypeError, ValueError):
+            continue  # unreadable: forgotten (nothing is guessed)
+        instance = running.get(instance_id)
+        if instance is not None:
+            if instance.launch_time >= stopped_at:
+                hours = (instance.launch_time - stopped_at).total_seconds() / 3600
+                closed.append(Closed(instance_id, owner, team, instance_type, hours))
+            else:
+                unconfirmed[key] = list(value)  # started before the stop: the stop did not happen
+            continue
+        if now - stopped_at >= MAX_COUNTED:
+            closed.append(Closed(instance_id, owner, team, instance_type, MAX_COUNTED.total_seconds() / 3600))
+        else:
+            still[key] = list(value)
+    return closed, still, unconfirmed
+
+
+def read_ledger(value: Any) -> dict[tuple[str, str], list[float]]:
+    """A month's ledger: (owner, team) -> [hours, dollars, hours without a price]."""
+    ledger: dict[tuple[str, str], list[float]] = {}
+    for row in value if isinstance(value, list) else []:
+        with contextlib.suppress(TypeError, ValueError):
+            owner, team, hours, dollars, unpriced = row
+            ledger[(str(owner), str(team))] = [float(hours), float(dollars), float(unpriced)]
+    return ledger
+
+
+def write_ledger(ledger: Mapping[tuple[str, str], Sequence[float]]) -> list[list[Any]]:
+    return [[o, t, round(h, 2), round(d, 4), round(u, 2)] for (o, t), (h, d, u) in sorted(ledger.items())]
+
+
+def add_to_ledger(
+    ledger: dict[tuple[str, str], list[float]], closed: Iterable[Closed], prices: Mapping[str, float | None]
+) -> float:
+    """Add the closed stops (hours x price; hours without a price counted apart); the dollars added."""
+    added = 0.0
+    for c in closed:
+        entry = ledger.setdefault((c.owner, c.team), [0.0, 0.0, 0.0])
+        price = prices.get(c.instance_type)
+        entry[0] += c.hours
+        if price is None:
+            entry[2] += c.hours
+        else:
+            entry[1] += c.hours * price
+            added += c.hours * price
+    return added
+
+
+def month_of(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m")
+
+
+def previous_month(when: datetime) -> str:
+    first = when.astimezone(UTC).replace(day=1)
+    return month_of(first - timedelta(days=1))

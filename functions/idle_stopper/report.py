@@ -228,12 +228,7 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     # What waits for a change freeze is said when the list is news: once, not every hour of a
     # freeze (a resumed intent, planned before the freeze, leaves it to the run's fresh plan).
     held = freeze.waiting(result) is not None and bool(intent.get("freeze_news"))
-    warned, unmarked, snoozes = (
-        intent.get("warn", []),
-        intent.get("unmark", []),
-        intent.get("snooze_notes", []),
-    )
-    news = bool(warned or unmarked or snoozes)
+    news = any(intent.get(k) for k in ("warn", "unmark", "snooze_notes", "savings"))
     if not (stopped or failures or dropped or intent.get("malformed_due") or db_news or held or news):
         return None
     region = ctx.common.region
@@ -338,6 +333,23 @@ def _warning_sections(
         )
     if snoozes:
         digest.section("Snooze tags", [item(e["id"], str(e["why"])) for e in snoozes])
+    savings = intent.get("savings")
+    if savings:
+        rows = [saved_line(*row) for row in savings["rows"]]
+        total = sum(float(row[3]) for row in savings["rows"])
+        digest.section(
+            f"Money saved in {savings['month']}: ${total:,.2f} "
+            "(hours stopped until started again x on-demand price)",
+            text=[*rows, f"Prices: {', '.join(savings['sources']) or 'none needed'}."],
+            limit=len(rows) + 1,
+        )
+
+
+def saved_line(owner: str, team: str, hours: float, dollars: float, unpriced: float) -> str:
+    """``- alice@example.com (team payments): 48.0 h stopped, $3.99``."""
+    who = (owner or "no owner tag") + (f" (team {team})" if team else "")
+    line = f"- {who}: {float(hours):,.1f} h stopped, ${float(dollars):,.2f}"
+    return line + (f" ({float(unpriced):,.1f} h of instance types without a known price)" if unpriced else "")
 
 
 def _when(stamp: str) -> str:
@@ -355,6 +367,7 @@ ROUTED_WORDS = {
     "stopped": "stopped",
     "unmarked": "no longer to be stopped",
     "snooze": "with a snooze to check",
+    "saved": "money saved last month",
 }
 
 
@@ -365,7 +378,7 @@ def routed(
     instances only: stopped, warned (with the planned time and how to snooze), no longer to be
     stopped, snoozes that ended or were not honoured. Empty in dry run or without routing."""
     recipients: Mapping[str, str] = intent.get("recipients", {})
-    if not recipients or result.get("dry_run"):
+    if not (recipients or (intent.get("savings") or {}).get("recipients")) or result.get("dry_run"):
         return ()
     findings: list[tuple[str, str, list[str]]] = []  # (instance id, kind, details)
     findings += [(str(e["id"]), "stopped", [f"Why: {e['reason']}"]) for e in _stopped(intent, result)]
@@ -375,13 +388,23 @@ def routed(
     ]
     findings += [(str(e["id"]), "unmarked", [f"Now: {e['why']}"]) for e in intent.get("unmark", [])]
     findings += [(str(e["id"]), "snooze", [str(e["why"])]) for e in intent.get("snooze_notes", [])]
+    savings = intent.get("savings") or {}
+    by_owner: Mapping[str, str] = savings.get("recipients", {})
+    routed_findings = [(recipients.get(f[0]), f) for f in findings]
+    routed_findings += [
+        (by_owner.get(f"{row[0]}|{row[1]}"), (f"{row[0]}|{row[1]}", "saved", [saved_line(*row)]))
+        for row in savings.get("rows", [])
+    ]
     out: list[Routed] = []
-    for address, mine in routing.by_recipient((recipients.get(f[0]), f) for f in findings).items():
+    for address, mine in routing.by_recipient(routed_findings).items():
         digest = Digest(automation=AUTOMATION, stack_name=ctx.common.stack_name, region=ctx.common.region)
         for kind, heading in ROUTED_HEADINGS.items():
             chosen = [item(i, *details) for i, k, details in mine if k == kind]
             if chosen:
                 digest.section(heading, chosen)
+        saved = [details[0] for _, k, details in mine if k == "saved"]
+        if saved:
+            digest.section(f"Money your stopped instances saved in {savings['month']}", text=saved)
         digest.advice = [
             SNOOZE_ADVICE.format(days=ctx.config.policy.max_snooze.days),
             "Start a stopped instance again from the console link, or: "
@@ -391,7 +414,9 @@ def routed(
         ]
         counts = Counter(k for _, k, _ in mine)
         told = ", ".join(
-            f"{plural(n, 'instance')} {word}" for k, word in ROUTED_WORDS.items() if (n := counts[k])
+            word if k == "saved" else f"{plural(n, 'instance')} {word}"
+            for k, word in ROUTED_WORDS.items()
+            if (n := counts[k])
         )
         rendered = digest.mail(
             f"Your instances: {told}",
@@ -547,6 +572,10 @@ def subject_text(intent: Mapping[str, Any], result: Mapping[str, Any]) -> str:
     snoozes = len(intent.get("snooze_notes", []))
     if snoozes and not text:
         text = f"{plural(snoozes, 'snooze tag')} ended or not honoured"
+    savings = intent.get("savings")
+    if savings and not text:
+        total = sum(float(row[3]) for row in savings["rows"])
+        text = f"Money saved in {savings['month']}: ${total:,.2f} by stopped instances"
     if not text:
         text = f"{plural(len(intent.get('malformed', [])), 'instance')} with a malformed StopAfter tag"
     return text

@@ -11,6 +11,7 @@ which first looks at each instance again (:func:`idle_stopper.decide.recheck`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -69,6 +70,7 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     memory: dict[str, Any] = decide.remember(policy, series, recalled, now)
     memory.update(warnings.memory)
     memory.update({decide.SNOOZE + i: state.memory for i, state in snoozes.items() if state is not None})
+    savings, saved_now = _savings(run, {i.instance_id: i for i in fleet}, decision, memory)
     databases: list[decide.DbAssessment] | None = None
     if run.config.databases:
         databases, db_memory = _databases(run)
@@ -86,6 +88,7 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         db_intent,
         warnings,
         [(i, state) for i in fleet if (state := snoozes[i.instance_id]) is not None and state.news],
+        savings,
     )
     if intent is not None:
         intent.update(_recipients(run, intent, {i.instance_id: i for i in fleet}))
@@ -101,9 +104,10 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         memory[FREEZE_MEMORY] = " ".join(waiting)
     elif run.memory.get(FREEZE_MEMORY):
         memory[FREEZE_MEMORY] = ""
+    counts = report.plan_counts(decision, len(failures), asked, len(recalled), databases)
     return Plan(
         intent=intent,
-        counts=report.plan_counts(decision, len(failures), asked, len(recalled), databases),
+        counts=replace(counts, extra={**counts.extra, "SavedDollars": round(saved_now, 2)}),
         decisions=[
             *report.decisions(decision, run.dry_run),
             *report.database_decisions(databases or (), run.dry_run),
@@ -112,12 +116,73 @@ def plan(run: Run[Config, Trigger]) -> Plan:
     )
 
 
+def _savings(
+    run: Run[Config, Trigger],
+    running: Mapping[str, decide.Instance],
+    decision: decide.Decision,
+    memory: dict[str, Any],
+) -> tuple[dict[str, Any] | None, float]:
+    """Money saved (decide section 8): close the remembered stops whose instances run again,
+    price them (1 pricing:GetProducts per instance type a month, cached in memory), add them to
+    this month's ledger, remember this run's stops; on the first run of a month, the last
+    month's ledger for the mail. Writes into ``memory``; returns (the ledger to mail or None,
+    the dollars closed this run)."""
+    now = run.now
+    closed, still, unconfirmed = decide.close_stops(run.memory, running, now)
+    month, last = decide.month_of(now), decide.previous_month(now)
+    prices: dict[str, float | None] = {}
+    sources: dict[str, str] = {}
+    for instance_type in sorted({c.instance_type for c in closed}):
+        cached = run.memory.get(decide.PRICE + instance_type)
+        if isinstance(cached, list) and len(cached) == 3 and cached[2] == month:
+            prices[instance_type], sources[instance_type] = cached[0], str(cached[1])
+        else:
+            prices[instance_type], sources[instance_type] = service.on_demand_price(
+                instance_type, run.common.region
+            )
+        memory[decide.PRICE + instance_type] = [prices[instance_type], sources[instance_type], month]
+    for key, value in run.memory.items():  # prices asked for earlier this month stay cached
+        if (
+            key.startswith(decide.PRICE)
+            and key not in memory
+            and isinstance(value, list)
+            and value[-1:] == [month]
+        ):
+            memory[key] = value
+    ledger = decide.read_ledger(run.memory.get(decide.SAVED + month))
+    saved = decide.add_to_ledger(ledger, closed, prices)
+    if ledger:
+        memory[decide.SAVED + month] = decide.write_ledger(ledger)
+    memory.update(still)
+    if not run.dry_run:
+        common = run.common
+        stopping = decide.stop_records(
+            [a.instance for a in decision.stop], now, common.owner_tag_key, common.team_tag_key
+        )
+        # An instance whose earlier stop did not happen keeps that record (no write every hour for
+        # one EC2 refuses): its saving counts from the first attempt.
+        memory.update({key: unconfirmed.get(key, value) for key, value in stopping.items()})
+    told = run.memory.get(decide.SAVINGS_TOLD)
+    due = bool(run.memory.get(decide.SAVED + last)) and told != last
+    if due or told is not None:
+        memory[decide.SAVINGS_TOLD] = last if due else told
+    if not due:
+        return None, saved
+    rows = decide.read_ledger(run.memory.get(decide.SAVED + last))
+    used = {str(v[1]) for k, v in run.memory.items() if k.startswith(decide.PRICE) and isinstance(v, list)}
+    return {
+        "month": last,
+        "rows": decide.write_ledger(rows),
+        "sources": sorted(used | set(sources.values())),
+    }, saved
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
 def _recipients(
-    run: Run[Config, Trigger], intent: Mapping[str, Any], fleet: Mapping[str, decide.Instance]
+    run: Run[Config, Trigger], intent: dict[str, Any], fleet: Mapping[str, decide.Instance]
 ) -> dict[str, Any]:
     """Who hears about each instance the intent mentions (autopilot.routing: the owner tag when
     it is an address, else the routing map by owner or team tag): ``recipients`` {id: address},
@@ -142,6 +207,12 @@ def _recipients(
         )
         if address:
             found[instance_id] = address
+    if intent.get("savings"):  # last month's ledger: each owner's own line
+        intent["savings"]["recipients"] = {
+            f"{owner}|{team}": address
+            for owner, team, *_ in intent["savings"]["rows"]
+            if (address := routes.recipient(owner, team))
+        }
     return {"recipients": found, "routing_problems": list(routes.problems)}
 
 

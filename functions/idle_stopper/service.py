@@ -23,6 +23,8 @@ autopilot.runner.)
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -30,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from autopilot import aws
 from autopilot.runtime import Deadline
@@ -450,3 +452,72 @@ def tag_database(arn: str, identifier: str, tags: Mapping[str, str]) -> Failure 
     except ClientError as err:
         return _failure(identifier, "tag", err)
     return None
+
+
+# ---- prices (money saved) --------------------------------------------------------------------
+# The on-demand hourly price of an instance type in this region, Linux, shared tenancy, from the
+# AWS Price List API (pricing:GetProducts, served from us-east-1; 1 call per type, cached in the
+# run's memory for the month). Without an answer (no permission, no network, an unknown type):
+# the bundled table below, labelled as such in the mail; without that either, no price (the
+# hours are counted, the dollars not).
+
+PRICING_REGION = "us-east-1"
+# USD an hour, Linux on-demand, us-east-1 list prices (https://aws.amazon.com/ec2/pricing/on-demand/,
+# November 2026): a fallback only, named "bundled table" wherever it is used.
+BUNDLED_PRICES: dict[str, float] = {
+    "t2.micro": 0.0116, "t2.small": 0.023, "t2.medium": 0.0464, "t2.large": 0.0928,
+    "t3.nano": 0.0052, "t3.micro": 0.0104, "t3.small": 0.0208, "t3.medium": 0.0416,
+    "t3.large": 0.0832, "t3.xlarge": 0.1664, "t3.2xlarge": 0.3328,
+    "t3a.micro": 0.0094, "t3a.small": 0.0188, "t3a.medium": 0.0376, "t3a.large": 0.0752,
+    "t4g.micro": 0.0084, "t4g.small": 0.0168, "t4g.medium": 0.0336, "t4g.large": 0.0672,
+    "m5.large": 0.096, "m5.xlarge": 0.192, "m5.2xlarge": 0.384,
+    "m6i.large": 0.096, "m6i.xlarge": 0.192, "m7g.large": 0.0816, "m7g.xlarge": 0.1632,
+    "c5.large": 0.085, "c5.xlarge": 0.17, "c6i.large": 0.085, "c7g.large": 0.0725,
+    "r5.large": 0.126, "r6i.large": 0.126, "r7g.large": 0.1071,
+}  # fmt: skip
+
+
+def price_from_products(price_list: list[str]) -> float | None:
+    """The hourly USD price in a GetProducts answer's PriceList (JSON strings): the first
+    OnDemand price dimension per hour; None if there is none."""
+    for text in price_list:
+        try:
+            product = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        for term in product.get("terms", {}).get("OnDemand", {}).values():
+            for dimension in term.get("priceDimensions", {}).values():
+                usd = dimension.get("pricePerUnit", {}).get("USD")
+                if dimension.get("unit", "Hrs") == "Hrs" and usd not in (None, ""):
+                    with contextlib.suppress(ValueError):
+                        return float(usd)
+    return None
+
+
+def on_demand_price(instance_type: str, region: str) -> tuple[float | None, str]:
+    """(USD an hour, where it came from) for ``instance_type`` in ``region``: "price list" (1
+    pricing:GetProducts), else "bundled table" (us-east-1 prices), else (None, "unknown")."""
+    filters = {
+        "instanceType": instance_type,
+        "regionCode": region,
+        "operatingSystem": "Linux",
+        "tenancy": "Shared",
+        "preInstalledSw": "NA",
+        "capacitystatus": "Used",
+        "licenseModel": "No License required",
+    }
+    try:
+        answer = aws.client("pricing", region=PRICING_REGION).get_products(
+            ServiceCode="AmazonEC2",
+            Filters=[{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in filters.items()],
+            MaxResults=10,
+        )
+        price = price_from_products(list(answer.get("PriceList", [])))
+    except (ClientError, BotoCoreError) as err:
+        logger.info("price list not answered; using the bundled table", extra={"error": str(err)[:200]})
+        price = None
+    if price is not None:
+        return price, "price list"
+    if instance_type in BUNDLED_PRICES:
+        return BUNDLED_PRICES[instance_type], "bundled table (us-east-1 list prices)"
+    return None, "unknown"

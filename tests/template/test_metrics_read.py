@@ -57,7 +57,8 @@ def sendable(name: str) -> frozenset[str]:
 
 
 def test_the_dashboard_reads_the_runners_four_for_every_automation() -> None:
-    assert dashboard_reads(expanded_template()) == set(STANDARD_METRICS)
+    # ... and idle_stopper's money saved
+    assert dashboard_reads(expanded_template()) == {*STANDARD_METRICS, "SavedDollars"}
 
 
 @pytest.mark.parametrize("name", automation_folders())
