@@ -44,7 +44,8 @@ FORMULAS = {
     "DescribeInstances, ceil((N-E)/500) GetMetricData for the peak CPU (the network only where the "
     "CPU was quiet: none here), 0 DescribeInstanceAttribute (EC2's refusal "
     "names a stop-protected instance: one StopInstances more per protected one), 1 StopInstances, "
-    "1 CreateTags per stop category (idle, lifetime: 1 here), 1 Publish" + RUNNER,
+    "1 CreateTags per stop category (idle, lifetime: 1 here), 1 Publish, 1 PutItem (the run's memory of "
+    "its stops, for the money saved)" + RUNNER,
 }
 # owner_backfill has a bench of its own (a simulated CloudTrail history): its measured figures are
 # in that bench's document, which this line points to rather than copies.

@@ -80,7 +80,11 @@ class Sandbox:
         sns.subscribe(TopicArn=self.topic_arn, Protocol="sqs", Endpoint=queue_arn)
         # The stack's outbox table (template.yaml OutboxTable): claims and run records.
         self.outbox_table = f"{STACK}-OutboxTable"
-        self.client("dynamodb").create_table(
+        self.create_outbox(self.region)
+
+    def create_outbox(self, region: str) -> None:
+        """The stack's outbox table in ``region`` (another region's stack of the same template)."""
+        boto3.client("dynamodb", region_name=region, endpoint_url=self.endpoint).create_table(
             TableName=self.outbox_table,
             KeySchema=[
                 {"AttributeName": "pk", "KeyType": "HASH"},

@@ -158,19 +158,7 @@ def regions(sb: Sandbox, parameter: str, table: str, env: dict[str, str]) -> Non
     }
     stacks = {HOME: {**env, **several, "AWS_REGION": HOME, "AWS_DEFAULT_REGION": HOME}}
     for region in MEMBERS:
-        ddb = boto3.client("dynamodb", region_name=region, endpoint_url=sb.endpoint)
-        ddb.create_table(
-            TableName=sb.outbox_table,
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        sb.create_outbox(region)
         topic = boto3.client("sns", region_name=region, endpoint_url=sb.endpoint).create_topic(Name="alarms")
         stacks[region] = {
             **env,
