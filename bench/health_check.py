@@ -83,7 +83,8 @@ def wall_ratio(n: int) -> dict[str, float]:
     return {"sites": n, "wall_s": round(wall, 3), "ratio_to_one_site": round(wall / LATENCY, 2)}
 
 
-def _event() -> dict[str, Any]:
+def _event(region: str = REGION) -> dict[str, Any]:
+    """A scheduled event of a new run (its own id, the time of now) in ``region``."""
     return {
         "version": "0",
         "id": str(uuid.uuid4()),
@@ -91,16 +92,17 @@ def _event() -> dict[str, Any]:
         "source": "aws.events",
         "account": ACCOUNT,
         "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": REGION,
+        "region": region,
         "resources": [],
         "detail": {},
     }
 
 
-def _table(name: str, keys: list[str]) -> str:
+def _table(name: str, keys: list[str], region: str = REGION) -> str:
+    """An on-demand table of string keys (hash, then range) in ``region``."""
     schema = [{"AttributeName": k, "KeyType": t} for k, t in zip(keys, ("HASH", "RANGE"), strict=False)]
     return str(
-        boto3.client("dynamodb", region_name=REGION).create_table(
+        boto3.client("dynamodb", region_name=region).create_table(
             TableName=name,
             AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
             KeySchema=schema,

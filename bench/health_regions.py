@@ -24,17 +24,15 @@ import io
 import json
 import math
 import os
-import uuid
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 from unittest import mock
 
 import boto3
 
 from bench import cost, prices
-from bench.common import ACCOUNT, STACK, LambdaContext, measured, metrics_sent, offline_environment, sandbox
-from bench.health_check import _start_sites
+from bench.common import STACK, LambdaContext, measured, metrics_sent, offline_environment, sandbox
+from bench.health_check import _event, _start_sites, _table
 
 HOME, MEMBERS = "eu-west-1", ("us-east-1", "ap-southeast-2")
 REGIONS = (HOME, *MEMBERS)
@@ -48,40 +46,14 @@ RESULTS = "ops-autopilot-health-results"
 
 
 def _tables(region: str, home: bool) -> dict[str, str]:
-    ddb = boto3.client("dynamodb", region_name=region)
-
-    def make(name: str, keys: list[str]) -> str:
-        ddb.create_table(
-            TableName=name,
-            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in keys],
-            KeySchema=[
-                {"AttributeName": k, "KeyType": t} for k, t in zip(keys, ("HASH", "RANGE"), strict=False)
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        return name
-
+    """One region's stack in the sandbox: its outbox, state table and topic (the home's results
+    table too)."""
     if home:
-        make(RESULTS, ["pk"])
-    topic = boto3.client("sns", region_name=region).create_topic(Name="bench")["TopicArn"]
+        _table(RESULTS, ["pk"], region)
     return {
-        "OUTBOX_TABLE": make("bench-outbox", ["pk", "sk"]),
-        "STATE_TABLE": make("bench-health", ["url"]),
-        "TOPIC_ARN": topic,
-    }
-
-
-def _event(region: str) -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": str(uuid.uuid4()),
-        "detail-type": "Scheduled Event",
-        "source": "aws.events",
-        "account": ACCOUNT,
-        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": region,
-        "resources": [],
-        "detail": {},
+        "OUTBOX_TABLE": _table("bench-outbox", ["pk", "sk"], region),
+        "STATE_TABLE": _table("bench-health", ["url"], region),
+        "TOPIC_ARN": boto3.client("sns", region_name=region).create_topic(Name="bench")["TopicArn"],
     }
 
 

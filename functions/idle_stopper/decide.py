@@ -326,12 +326,16 @@ def exclusion(instance: Instance) -> tuple[Outcome, str] | None:
     return None
 
 
-def _opted_out_by(tags: Mapping[str, str]) -> str | None:
-    """The AutoStop key (any spelling: AutoStop, autostop, AUTOSTOP) whose value is an opt-out
-    word, or None. Any one of them opts the instance out, whatever the others say."""
+def _autostop_keys(tags: Mapping[str, str]) -> list[str]:
+    """Every spelling of the AutoStop key present (AutoStop, autostop, AUTOSTOP), the exact one first."""
     wanted = AUTOSTOP_TAG.lower()
-    keys = sorted((k for k in tags if k.lower() == wanted), key=lambda k: k != AUTOSTOP_TAG)
-    return next((k for k in keys if opted_out(tags, k)), None)
+    return sorted((k for k in tags if k.lower() == wanted), key=lambda k: k != AUTOSTOP_TAG)
+
+
+def _opted_out_by(tags: Mapping[str, str]) -> str | None:
+    """The AutoStop key (any spelling) whose value is an opt-out word, or None. Any one of them
+    opts the instance out, whatever the others say."""
+    return next((k for k in _autostop_keys(tags) if opted_out(tags, k)), None)
 
 
 def assess(instance: Instance, policy: Policy, now: datetime) -> Assessment:
@@ -1109,11 +1113,8 @@ def parse_snooze(value: str) -> datetime:
 
 def snooze_value(tags: Mapping[str, str]) -> str | None:
     """The AutoStop value that is a snooze (any spelling of the key), or None."""
-    wanted = AUTOSTOP_TAG.lower()
-    for key in sorted((k for k in tags if k.lower() == wanted), key=lambda k: k != AUTOSTOP_TAG):
-        if tags[key].strip().lower().startswith(SNOOZE_PREFIX):
-            return tags[key].strip()
-    return None
+    values = (tags[k].strip() for k in _autostop_keys(tags))
+    return next((v for v in values if v.lower().startswith(SNOOZE_PREFIX)), None)
 
 
 @dataclass(frozen=True)
