@@ -337,3 +337,44 @@ def test_sns_refusing_the_operators_digest_resends_it_but_not_the_owner_digest_s
     run_at(NOW + timedelta(minutes=5), clock, new_event, ec2, [box_id])
     assert [m[0] for m in Sent()()] == ["alice@example.com"]  # not a second time
     assert len(mailbox()) == 1  # the operators' digest, now
+
+
+@pytest.mark.integration
+def test_a_dry_run_warns_only_the_operators_and_tags_nothing(
+    routed_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    clock: Callable[[datetime], None],
+    new_event: Callable[[], dict[str, Any]],
+    ec2: Any,
+    mailbox: Callable[[], list[dict[str, Any]]],
+    calls: Any,
+) -> None:
+    """PRODUCT.md rule 3 on the new paths: with a warning, owner mail and a due stop, a dry run
+    writes no planned-stop tag, removes none, stops nothing and mails no owner; the operators'
+    digest says what it would do."""
+    monkeypatch.setenv("DRY_RUN", "true")
+    box_id = ec2.launch("alice-box", tags={"Owner": "alice@example.com"})[0]
+    for hours in (0, 25):  # the warning, then its planned time
+        run_at(NOW + timedelta(hours=hours), clock, new_event, ec2, [box_id])
+    assert [c.operation for c in calls.mutating() if c.service == "ec2"] == []
+    assert ec2.states()[box_id] == "running" and PLANNED_TAG not in ec2.tags_of(box_id)
+    assert Sent()() == []  # owners hear nothing from a dry run
+    assert "Would warn" in mailbox()[0]["body"]
+
+
+@pytest.mark.integration
+def test_an_instance_opted_out_after_its_warning_is_unmarked_and_never_stopped(
+    routed_env: dict[str, str],
+    clock: Callable[[datetime], None],
+    new_event: Callable[[], dict[str, Any]],
+    ec2: Any,
+    mailbox: Callable[[], list[dict[str, Any]]],
+) -> None:
+    box_id = ec2.launch("alice-box", tags={"Owner": "alice@example.com"})[0]
+    run_at(NOW, clock, new_event, ec2, [box_id])
+    assert PLANNED_TAG in ec2.tags_of(box_id)
+    ec2.tag(box_id, AutoStop="false")  # the owner opts out after the warning
+    for hours in (1, 24, 30):
+        run_at(NOW + timedelta(hours=hours), clock, new_event, ec2, [box_id])
+    assert ec2.states()[box_id] == "running" and PLANNED_TAG not in ec2.tags_of(box_id)
+    assert "No longer to be stopped" in mailbox()[1]["body"] and len(mailbox()) == 2
