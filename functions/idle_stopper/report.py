@@ -14,7 +14,7 @@ from typing import Any
 
 from autopilot import console, freeze, routing
 from autopilot.notify import Digest, Item, Severity, plural
-from autopilot.outbox import Mail, Routed
+from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
 from autopilot.tags import clean_value
 from idle_stopper.config import Config
@@ -281,8 +281,9 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
             "StopAfter tag not understood (not guessed; the instance is judged on idleness only)",
             [item(m["id"], str(m["error"])) for m in intent["malformed"]],
         )
+    owners = routed(ctx, intent, result, item)
     notes = _notes(intent, result, policy)
-    notes += db_notes
+    notes += db_notes + owners.note()
     if notes and not digest.empty:
         digest.section("Also worth knowing", text=notes)
     digest.advice = [
@@ -300,7 +301,7 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     if ctx.resumed:
         summary += " (This run was interrupted; a later invocation finished it.)"
     operators = digest.mail(subject_text(intent, result), summary, severity, now=ctx.now)
-    return None if operators is None else replace(operators, routed=routed(ctx, intent, result, item))
+    return None if operators is None else replace(operators, routed=owners.mails)
 
 
 SNOOZE_ADVICE = (
@@ -356,77 +357,62 @@ def _when(stamp: str) -> str:
     return stamp.replace("T", " ").removesuffix("Z")[:16] + " UTC"
 
 
-ROUTED_HEADINGS = {
-    "stopped": "Stopped (idle or past its StopAfter)",
-    "warned": "To be stopped at the planned time unless busy again or snoozed",
-    "unmarked": "No longer to be stopped",
-    "snooze": "Your snooze tags",
-}
-ROUTED_WORDS = {
-    "warned": "to be stopped",
-    "stopped": "stopped",
-    "unmarked": "no longer to be stopped",
-    "snooze": "with a snooze to check",
-    "saved": "money saved last month",
+ROUTED_KINDS = {
+    "stopped": routing.Kind("Stopped (idle or past its StopAfter)", "{count} stopped"),
+    "warned": routing.Kind(
+        "To be stopped at the planned time unless busy again or snoozed", "{count} to be stopped"
+    ),
+    "unmarked": routing.Kind("No longer to be stopped", "{count} no longer to be stopped"),
+    "snooze": routing.Kind("Your snooze tags", "{count} with a snooze to check"),
 }
 
 
 def routed(
     ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any], item: Callable[..., Item]
-) -> tuple[Routed, ...]:
+) -> routing.Owners:
     """One digest per recipient (intent ``recipients``, autopilot.routing) about their own
     instances only: stopped, warned (with the planned time and how to snooze), no longer to be
     stopped, snoozes that ended or were not honoured. Empty in dry run or without routing."""
     recipients: Mapping[str, str] = intent.get("recipients", {})
-    if not (recipients or (intent.get("savings") or {}).get("recipients")) or result.get("dry_run"):
-        return ()
-    findings: list[tuple[str, str, list[str]]] = []  # (instance id, kind, details)
-    findings += [(str(e["id"]), "stopped", [f"Why: {e['reason']}"]) for e in _stopped(intent, result)]
-    findings += [
-        (str(e["id"]), "warned", [f"Planned stop: {_when(e['planned'])}", f"Why: {e['reason']}"])
-        for e in intent.get("warn", [])
-    ]
-    findings += [(str(e["id"]), "unmarked", [f"Now: {e['why']}"]) for e in intent.get("unmark", [])]
-    findings += [(str(e["id"]), "snooze", [str(e["why"])]) for e in intent.get("snooze_notes", [])]
     savings = intent.get("savings") or {}
     by_owner: Mapping[str, str] = savings.get("recipients", {})
-    routed_findings = [(recipients.get(f[0]), f) for f in findings]
-    routed_findings += [
-        (by_owner.get(f"{row[0]}|{row[1]}"), (f"{row[0]}|{row[1]}", "saved", [saved_line(*row)]))
+    if not (recipients or by_owner) or result.get("dry_run"):
+        return routing.Owners()
+
+    def found(instance_id: str, kind: str, *details: str) -> routing.Finding:
+        return routing.Finding(recipients.get(instance_id), kind, item(instance_id, *details))
+
+    findings = [found(str(e["id"]), "stopped", f"Why: {e['reason']}") for e in _stopped(intent, result)]
+    findings += [
+        found(str(e["id"]), "warned", f"Planned stop: {_when(e['planned'])}", f"Why: {e['reason']}")
+        for e in intent.get("warn", [])
+    ]
+    findings += [found(str(e["id"]), "unmarked", f"Now: {e['why']}") for e in intent.get("unmark", [])]
+    findings += [found(str(e["id"]), "snooze", str(e["why"])) for e in intent.get("snooze_notes", [])]
+    findings += [
+        routing.Finding(by_owner.get(f"{row[0]}|{row[1]}"), "saved", line=saved_line(*row))
         for row in savings.get("rows", [])
     ]
-    out: list[Routed] = []
-    for address, mine in routing.by_recipient(routed_findings).items():
-        digest = Digest(automation=AUTOMATION, stack_name=ctx.common.stack_name, region=ctx.common.region)
-        for kind, heading in ROUTED_HEADINGS.items():
-            chosen = [item(i, *details) for i, k, details in mine if k == kind]
-            if chosen:
-                digest.section(heading, chosen)
-        saved = [details[0] for _, k, details in mine if k == "saved"]
-        if saved:
-            digest.section(f"Money your stopped instances saved in {savings['month']}", text=saved)
-        digest.advice = [
+    kinds = {
+        **ROUTED_KINDS,
+        "saved": routing.Kind(
+            f"Money your stopped instances saved in {savings.get('month', '')}", "money saved last month"
+        ),
+    }
+    return routing.owner_digests(
+        findings,
+        kinds,
+        digest=Digest(AUTOMATION, ctx.common.stack_name, ctx.common.region),
+        noun="instance",
+        advice=[
             SNOOZE_ADVICE.format(days=ctx.config.policy.max_snooze.days),
             "Start a stopped instance again from the console link, or: "
             "aws ec2 start-instances --instance-ids <id>.",
             f"You get this mail for the instances whose {ctx.common.owner_tag_key} or "
             f"{ctx.common.team_tag_key} tag names you; your operators get every finding too.",
-        ]
-        counts = Counter(k for _, k, _ in mine)
-        told = ", ".join(
-            word if k == "saved" else f"{plural(n, 'instance')} {word}"
-            for k, word in ROUTED_WORDS.items()
-            if (n := counts[k])
-        )
-        rendered = digest.mail(
-            f"Your instances: {told}",
-            "ops-autopilot idle_stopper, about your instances.",
-            "info",
-            now=ctx.now,
-        )
-        if rendered is not None:
-            out.append(Routed(address, rendered.subject, rendered.body))
-    return tuple(out)
+        ],
+        now=ctx.now,
+    )
 
 
 def _notes(intent: Mapping[str, Any], result: Mapping[str, Any], policy: Mapping[str, Any]) -> list[str]:

@@ -189,30 +189,18 @@ def _recipients(
     and the routing map's problems if it could not be used. Nothing when routing is off or in
     dry run (1 ssm:GetParameter otherwise)."""
     common = run.common
-    if not common.routes_mail:
+    routes = routing.load(common)
+    if routes is None:
         return {}
-    routes = routing.read(common.routing_parameter)
-    if routes.problems:
-        logger.error(
-            "routing map unusable: owner digests only for owner tags that are addresses",
-            extra={"parameter": common.routing_parameter, "problems": list(routes.problems)},
-        )
-    found: dict[str, str] = {}
-    for instance_id in intent.get("instances", {}):
-        instance = fleet.get(instance_id)
-        if instance is None:
-            continue
-        address = routes.recipient(
-            instance.tags.get(common.owner_tag_key), instance.tags.get(common.team_tag_key)
-        )
-        if address:
-            found[instance_id] = address
+    found = routes.recipients(
+        (i, inst.tags.get(common.owner_tag_key), inst.tags.get(common.team_tag_key))
+        for i in intent.get("instances", {})
+        if (inst := fleet.get(i)) is not None
+    )
     if intent.get("savings"):  # last month's ledger: each owner's own line
-        intent["savings"]["recipients"] = {
-            f"{owner}|{team}": address
-            for owner, team, *_ in intent["savings"]["rows"]
-            if (address := routes.recipient(owner, team))
-        }
+        intent["savings"]["recipients"] = routes.recipients(
+            (f"{owner}|{team}", owner, team) for owner, team, *_ in intent["savings"]["rows"]
+        )
     return {"recipients": found, "routing_problems": list(routes.problems)}
 
 

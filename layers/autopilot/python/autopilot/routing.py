@@ -22,11 +22,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools import Logger
 
 from autopilot import aws
+from autopilot.notify import Digest, Item, plural
+from autopilot.outbox import Routed
+
+if TYPE_CHECKING:
+    from autopilot.config import CommonConfig
+
+logger = Logger(child=True)
 
 # An address SES can send to: one @, a dot in the domain, no spaces or angle brackets. Not RFC
 # 5322 (a tag is no place for quoted local parts); anything else is a name for the map.
@@ -62,6 +72,10 @@ class Routes:
             if key and key in self.addresses:
                 return self.addresses[key]
         return None
+
+    def recipients(self, people: Iterable[tuple[str, str | None, str | None]]) -> dict[str, str]:
+        """{key: address} for the (key, owner, team) whose owner or team routes somewhere."""
+        return {key: address for key, owner, team in people if (address := self.recipient(owner, team))}
 
     @classmethod
     def parse(cls, text: str) -> Routes:
@@ -104,6 +118,21 @@ def read(parameter: str) -> Routes:
         return Routes(problems=tuple(err.problems))
 
 
+def load(common: CommonConfig) -> Routes | None:
+    """The routing map for a run with findings to route, or None when routing is off (no sender,
+    or a dry run). A map that cannot be used is logged (every problem) and is empty: owners whose
+    tag is an address are still reached. 1 ssm:GetParameter."""
+    if not common.routes_mail:
+        return None
+    routes = read(common.routing_parameter)
+    if routes.problems:
+        logger.error(
+            "routing map unusable: owner digests only for owner tags that are addresses",
+            extra={"parameter": common.routing_parameter, "problems": list(routes.problems)},
+        )
+    return routes
+
+
 def by_recipient(items: Iterable[tuple[str | None, Any]]) -> dict[str, list[Any]]:
     """Group (address or None, item) pairs by address, in first-seen order; None is dropped."""
     grouped: dict[str, list[Any]] = {}
@@ -111,3 +140,91 @@ def by_recipient(items: Iterable[tuple[str | None, Any]]) -> dict[str, list[Any]
         if address:
             grouped.setdefault(address, []).append(item)
     return grouped
+
+
+# -- owner digests ------------------------------------------------------------------------------
+
+# The owner digests of one run are kept in its outbox entry with its intent and result (one
+# DynamoDB item): past this many bytes (subject and body, before compression) the remaining
+# recipients are not mailed this run - counted and named in the operators' digest, which lists
+# every finding anyway.
+ROUTED_BYTES = 120_000
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of finding in an owner's digest: its section heading, and the subject's words for
+    it (``{count}`` becomes "2 instances"; without it the words stand alone)."""
+
+    heading: str
+    told: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One finding for one recipient (``to``: an address, or None: the operators only), listed
+    under its kind's heading as an item or as a line of text."""
+
+    to: str | None
+    kind: str
+    item: Item | None = None
+    line: str = ""
+
+
+@dataclass(frozen=True)
+class Owners:
+    """A run's owner digests, and the recipients left unmailed (over :data:`ROUTED_BYTES`)."""
+
+    mails: tuple[Routed, ...] = ()
+    unmailed: tuple[str, ...] = ()
+
+    def note(self) -> list[str]:
+        """The operators' digest's line about the unmailed recipients, if any."""
+        if not self.unmailed:
+            return []
+        shown = ", ".join(self.unmailed[:20]) + (" ..." if len(self.unmailed) > 20 else "")
+        return [
+            f"Owner digests not sent this run to {plural(len(self.unmailed), 'recipient')} "
+            f"(one run's owner mail is limited to {ROUTED_BYTES // 1000} KB; their findings are in "
+            f"this digest): {shown}."
+        ]
+
+
+def owner_digests(
+    findings: Iterable[Finding],
+    kinds: Mapping[str, Kind],
+    *,
+    digest: Digest,
+    noun: str,
+    advice: Sequence[str],
+    now: datetime | None = None,
+) -> Owners:
+    """One digest per recipient, about their own findings only: a section per kind (in the order
+    of ``kinds``), the subject counting each ("Your volumes: 2 volumes failed"). ``digest``: an
+    empty one naming the automation, stack and region (copied for each recipient)."""
+    mails: list[Routed] = []
+    unmailed: list[str] = []
+    size = 0
+    for address, mine in by_recipient((f.to, f) for f in findings).items():
+        own = Digest(digest.automation, digest.stack_name, digest.region)
+        for key, kind in kinds.items():
+            items = [f.item for f in mine if f.kind == key and f.item is not None]
+            lines = [f.line for f in mine if f.kind == key and f.item is None]
+            if items or lines:
+                own.section(kind.heading, items or None, text=lines or None)
+        own.advice = list(advice)
+        counts = {key: sum(1 for f in mine if f.kind == key) for key in kinds}
+        told = ", ".join(
+            kind.told.format(count=plural(counts[key], noun)) for key, kind in kinds.items() if counts[key]
+        )
+        summary = f"ops-autopilot {digest.automation}, about your {noun}s."
+        rendered = own.mail(f"Your {noun}s: {told}", summary, "info", now=now)
+        if rendered is None:
+            continue
+        cost = len(rendered.subject.encode()) + len(rendered.body.encode())
+        if size + cost > ROUTED_BYTES:
+            unmailed.append(address)
+            continue
+        size += cost
+        mails.append(Routed(address, rendered.subject, rendered.body))
+    return Owners(tuple(mails), tuple(unmailed))
