@@ -367,6 +367,37 @@ def stack_env(monkeypatch: pytest.MonkeyPatch, topic_arn: str) -> dict[str, str]
     return env
 
 
+SENDER = "ops-autopilot@example.com"  # MailSenderAddress in the owner-mail tests
+ROUTING_PARAMETER = f"/{STACK}/mail-routing"
+
+
+class OwnerMail:
+    """Owner-routed mail in moto: the sender verified in SES, the routing map in SSM; calling it
+    returns the mails SES accepted as (to, subject, body), in order."""
+
+    def __call__(self) -> list[tuple[str, str, str]]:
+        from moto.ses.models import ses_backends
+
+        messages = ses_backends["123456789012"][REGION].sent_messages
+        return [(m.destinations["ToAddresses"][0], m.subject, m.body) for m in messages]
+
+    def routes(self, mapping: dict[str, str]) -> None:
+        boto3.client("ssm", region_name=REGION).put_parameter(
+            Name=ROUTING_PARAMETER, Type="String", Value=json.dumps(mapping), Overwrite=True
+        )
+
+
+@pytest.fixture
+def owner_mail(stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> OwnerMail:
+    """Routing on (MAIL_FROM, MAIL_ROUTING_PARAMETER), the map {"payments": ...} by team."""
+    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
+    mail = OwnerMail()
+    mail.routes({"payments": "payments-oncall@example.com"})
+    monkeypatch.setenv("MAIL_FROM", SENDER)
+    monkeypatch.setenv("MAIL_ROUTING_PARAMETER", ROUTING_PARAMETER)
+    return mail
+
+
 @pytest.fixture
 def change_calendar(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """CHANGE_CALENDAR names an OPEN calendar (``freeze-calendar``); the fake's module

@@ -11,13 +11,13 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 
-from autopilot import runner
+from autopilot import routing, runner
 from autopilot.runner import Automation
 from idle_stopper import event, report, run
 from idle_stopper.config import Config
 
 # Every IAM action this function calls (the runner's included); the template grants exactly these.
-PERMISSIONS = runner.PERMISSIONS | frozenset(
+PERMISSIONS = runner.PERMISSIONS | routing.PERMISSIONS | frozenset(
     {
         "ec2:DescribeInstances",
         "ssm:GetCalendarState",  # the change calendar, when one is configured (autopilot.freeze)
@@ -26,8 +26,6 @@ PERMISSIONS = runner.PERMISSIONS | frozenset(
         "ec2:StopInstances",
         "ec2:CreateTags",
         "ec2:DeleteTags",  # the planned-stop tag of a warned instance, taken off again
-        "ssm:GetParameter",  # the routing map (autopilot.routing), when owners are mailed
-        "ses:SendEmail",  # owner digests (the runner sends them; MailSenderAddress set only)
         "pricing:GetProducts",  # on-demand prices of stopped types, once a month each (money saved)
         # IdleStopperDatabases=true only (the template grants them under IdleStopperDatabasesOn)
         "rds:DescribeDBInstances",

@@ -11,13 +11,13 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 
-from autopilot import runner
+from autopilot import routing, runner
 from autopilot.runner import Automation
 from patch_sweeper import event, report, run
 from patch_sweeper.config import Config
 
 # Exactly the IAM actions this function calls (the template grants exactly these).
-PERMISSIONS = runner.PERMISSIONS | frozenset(
+PERMISSIONS = runner.PERMISSIONS | routing.PERMISSIONS | frozenset(
     {
         "ec2:DescribeInstances",
         "ssm:DescribeInstanceInformation",

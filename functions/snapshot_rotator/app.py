@@ -6,13 +6,13 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 
-from autopilot import runner
+from autopilot import routing, runner
 from autopilot.runner import Automation
 from snapshot_rotator import event, report, run, service
 from snapshot_rotator.config import Config
 
 # Exactly the IAM actions this function calls (the template test checks the policy grants these).
-PERMISSIONS = runner.PERMISSIONS | frozenset(
+PERMISSIONS = runner.PERMISSIONS | routing.PERMISSIONS | frozenset(
     {
         "ec2:DescribeImages",
         "ec2:DescribeSnapshots",

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from autopilot import console, freeze
+from autopilot import console, freeze, routing
 from autopilot.notify import Digest, Item, Severity, plural
 from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
@@ -205,6 +205,31 @@ def _snapshot_item(
     )
 
 
+def _failure_item(region: str, job: CreateJob, failure: Mapping[str, Any], owner_key: str) -> Item:
+    return Item(
+        title=_job_title(job, owner_key),
+        details=[f"volumes {', '.join(failure['volumes'])}", _error_text(failure)],
+        link=_job_link(region, job),
+    )
+
+
+def _error_item(region: str, snap: Snapshot) -> Item:
+    return Item(
+        title=f"{snap.id} of volume {snap.volume_id}",
+        details=[f"started {snap.start_time:%Y-%m-%d %H:%M} UTC", "state error: EBS could not complete it"],
+        link=console.ec2_snapshot(region, snap.id),
+    )
+
+
+def _stale_heading(stale_after: timedelta) -> str:
+    return f"Stale: no completed backup for more than {stale_after.total_seconds() / 3600:.0f} hours"
+
+
+def _stale_line(volume: str, newest: str) -> str:
+    when = newest[:16].replace("T", " ") + " UTC" if newest else "none"
+    return f"- volume {volume}: newest completed backup {when}"
+
+
 def _error_text(failure: Mapping[str, Any]) -> str:
     message = str(failure.get("message") or "")[:300]
     return f"{failure['code']}: {message}" if message else str(failure["code"])
@@ -248,6 +273,9 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
     _trouble(digest, o, ctx.common.owner_tag_key, continuing)
     _news(digest, o, ctx.config.stale_after)
     _work(digest, o, ctx.config, ctx.common.owner_tag_key)
+    owners = owner_mails(ctx, o)
+    if owners.unmailed:
+        digest.section("Owner digests", text=owners.note())
     digest.advice = [
         f"Opt a volume in with the tag {OPT_IN_TAG}=true (or {OPT_IN_TAG}=<policy name>) on the volume, "
         "or on its instance for all its volumes (snapshotted together, crash-consistent); "
@@ -266,7 +294,55 @@ def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, A
             "snapshots (5, or 1 for st1/sc1): it clears once they complete.",
         )
     subject, severity = _headline(o, troubled)
-    return digest.mail(subject, _summary(o), severity, now=ctx.now)
+    operators = digest.mail(subject, _summary(o), severity, now=ctx.now)
+    return None if operators is None else replace(operators, routed=owners.mails)
+
+
+def owner_mails(ctx: Context[Config], o: Outcome) -> routing.Owners:
+    """One digest per recipient (intent ``to``, autopilot.routing) about their own backups only:
+    failed, ended in error, stale. Empty in dry run or without routing (the plan resolved no
+    one). The operators' digest lists every finding as before."""
+    to: Mapping[str, str] = o.intent.get("to") or {}
+    if not to or o.dry_run:
+        return routing.Owners()
+    region, owner_key = ctx.common.region, ctx.common.owner_tag_key
+    findings = [
+        routing.Finding(to.get(job.resource_id), "failed", _failure_item(region, job, f, owner_key))
+        for job, f in o.create_failures
+    ]
+    findings += [
+        routing.Finding(to.get(s.volume_id), "error", _error_item(region, s)) for s in o.failed_backups
+    ]
+    findings += [
+        routing.Finding(to.get(v), "stale", line=_stale_line(v, t))
+        for v, t in sorted((o.intent.get("stale") or {}).items())
+    ]
+    kinds = {
+        "failed": routing.Kind(
+            "Backups that FAILED (every older snapshot of these volumes is kept; tried again next run)",
+            "{count} failed",
+        ),
+        "error": routing.Kind(
+            "Snapshots that ended in ERROR (not usable; the volume is snapshotted again on the next run)",
+            "{count} ended in error",
+        ),
+        "stale": routing.Kind(_stale_heading(ctx.config.stale_after), "{count} overdue"),
+    }
+    return routing.owner_digests(
+        findings,
+        kinds,
+        digest=Digest(AUTOMATION, ctx.common.stack_name, region),
+        noun="backup",
+        advice=[
+            "A failed backup is tried again on the next run; ConcurrentSnapshotLimitExceeded clears "
+            "once the volume's pending snapshots complete. A volume that fails again: check its health.",
+            f"Only snapshots this stack made are ever deleted, and never while a volume's backups fail; "
+            f"the newest {ctx.config.policy.keep_newest} completed ones are always kept.",
+            f"You get this mail for the volumes and instances whose {owner_key} or "
+            f"{ctx.common.team_tag_key} tag names you; your operators get every finding too.",
+        ],
+        now=ctx.now,
+    )
 
 
 def _headline(o: Outcome, troubled: bool) -> tuple[str, Severity]:
@@ -315,14 +391,7 @@ def _trouble(digest: Digest, o: Outcome, owner_key: str, continuing: bool = Fals
     if o.create_failures:
         digest.section(
             "Backups that FAILED (all older snapshots of these volumes are kept)",
-            [
-                Item(
-                    title=_job_title(job, owner_key),
-                    details=[f"volumes {', '.join(f['volumes'])}", _error_text(f)],
-                    link=_job_link(region, job),
-                )
-                for job, f in o.create_failures
-            ],
+            [_failure_item(region, job, f, owner_key) for job, f in o.create_failures],
         )
     if o.result.get("copy_failures"):
         digest.section(
@@ -382,17 +451,7 @@ def _news(digest: Digest, o: Outcome, stale_after: timedelta) -> None:
     if o.failed_backups:
         digest.section(
             "Snapshots that ended in ERROR (not usable backups; never counted, deleted by the next run)",
-            [
-                Item(
-                    title=f"{s.id} of volume {s.volume_id}",
-                    details=[
-                        f"started {s.start_time:%Y-%m-%d %H:%M} UTC",
-                        "state error: EBS could not complete it",
-                    ],
-                    link=console.ec2_snapshot(region, s.id),
-                )
-                for s in o.failed_backups
-            ],
+            [_error_item(region, s) for s in o.failed_backups],
             text=[
                 "The volume is snapshotted again on the next run; "
                 "if it fails again, check the volume's health."
@@ -400,13 +459,9 @@ def _news(digest: Digest, o: Outcome, stale_after: timedelta) -> None:
         )
     stale = o.intent.get("stale", {})
     if stale:
-        hours = stale_after.total_seconds() / 3600
         digest.section(
-            f"Stale: no completed backup for more than {hours:.0f} hours (alarm StaleBackups until fixed)",
-            text=[
-                f"- volume {v}: newest completed backup {t[:16].replace('T', ' ') + ' UTC' if t else 'none'}"
-                for v, t in sorted(stale.items())
-            ][:50],
+            f"{_stale_heading(stale_after)} (alarm StaleBackups until fixed)",
+            text=[_stale_line(v, t) for v, t in sorted(stale.items())][:50],
         )
     ended = o.intent.get("ended", {})
     if ended:

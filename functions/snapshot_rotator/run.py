@@ -43,7 +43,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from autopilot import freeze, pacing
+from autopilot import freeze, pacing, routing
 from autopilot.aws import error_code, is_transient
 from autopilot.events import MAX_ROUNDS
 from autopilot.notify import ITEMS_PER_SECTION
@@ -68,6 +68,8 @@ from snapshot_rotator.decide.selection import (
     OPT_IN_TAG,
     CreateJob,
     CreationPlan,
+    Instance,
+    Volume,
     loose_volume_instances,
     oldest_backup_first,
     plan_creation,
@@ -255,6 +257,7 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         **watch,
     }
     intent["kept"] = _kept(decisions, intent)
+    intent["to"] = _recipients(run, instances, volumes, intent)
     budget = run.deadline
     intent, later = _rounds(
         intent,
@@ -262,6 +265,40 @@ def plan(run: Run[Config, Trigger]) -> Plan:
         each=_capacity(budget.remaining_at_start - budget.reserve),
     )
     return Plan(intent=intent, counts=counts, decisions=log, later=later)
+
+
+def _recipients(
+    run: Run[Config, Trigger], instances: list[Instance], volumes: list[Volume], intent: Mapping[str, Any]
+) -> dict[str, str]:
+    """Who hears about what this run may report on a backup (autopilot.routing: the owner tag
+    when it is an address, else the routing map by owner or team tag): {instance or volume id:
+    address} for the create jobs (a job that fails is known only when it runs), the volumes whose
+    backups ended in error and the stale volumes. A volume's own tags first, then its instance's.
+    Empty when routing is off or in dry run; else 1 ssm:GetParameter."""
+    if not (intent["jobs"] or intent["failed"] or intent["stale"]):
+        return {}
+    routes = routing.load(run.common)
+    if routes is None:
+        return {}
+    owner_key, team_key = run.common.owner_tag_key, run.common.team_tag_key
+    people: dict[str, tuple[str | None, str | None]] = {}
+    for inst in instances:
+        for key in (inst.id, *inst.volume_ids):
+            people[key] = (inst.tags.get(owner_key), inst.tags.get(team_key))
+    for vol in volumes:
+        owner, team = people.get(vol.instance_id or "", (None, None))
+        people[vol.id] = (vol.tags.get(owner_key) or owner, vol.tags.get(team_key) or team)
+    nobody: tuple[str | None, str | None] = (None, None)
+    wanted = [
+        (str(j["resource_id"]), str(j["owner"]) or None, people.get(str(j["resource_id"]), nobody)[1])
+        for j in intent["jobs"]
+    ]
+    for f in intent["failed"]:
+        snap = f["snapshot"]
+        owner, team = people.get(str(snap["volume_id"]), nobody)
+        wanted.append((str(snap["volume_id"]), owner or snap["tags"].get(owner_key), team))
+    wanted += [(str(v), *people.get(str(v), nobody)) for v in intent["stale"]]
+    return routes.recipients(wanted)
 
 
 def _adopt_from_before(
@@ -430,11 +467,18 @@ def _capacity(seconds: float) -> int:
 
 
 def _with_work(base: Mapping[str, Any], units: list[_Unit]) -> dict[str, Any]:
+    """``base`` with the work of ``units``; its owners' addresses (``to``) only for that work's
+    resources and the backups ``base`` reports (a round's intent carries no one else's)."""
+    jobs = [j for u in units for j in u.jobs]
+    to: Mapping[str, str] = base.get("to") or {}
+    about = {str(j["resource_id"]) for j in jobs} | set(base["stale"])
+    about |= {str(f["snapshot"]["volume_id"]) for f in base["failed"]}
     return {
         **base,
-        "jobs": [j for u in units for j in u.jobs],
+        "jobs": jobs,
         "delete": [d for u in units for d in u.delete],
         "copies": [c for u in units for c in u.copies],
+        "to": {k: v for k, v in to.items() if k in about},
     }
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from patch_sweeper.app import PERMISSIONS
 from patch_sweeper.config import Config
+from template_tools import RUNTIME_ACTIONS, role_statements
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,10 +64,12 @@ def _actions(statement: dict[str, Any]) -> set[str]:
     return {action} if isinstance(action, str) else set(action)
 
 
-def test_policy_allows_exactly_the_actions_the_code_calls(template: dict[str, Any]) -> None:
-    allowed = set().union(*(_actions(s) for s in _statements(template) if s["Effect"] == "Allow"))
+def test_policy_allows_exactly_the_actions_the_code_calls() -> None:
+    """Every policy the role gets: its own and the shared OwnerMailPolicy (owner digests)."""
+    statements = role_statements("PatchSweeperFunctionRole")
+    allowed = set().union(*(_actions(s) for s in statements if s["Effect"] == "Allow"))
     # sqs:SendMessage: Lambda's on-failure destination sends the failed event with the role
-    assert allowed - {"sqs:SendMessage", "events:PutEvents"} == PERMISSIONS
+    assert allowed - RUNTIME_ACTIONS == PERMISSIONS
 
 
 def test_send_command_is_scoped_to_the_patch_document_and_instances(template: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from snapshot_rotator.app import PERMISSIONS
-from template_tools import as_list, cloudformation_template, policy_statements
+from template_tools import RUNTIME_ACTIONS, as_list, role_statements
 
 pytestmark = pytest.mark.unit  # the template alone: no AWS
 
@@ -17,8 +17,8 @@ STACK_REF = {"Ref": "AWS::StackName"}
 
 
 def _statements() -> list[dict[str, Any]]:
-    role = cloudformation_template()["Resources"]["SnapshotRotatorFunctionRole"]
-    return policy_statements(role)
+    """Every statement the role gets: its own policies and the shared OwnerMailPolicy."""
+    return role_statements("SnapshotRotatorFunctionRole")
 
 
 def _with(action: str) -> list[dict[str, Any]]:
@@ -86,4 +86,4 @@ def test_star_resources_are_read_only_and_actions_match_the_code() -> None:
             assert all(a.split(":")[1].startswith("Describe") for a in as_list(statement["Action"]))
     granted = {a for s in _statements() for a in as_list(s["Action"])}
     # sqs:SendMessage comes from the Globals on-failure destination, not from the code
-    assert granted - {"sqs:SendMessage", "events:PutEvents"} == PERMISSIONS
+    assert granted - RUNTIME_ACTIONS == PERMISSIONS

@@ -111,23 +111,35 @@ def test_idle_stopper_marks_and_unmarks_only_the_planned_stop_tag(deployed: dict
         assert untag(keys) != ALLOW, keys
 
 
-def test_idle_stopper_mails_owners_only_from_the_stacks_sender_and_reads_only_its_routing_map() -> None:
+ROUTES_MAIL = ("idle_stopper", "snapshot_rotator", "patch_sweeper")  # the OwnerMailPolicy's roles
+
+
+@pytest.mark.parametrize("name", ROUTES_MAIL)
+def test_owner_mail_goes_only_from_the_stacks_sender_and_reads_only_its_routing_map(name: str) -> None:
     """features-on: MailSenderAddress set - SES SendEmail from that address only; defaults:
     none at all. The routing map: the stack's own parameter, no other."""
     on, off = rendering("features-on"), rendering("defaults")
     sender = renderings(cloudformation_template())["features-on"]["MailSenderAddress"]
     identity = f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/example.com"
     send = Request("ses:SendEmail", identity, {"ses:FromAddress": sender})
-    assert decide(role(on, "idle_stopper"), send) == ALLOW
+    assert decide(role(on, name), send) == ALLOW
     forged = Request("ses:SendEmail", identity, {"ses:FromAddress": "ceo@example.com"})
-    assert decide(role(on, "idle_stopper"), forged) != ALLOW
-    assert decide(role(off, "idle_stopper"), send) != ALLOW
-    for name in ("website_health_check", "patch_sweeper", "snapshot_rotator", "owner_tagger"):
-        assert decide(role(on, name), send) != ALLOW, name  # only the automation that routes mail
+    assert decide(role(on, name), forged) != ALLOW
+    assert decide(role(off, name), send) != ALLOW
     mine = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{STACK_NAME}/mail-routing"
-    assert decide(role(on, "idle_stopper"), Request("ssm:GetParameter", mine)) == ALLOW
+    assert decide(role(on, name), Request("ssm:GetParameter", mine)) == ALLOW
     other = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/{STACK_NAME}/website-health-check/sites"
-    assert decide(role(on, "idle_stopper"), Request("ssm:GetParameter", other)) != ALLOW
+    assert decide(role(on, name), Request("ssm:GetParameter", other)) != ALLOW
+
+
+def test_only_the_automations_that_route_findings_may_mail_owners() -> None:
+    on = rendering("features-on")
+    sender = renderings(cloudformation_template())["features-on"]["MailSenderAddress"]
+    send = Request(
+        "ses:SendEmail", f"arn:aws:ses:{REGION}:{ACCOUNT}:identity/x.com", {"ses:FromAddress": sender}
+    )
+    for name in ("website_health_check", "owner_tagger", "owner_backfill", "instance_recovery"):
+        assert decide(role(on, name), send) != ALLOW, name
 
 
 @pytest.mark.parametrize("value", ["false", "never", "NO", "Off", "False"])

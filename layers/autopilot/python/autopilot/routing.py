@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 logger = Logger(child=True)
 
+# The IAM actions of owner-routed mail (the template's OwnerMailPolicy): the routing map, and
+# SES for the runner's sending of the digests (granted only when the stack has a sender).
+PERMISSIONS = frozenset({"ssm:GetParameter", "ses:SendEmail"})
+
 # An address SES can send to: one @, a dot in the domain, no spaces or angle brackets. Not RFC
 # 5322 (a tag is no place for quoted local parts); anything else is a name for the map.
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
