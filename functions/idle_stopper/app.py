@@ -17,23 +17,27 @@ from idle_stopper import event, report, run
 from idle_stopper.config import Config
 
 # Every IAM action this function calls (the runner's included); the template grants exactly these.
-PERMISSIONS = runner.PERMISSIONS | routing.PERMISSIONS | frozenset(
-    {
-        "ec2:DescribeInstances",
-        "ssm:GetCalendarState",  # the change calendar, when one is configured (autopilot.freeze)
-        "ec2:DescribeInstanceAttribute",
-        "cloudwatch:GetMetricData",
-        "ec2:StopInstances",
-        "ec2:CreateTags",
-        "ec2:DeleteTags",  # the planned-stop tag of a warned instance, taken off again
-        "pricing:GetProducts",  # on-demand prices of stopped types, once a month each (money saved)
-        # IdleStopperDatabases=true only (the template grants them under IdleStopperDatabasesOn)
-        "rds:DescribeDBInstances",
-        "rds:DescribeDBClusters",
-        "rds:StopDBInstance",
-        "rds:StopDBCluster",
-        "rds:AddTagsToResource",
-    }
+PERMISSIONS = (
+    runner.PERMISSIONS
+    | routing.PERMISSIONS
+    | frozenset(
+        {
+            "ec2:DescribeInstances",
+            "ssm:GetCalendarState",  # the change calendar, when one is configured (autopilot.freeze)
+            "ec2:DescribeInstanceAttribute",
+            "cloudwatch:GetMetricData",
+            "ec2:StopInstances",
+            "ec2:CreateTags",
+            "ec2:DeleteTags",  # the planned-stop tag of a warned instance, taken off again
+            "pricing:GetProducts",  # on-demand prices of stopped types, once a month each (money saved)
+            # IdleStopperDatabases=true only (the template grants them under IdleStopperDatabasesOn)
+            "rds:DescribeDBInstances",
+            "rds:DescribeDBClusters",
+            "rds:StopDBInstance",
+            "rds:StopDBCluster",
+            "rds:AddTagsToResource",
+        }
+    )
 )
 AUTOMATION = Automation(
     name="idle_stopper",

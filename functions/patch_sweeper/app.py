@@ -17,22 +17,26 @@ from patch_sweeper import event, report, run
 from patch_sweeper.config import Config
 
 # Exactly the IAM actions this function calls (the template grants exactly these).
-PERMISSIONS = runner.PERMISSIONS | routing.PERMISSIONS | frozenset(
-    {
-        "ec2:DescribeInstances",
-        "ssm:DescribeInstanceInformation",
-        "ssm:SendCommand",
-        "ssm:GetCalendarState",  # the change calendar, when one is configured (autopilot.freeze)
-        "ssm:ListCommands",  # a resumed sweep finds the batches sent before the run died
-        "ssm:ListCommandInvocations",
-        "ssm:GetCommandInvocation",
-        "ssm:DescribeInstancePatchStates",
-        "dynamodb:GetItem",  # the sweep table (store.py): read a sweep
-        "dynamodb:PutItem",  # create a sweep
-        "dynamodb:UpdateItem",  # commands sent / final, all sent, the digest claim, the rings
-        "dynamodb:BatchWriteItem",  # a new sweep's commands' instance ids
-        "dynamodb:BatchGetItem",  # a ring's instance ids
-    }
+PERMISSIONS = (
+    runner.PERMISSIONS
+    | routing.PERMISSIONS
+    | frozenset(
+        {
+            "ec2:DescribeInstances",
+            "ssm:DescribeInstanceInformation",
+            "ssm:SendCommand",
+            "ssm:GetCalendarState",  # the change calendar, when one is configured (autopilot.freeze)
+            "ssm:ListCommands",  # a resumed sweep finds the batches sent before the run died
+            "ssm:ListCommandInvocations",
+            "ssm:GetCommandInvocation",
+            "ssm:DescribeInstancePatchStates",
+            "dynamodb:GetItem",  # the sweep table (store.py): read a sweep
+            "dynamodb:PutItem",  # create a sweep
+            "dynamodb:UpdateItem",  # commands sent / final, all sent, the digest claim, the rings
+            "dynamodb:BatchWriteItem",  # a new sweep's commands' instance ids
+            "dynamodb:BatchGetItem",  # a ring's instance ids
+        }
+    )
 )
 AUTOMATION = Automation(
     name="patch_sweeper",

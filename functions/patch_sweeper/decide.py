@@ -21,7 +21,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -506,6 +507,56 @@ def tail(stdout: str, stderr: str = "", *, lines: int = TAIL_LINES, chars: int =
     return result
 
 
+def failed_entry(failure: Failed, who: Mapping[str, str]) -> dict[str, Any]:
+    """A failed instance as the digests list it (plain JSON)."""
+    return {**who, "command_id": failure.command_id, "reason": failure.reason, "tail": failure.output_tail}
+
+
+def pending_entry(state: PatchState, who: Mapping[str, str]) -> dict[str, Any]:
+    """An instance waiting for a reboot as the digests list it (plain JSON)."""
+    return {**who, "patches": state.installed_pending_reboot}
+
+
+def owners_of(
+    outcome: SweepOutcome, to: Mapping[str, str], who: Callable[[str], Mapping[str, str]], budget: int
+) -> dict[str, Any]:
+    """Each recipient's own failed and pending-reboot instances (``to``: instance id -> address),
+    the first :data:`SHOWN` of each with exact counts, recipient by recipient until their JSON
+    reaches ``budget`` bytes: ``owners`` {address: {...}}, and the recipients past it
+    (``owners_unmailed``, named to the operators)."""
+    mine: dict[str, dict[str, Any]] = {}
+
+    def own(instance_id: str, kind: str) -> dict[str, Any] | None:
+        """The recipient's lists, counted; None when the instance routes nowhere or the kind's
+        list is full (the count still grows)."""
+        address = to.get(instance_id)
+        if not address:
+            return None
+        lists = mine.setdefault(
+            address, {"failed": [], "failed_count": 0, "pending_reboot": [], "pending_count": 0}
+        )
+        lists["failed_count" if kind == "failed" else "pending_count"] += 1
+        return lists if len(lists[kind]) < SHOWN else None
+
+    for f in outcome.failed:
+        if (lists := own(f.instance_id, "failed")) is not None:
+            lists["failed"].append(failed_entry(f, who(f.instance_id)))
+    for state in outcome.pending_reboot:
+        if (lists := own(state.instance_id, "pending_reboot")) is not None:
+            lists["pending_reboot"].append(pending_entry(state, who(state.instance_id)))
+    owners: dict[str, Any] = {}
+    unmailed: list[str] = []
+    size = 0
+    for address, theirs in mine.items():
+        cost = len(json.dumps(theirs, separators=(",", ":")))
+        if size + cost > budget:
+            unmailed.append(address)
+            continue
+        size += cost
+        owners[address] = theirs
+    return {"owners": owners, "owners_unmailed": unmailed} if mine else {}
+
+
 def summarise(
     record: SweepRecord,
     outcome: SweepOutcome,
@@ -535,15 +586,9 @@ def summarise(
         "succeeded": len(outcome.succeeded),
         "failed_count": len(outcome.failed),
         "no_result_count": sum(1 for f in outcome.failed if f.reason.startswith(NO_RESULT)),
-        "failed": [
-            {**who(f.instance_id), "command_id": f.command_id, "reason": f.reason, "tail": f.output_tail}
-            for f in outcome.failed[:SHOWN]
-        ],
+        "failed": [failed_entry(f, who(f.instance_id)) for f in outcome.failed[:SHOWN]],
         "pending_reboot_count": len(outcome.pending_reboot),
-        "pending_reboot": [
-            {**who(s.instance_id), "patches": s.installed_pending_reboot}
-            for s in outcome.pending_reboot[:SHOWN]
-        ],
+        "pending_reboot": [pending_entry(s, who(s.instance_id)) for s in outcome.pending_reboot[:SHOWN]],
         "patched_count": len(outcome.patched_cleanly),
         "patched": patched,
         "not_patchable": [dict(e) for e in record.not_patchable],

@@ -10,9 +10,10 @@ keeps them), so the one the retry sends is the one the first run rendered.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from autopilot import console, freeze
+from autopilot import console, freeze, routing
 from autopilot.notify import Digest, Item, Severity, plural
 from autopilot.outbox import Mail
 from autopilot.runner import Context, Counts
@@ -263,36 +264,11 @@ def _results_mail(ctx: Context[Config], d: Mapping[str, Any], result: Mapping[st
         digest.section(
             f"Ring {ring['number']} ({ring['position']} of {ring['of']})", text=ring_lines(ring, verb)
         )
-    failed_items = []
-    for f in d["failed"]:
-        details = [f"why: {f['reason']}"]
-        if f["tail"]:
-            details.append("output (last lines):")
-            details += [f"  | {line}" for line in str(f["tail"]).splitlines()]
-        link = (
-            console.ssm_command(region, f["command_id"])
-            if f["command_id"]
-            else console.ec2_instance(region, str(f["id"]))
-        )
-        failed_items.append(Item(_label(f), details, link))
     failed, pending, patched = int(d["failed_count"]), int(d["pending_reboot_count"]), int(d["patched_count"])
-    digest.section(f"Failed ({failed})", _listed(failed_items, failed))
+    digest.section(f"Failed ({failed})", _listed([_failed_item(f, region) for f in d["failed"]], failed))
     digest.section(
         f"Pending reboot ({pending})",
-        _listed(
-            [
-                Item(
-                    _label(s),
-                    [
-                        f"{plural(int(s['patches']), 'patch', 'patches')} installed, "
-                        f"waiting for a reboot (RebootOption={reboot_option})"
-                    ],
-                    console.ec2_instance(region, str(s["id"])),
-                )
-                for s in d["pending_reboot"]
-            ],
-            pending,
-        ),
+        _listed([_pending_item(s, region, reboot_option) for s in d["pending_reboot"]], pending),
     )
     ok_items = []
     for p in d["patched"]:
@@ -342,7 +318,79 @@ def _results_mail(ctx: Context[Config], d: Mapping[str, Any], result: Mapping[st
     severity: Severity = "warning" if failed or not_patchable else "info"
     if several and ring["verdict"] == "halted":
         summary = f"The patch sweep halted after ring {ring['number']}. " + summary
-    return digest.mail(subject, summary, severity, now=ctx.now)
+    owners = owner_mails(ctx, d, reboot_option)
+    unmailed = [*d.get("owners_unmailed", []), *owners.unmailed]
+    if unmailed:
+        digest.section("Owner digests", text=routing.Owners(unmailed=tuple(unmailed)).note())
+    operators = digest.mail(subject, summary, severity, now=ctx.now)
+    return None if operators is None else replace(operators, routed=owners.mails)
+
+
+def _failed_item(f: Mapping[str, Any], region: str) -> Item:
+    details = [f"why: {f['reason']}"]
+    if f["tail"]:
+        details.append("output (last lines):")
+        details += [f"  | {line}" for line in str(f["tail"]).splitlines()]
+    link = (
+        console.ssm_command(region, f["command_id"])
+        if f["command_id"]
+        else console.ec2_instance(region, str(f["id"]))
+    )
+    return Item(_label(f), details, link)
+
+
+def _pending_item(s: Mapping[str, Any], region: str, reboot_option: str) -> Item:
+    return Item(
+        _label(s),
+        [
+            f"{plural(int(s['patches']), 'patch', 'patches')} installed, "
+            f"waiting for a reboot (RebootOption={reboot_option})"
+        ],
+        console.ec2_instance(region, str(s["id"])),
+    )
+
+
+OWNER_KINDS = {
+    "failed": routing.Kind(
+        "Patching FAILED (the output's last lines below; tried again next sweep)", "{count} failed"
+    ),
+    "pending": routing.Kind("Waiting for a reboot to finish patching", "{count} waiting for a reboot"),
+}
+
+
+def owner_mails(ctx: Context[Config], d: Mapping[str, Any], reboot_option: str) -> routing.Owners:
+    """One digest per recipient (the act's ``owners``, autopilot.routing) about their own
+    instances only: patching failed, waiting for a reboot. Empty without routing (a dry run
+    has no ring digest)."""
+    owners: Mapping[str, Any] = d.get("owners") or {}
+    if not owners:
+        return routing.Owners()
+    region = ctx.common.region
+    findings: list[routing.Finding] = []
+    for address, mine in owners.items():
+        failed = _listed([_failed_item(f, region) for f in mine["failed"]], int(mine["failed_count"]))
+        pending = [_pending_item(s, region, reboot_option) for s in mine["pending_reboot"]]
+        findings += [routing.Finding(address, "failed", item) for item in failed]
+        findings += [
+            routing.Finding(address, "pending", item) for item in _listed(pending, int(mine["pending_count"]))
+        ]
+    advice = [
+        f"Leave an instance out of the sweeps: tag it {ctx.config.opt_out_tag}=false.",
+        f"You get this mail for the instances whose {ctx.common.owner_tag_key} or "
+        f"{ctx.common.team_tag_key} tag names you; your operators get every finding too.",
+    ]
+    if reboot_option == "NoReboot":
+        advice.insert(
+            0, "Reboot the instances waiting for a reboot when it suits you: the patches take effect then."
+        )
+    return routing.owner_digests(
+        findings,
+        OWNER_KINDS,
+        digest=Digest(AUTOMATION, ctx.common.stack_name, region),
+        noun="instance",
+        advice=advice,
+        now=ctx.now,
+    )
 
 
 def _compliance_section(digest: Digest, d: Mapping[str, Any]) -> None:

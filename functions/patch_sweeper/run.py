@@ -39,7 +39,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from autopilot import freeze
+from autopilot import freeze, routing
 from autopilot.aws import error_code
 from autopilot.events import ScheduledRun
 from autopilot.runner import Context, Counts, Plan, Run
@@ -524,6 +524,7 @@ def _ring_done(ctx: Context[Config], record: SweepRecord, token: str) -> dict[st
         extra={"sweep_id": record.sweep_id, "ring": record.ring.number, "verdict": verdict, **summary},
     )
     digest = decide.summarise(record, outcome, instances, results.errors, ctx.common.owner_tag_key)
+    digest.update(_owners(ctx, outcome, instances))
     later = record.rings[record.ring_index + 1 :]
     digest["ring"] = {
         "number": record.ring.number,
@@ -560,6 +561,30 @@ def _ring_done(ctx: Context[Config], record: SweepRecord, token: str) -> dict[st
         digest["bad_ring_tags"] = [dict(e) for e in record.bad_ring_tags]
         digest["bad_ring_tag_count"] = record.bad_ring_tag_count
     return digest
+
+
+def _owners(
+    ctx: Context[Config], outcome: decide.SweepOutcome, instances: Mapping[str, decide.Instance]
+) -> dict[str, Any]:
+    """Who hears about the ring's failed and pending-reboot instances (autopilot.routing: the
+    owner tag when it is an address, else the routing map by owner or team tag), with their own
+    instances for their digest (decide.owners_of). Nothing without such instances or routing;
+    else 1 ssm:GetParameter and ceil(N / 200) DescribeInstances for those the digest does not
+    name already."""
+    ids = [f.instance_id for f in outcome.failed] + [s.instance_id for s in outcome.pending_reboot]
+    routes = routing.load(ctx.common) if ids else None
+    if routes is None:
+        return {}
+    missing = [i for i in dict.fromkeys(ids) if i not in instances]
+    known = {**instances, **(service.instances_by_id(missing) if missing else {})}
+    key, team = ctx.common.owner_tag_key, ctx.common.team_tag_key
+    to = routes.recipients((i, known[i].tags.get(key), known[i].tags.get(team)) for i in ids if i in known)
+
+    def who(instance_id: str) -> dict[str, str]:
+        found = known.get(instance_id)
+        return found.entry(key) if found else {"id": instance_id, "name": "", "owner": ""}
+
+    return decide.owners_of(outcome, to, who, routing.ROUTED_BYTES)
 
 
 ACTS: dict[str, Callable[[Context[Config], Mapping[str, Any]], dict[str, Any]]] = {

@@ -12,24 +12,28 @@ from snapshot_rotator import event, report, run, service
 from snapshot_rotator.config import Config
 
 # Exactly the IAM actions this function calls (the template test checks the policy grants these).
-PERMISSIONS = runner.PERMISSIONS | routing.PERMISSIONS | frozenset(
-    {
-        "ec2:DescribeImages",
-        "ec2:DescribeSnapshots",
-        "ec2:DescribeInstances",
-        "ec2:DescribeVolumes",
-        "ec2:CreateSnapshot",
-        "ec2:CreateSnapshots",
-        "ec2:CreateTags",  # only as part of CreateSnapshot(s) TagSpecifications (ec2:CreateAction)
-        "ec2:DeleteSnapshot",
-        "ssm:GetCalendarState",  # the change calendar, when one is configured (autopilot.freeze)
-        "dynamodb:Query",  # the ledger (store.py)
-        "dynamodb:BatchWriteItem",
-        "dynamodb:DescribeTable",  # the ledger's creation time, on its first run only
-        "states:StartExecution",  # the next rounds of a run too large for one invocation
-        "ec2:CopySnapshot",  # disaster-recovery copies (SnapshotRotatorCopyRegions), tagged as made
-    }
-    | service.KMS_FOR_ENCRYPTED_COPY  # a copy encrypted with copy_key
+PERMISSIONS = (
+    runner.PERMISSIONS
+    | routing.PERMISSIONS
+    | frozenset(
+        {
+            "ec2:DescribeImages",
+            "ec2:DescribeSnapshots",
+            "ec2:DescribeInstances",
+            "ec2:DescribeVolumes",
+            "ec2:CreateSnapshot",
+            "ec2:CreateSnapshots",
+            "ec2:CreateTags",  # only as part of CreateSnapshot(s) TagSpecifications (ec2:CreateAction)
+            "ec2:DeleteSnapshot",
+            "ssm:GetCalendarState",  # the change calendar, when one is configured (autopilot.freeze)
+            "dynamodb:Query",  # the ledger (store.py)
+            "dynamodb:BatchWriteItem",
+            "dynamodb:DescribeTable",  # the ledger's creation time, on its first run only
+            "states:StartExecution",  # the next rounds of a run too large for one invocation
+            "ec2:CopySnapshot",  # disaster-recovery copies (SnapshotRotatorCopyRegions), tagged as made
+        }
+        | service.KMS_FOR_ENCRYPTED_COPY  # a copy encrypted with copy_key
+    )
 )
 AUTOMATION = Automation(
     name="snapshot_rotator",

@@ -1,0 +1,126 @@
+"""Owners hear about their own instances' patching (autopilot.routing), through the real handler
+and the runner: a failed patch (with its output) and a pending reboot reach the owner the
+instance's tags name - by address, or through the routing map by team - one digest per
+recipient, while the operators' digest lists every instance as before. SSM is a Stubber (moto
+has none of the patch APIs), so the routing map's GetParameter is stubbed in its place."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from botocore.stub import Stubber
+
+from autopilot.recorder import CallRecorder
+from conftest import ROUTING_PARAMETER, STACK, OwnerMail
+from patch_sweeper import app
+from tests.patch_sweeper.test_patch_sweeper_handler import (
+    SCHEDULE,
+    command_reply,
+    env,  # noqa: F401  (fixture)
+    expected_send,
+    invocation,
+    launch,
+    patch_state,
+    ssm,  # noqa: F401  (fixture)
+    status_event,
+    stub_instance_information,
+    sweep_id,
+)
+
+pytestmark = pytest.mark.integration
+Loader = Callable[[str], dict[str, Any]]
+Mailbox = Callable[[], list[dict[str, Any]]]
+MAP = '{"payments": "payments-oncall@example.com"}'
+
+
+def _sweep(stubber: Stubber, load_event: Loader, lambda_context: Any, *, routed: bool) -> dict[str, str]:
+    """One sweep of four instances to its digest: ops's patched cleanly, bob's (Team=payments)
+    and carol's waiting for a reboot, alice's failed."""
+    fleet = {
+        "ok": launch(1, {"Name": "web-1", "Owner": "ops@example.com"})[0],
+        "reboot": launch(1, {"Name": "pay-1", "Owner": "bob", "Team": "payments"})[0],
+        "carol": launch(1, {"Name": "misc", "Owner": "carol"})[0],
+        "bad": launch(1, {"Name": "db-1", "Owner": "alice@example.com"})[0],
+    }
+    targets = sorted(fleet.values())
+    stub_instance_information(stubber, targets)
+    cid = str(uuid.uuid4())
+    stubber.add_response(
+        "send_command", command_reply(cid), expected_send(targets, sweep_id(load_event), 1, 1)
+    )
+    app.lambda_handler(load_event(SCHEDULE), lambda_context)
+    bad = fleet["bad"]
+    stubber.add_response(
+        "list_command_invocations",
+        {"CommandInvocations": [invocation(cid, i, "Failed" if i == bad else "Success") for i in targets]},
+        {"CommandId": cid, "Details": True, "MaxResults": 50},
+    )
+    stubber.add_response(
+        "get_command_invocation",
+        {
+            "CommandId": cid,
+            "InstanceId": bad,
+            "Status": "Failed",
+            "StandardErrorContent": "Error: rpmdb open failed\n",
+        },
+        {"CommandId": cid, "InstanceId": bad, "PluginName": "PatchLinux"},
+    )
+    waiting = {fleet["reboot"], fleet["carol"]}
+    stubber.add_response(
+        "describe_instance_patch_states",
+        {
+            "InstancePatchStates": [
+                patch_state(i, 41, InstalledPendingRebootCount=2 if i in waiting else 0) for i in targets
+            ]
+        },
+        {"InstanceIds": targets},
+    )
+    if routed:
+        stubber.add_response(
+            "get_parameter",
+            {"Parameter": {"Name": ROUTING_PARAMETER, "Type": "String", "Value": MAP, "Version": 1}},
+            {"Name": ROUTING_PARAMETER},
+        )
+    app.lambda_handler(status_event(load_event, cid, "Failed"), lambda_context)
+    stubber.assert_no_pending_responses()
+    return fleet
+
+
+def test_each_owner_gets_one_digest_about_only_their_instances_and_the_operators_get_all(
+    env: dict[str, str],  # noqa: F811
+    ssm: Stubber,  # noqa: F811
+    owner_mail: OwnerMail,
+    load_event: Loader,
+    mailbox: Mailbox,
+    lambda_context: Any,
+) -> None:
+    with CallRecorder() as calls:
+        fleet = _sweep(ssm, load_event, lambda_context, routed=True)
+    (operators,) = mailbox()
+    assert operators["subject"].endswith("3 patched, 1 failed, 2 pending reboot, 0 not patchable")
+    assert all(i in operators["body"] for i in fleet.values())
+    mails = {to: (subject, body) for to, subject, body in owner_mail()}
+    assert sorted(mails) == ["alice@example.com", "payments-oncall@example.com"]  # one each
+    subject, body = mails["alice@example.com"]
+    assert subject == f"[{STACK}] Your instances: 1 instance failed"
+    assert fleet["bad"] in body and "| Error: rpmdb open failed" in body
+    assert fleet["reboot"] not in body and fleet["carol"] not in body
+    subject, body = mails["payments-oncall@example.com"]  # bob's, by its Team tag
+    assert subject == f"[{STACK}] Your instances: 1 instance waiting for a reboot"
+    assert fleet["reboot"] in body and fleet["bad"] not in body and fleet["carol"] not in body
+    assert calls.count("sesv2", "SendEmail") == 2
+
+
+def test_without_a_sender_nothing_is_routed_and_no_routing_map_is_read(
+    env: dict[str, str],  # noqa: F811
+    ssm: Stubber,  # noqa: F811
+    load_event: Loader,
+    mailbox: Mailbox,
+    lambda_context: Any,
+) -> None:
+    with CallRecorder() as calls:
+        _sweep(ssm, load_event, lambda_context, routed=False)  # a GetParameter would hit the Stubber
+    assert len(mailbox()) == 1 and calls.count("sesv2") == 0
