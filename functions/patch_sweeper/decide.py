@@ -518,32 +518,27 @@ def pending_entry(state: PatchState, who: Mapping[str, str]) -> dict[str, Any]:
 
 
 def owners_of(
-    outcome: SweepOutcome, to: Mapping[str, str], who: Callable[[str], Mapping[str, str]], budget: int
+    findings: Mapping[str, Sequence[tuple[str, Callable[[], dict[str, Any]]]]],
+    to: Mapping[str, str],
+    budget: int,
 ) -> dict[str, Any]:
-    """Each recipient's own failed and pending-reboot instances (``to``: instance id -> address),
-    the first :data:`SHOWN` of each with exact counts, recipient by recipient until their JSON
-    reaches ``budget`` bytes: ``owners`` {address: {...}}, and the recipients past it
+    """Each recipient's own instances of each kind (``findings``: kind -> (instance id, its
+    entry when listed); ``to``: instance id -> address): the first :data:`SHOWN` of each kind with
+    the exact count (``<kind>_count``), recipient by recipient until their JSON reaches
+    ``budget`` bytes. ``owners`` {address: {...}}, and the recipients past the budget
     (``owners_unmailed``, named to the operators)."""
     mine: dict[str, dict[str, Any]] = {}
-
-    def own(instance_id: str, kind: str) -> dict[str, Any] | None:
-        """The recipient's lists, counted; None when the instance routes nowhere or the kind's
-        list is full (the count still grows)."""
-        address = to.get(instance_id)
-        if not address:
-            return None
-        lists = mine.setdefault(
-            address, {"failed": [], "failed_count": 0, "pending_reboot": [], "pending_count": 0}
-        )
-        lists["failed_count" if kind == "failed" else "pending_count"] += 1
-        return lists if len(lists[kind]) < SHOWN else None
-
-    for f in outcome.failed:
-        if (lists := own(f.instance_id, "failed")) is not None:
-            lists["failed"].append(failed_entry(f, who(f.instance_id)))
-    for state in outcome.pending_reboot:
-        if (lists := own(state.instance_id, "pending_reboot")) is not None:
-            lists["pending_reboot"].append(pending_entry(state, who(state.instance_id)))
+    for kind, found in findings.items():
+        for instance_id, entry in found:
+            address = to.get(instance_id)
+            if not address:
+                continue
+            lists = mine.setdefault(
+                address, {k: v for name in findings for k, v in ((name, []), (f"{name}_count", 0))}
+            )
+            lists[f"{kind}_count"] += 1
+            if len(lists[kind]) < SHOWN:
+                lists[kind].append(entry())
     owners: dict[str, Any] = {}
     unmailed: list[str] = []
     size = 0

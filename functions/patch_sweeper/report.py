@@ -9,7 +9,7 @@ keeps them), so the one the retry sends is the one the first run rendered.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -354,38 +354,55 @@ OWNER_KINDS = {
     "failed": routing.Kind(
         "Patching FAILED (the output's last lines below; tried again next sweep)", "{count} failed"
     ),
-    "pending": routing.Kind("Waiting for a reboot to finish patching", "{count} waiting for a reboot"),
+    "pending_reboot": routing.Kind("Waiting for a reboot to finish patching", "{count} waiting for a reboot"),
 }
 
 
 def owner_mails(ctx: Context[Config], d: Mapping[str, Any], reboot_option: str) -> routing.Owners:
     """One digest per recipient (the act's ``owners``, autopilot.routing) about their own
-    instances only: patching failed, waiting for a reboot. Empty without routing (a dry run
-    has no ring digest)."""
+    instances only: patching failed, waiting for a reboot, and - before it starts, while they
+    can still leave an instance out - in the next ring. Empty without routing (a dry run has no
+    ring digest)."""
     owners: Mapping[str, Any] = d.get("owners") or {}
     if not owners:
         return routing.Owners()
-    region = ctx.common.region
-    findings: list[routing.Finding] = []
-    for address, mine in owners.items():
-        failed = _listed([_failed_item(f, region) for f in mine["failed"]], int(mine["failed_count"]))
-        pending = [_pending_item(s, region, reboot_option) for s in mine["pending_reboot"]]
-        findings += [routing.Finding(address, "failed", item) for item in failed]
-        findings += [
-            routing.Finding(address, "pending", item) for item in _listed(pending, int(mine["pending_count"]))
-        ]
-    advice = [
-        f"Leave an instance out of the sweeps: tag it {ctx.config.opt_out_tag}=false.",
-        f"You get this mail for the instances whose {ctx.common.owner_tag_key} or "
-        f"{ctx.common.team_tag_key} tag names you; your operators get every finding too.",
+    region, opt_out = ctx.common.region, ctx.config.opt_out_tag
+    items: dict[str, Callable[[Mapping[str, Any]], Item]] = {
+        "failed": lambda e: _failed_item(e, region),
+        "pending_reboot": lambda e: _pending_item(e, region, reboot_option),
+        "next": lambda e: Item(_label(e), [], console.ec2_instance(region, str(e["id"]))),
+    }
+    findings = [
+        routing.Finding(address, kind, item)
+        for address, mine in owners.items()
+        for kind, build in items.items()
+        for item in _listed([build(e) for e in mine.get(kind, [])], int(mine.get(f"{kind}_count", 0)))
     ]
-    if reboot_option == "NoReboot":
+    kinds = dict(OWNER_KINDS)
+    nxt = (d.get("ring") or {}).get("next")
+    advice = [f"Leave an instance out of the sweeps: tag it {opt_out}=false."]
+    if nxt:
+        rebooted = "; rebooted if a patch needs it" if reboot_option == "RebootIfNeeded" else ", not rebooted"
+        start = _when(str(d["ring"]["soak_until"]))
+        kinds["next"] = routing.Kind(
+            f"To be patched in ring {nxt['number']}, from {start}{rebooted}", "{count} to be patched"
+        )
+        advice.insert(
+            0,
+            f"Not now for one of them: tag it {opt_out}=false before {start}; an instance stopped, "
+            "terminated or opted out by then is left out. Remove the tag for the next sweep.",
+        )
+    if reboot_option == "NoReboot" and any(m.get("pending_reboot_count") for m in owners.values()):
         advice.insert(
             0, "Reboot the instances waiting for a reboot when it suits you: the patches take effect then."
         )
+    advice.append(
+        f"You get this mail for the instances whose {ctx.common.owner_tag_key} or "
+        f"{ctx.common.team_tag_key} tag names you; your operators get every finding too."
+    )
     return routing.owner_digests(
         findings,
-        OWNER_KINDS,
+        kinds,
         digest=Digest(AUTOMATION, ctx.common.stack_name, region),
         noun="instance",
         advice=advice,

@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -511,10 +512,12 @@ def _ring_done(ctx: Context[Config], record: SweepRecord, token: str) -> dict[st
     }
     store.finish_ring(table, record, token, verdict, soak_until, summary)
     notice: list[str] = []
+    next_ring: list[str] = []
     if verdict == "soaking":
         nxt = record.rings[record.ring_index + 1]
         upcoming = store.ring_batches(table, record.sweep_id, record.ring_index + 1, nxt.batches)
-        notice = [i for b in upcoming for i in b][:SHOWN]
+        next_ring = [i for b in upcoming for i in b]
+        notice = next_ring[:SHOWN]
     shown = outcome.shown() + notice
     instances = service.instances_by_id(shown) if shown else {}
     for f in outcome.failed:
@@ -524,7 +527,7 @@ def _ring_done(ctx: Context[Config], record: SweepRecord, token: str) -> dict[st
         extra={"sweep_id": record.sweep_id, "ring": record.ring.number, "verdict": verdict, **summary},
     )
     digest = decide.summarise(record, outcome, instances, results.errors, ctx.common.owner_tag_key)
-    digest.update(_owners(ctx, outcome, instances))
+    digest.update(_owners(ctx, outcome, instances, next_ring))
     later = record.rings[record.ring_index + 1 :]
     digest["ring"] = {
         "number": record.ring.number,
@@ -564,27 +567,44 @@ def _ring_done(ctx: Context[Config], record: SweepRecord, token: str) -> dict[st
 
 
 def _owners(
-    ctx: Context[Config], outcome: decide.SweepOutcome, instances: Mapping[str, decide.Instance]
+    ctx: Context[Config],
+    outcome: decide.SweepOutcome,
+    instances: Mapping[str, decide.Instance],
+    upcoming: list[str],
 ) -> dict[str, Any]:
-    """Who hears about the ring's failed and pending-reboot instances (autopilot.routing: the
-    owner tag when it is an address, else the routing map by owner or team tag), with their own
-    instances for their digest (decide.owners_of). Nothing without such instances or routing;
-    else 1 ssm:GetParameter and ceil(N / 200) DescribeInstances for those the digest does not
-    name already."""
+    """Who hears about the ring's failed and pending-reboot instances, and - warned before it
+    starts - about the next ring's (``upcoming``), through autopilot.routing (the owner tag when
+    it is an address, else the routing map by owner or team tag); each recipient's own instances
+    for their digest (decide.owners_of). Nothing without such instances or routing; else 1
+    ssm:GetParameter and ceil(N / 200) DescribeInstances for those the digest does not name."""
     ids = [f.instance_id for f in outcome.failed] + [s.instance_id for s in outcome.pending_reboot]
-    routes = routing.load(ctx.common) if ids else None
+    routes = routing.load(ctx.common) if ids or upcoming else None
     if routes is None:
         return {}
-    missing = [i for i in dict.fromkeys(ids) if i not in instances]
+    missing = [i for i in dict.fromkeys(ids + upcoming) if i not in instances]
     known = {**instances, **(service.instances_by_id(missing) if missing else {})}
     key, team = ctx.common.owner_tag_key, ctx.common.team_tag_key
-    to = routes.recipients((i, known[i].tags.get(key), known[i].tags.get(team)) for i in ids if i in known)
+    to = routes.recipients(
+        (i, known[i].tags.get(key), known[i].tags.get(team))
+        for i in dict.fromkeys(ids + upcoming)
+        if i in known
+    )
 
     def who(instance_id: str) -> dict[str, str]:
         found = known.get(instance_id)
         return found.entry(key) if found else {"id": instance_id, "name": "", "owner": ""}
 
-    return decide.owners_of(outcome, to, who, routing.ROUTED_BYTES)
+    findings: dict[str, list[tuple[str, Callable[[], dict[str, Any]]]]] = {
+        "failed": [
+            (f.instance_id, partial(decide.failed_entry, f, who(f.instance_id))) for f in outcome.failed
+        ],
+        "pending_reboot": [
+            (p.instance_id, partial(decide.pending_entry, p, who(p.instance_id)))
+            for p in outcome.pending_reboot
+        ],
+        "next": [(i, partial(who, i)) for i in upcoming],
+    }
+    return decide.owners_of(findings, to, routing.ROUTED_BYTES)
 
 
 ACTS: dict[str, Callable[[Context[Config], Mapping[str, Any]], dict[str, Any]]] = {

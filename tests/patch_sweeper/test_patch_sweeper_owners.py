@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import boto3
 import pytest
 from botocore.stub import Stubber
 
 from autopilot.recorder import CallRecorder
 from conftest import ROUTING_PARAMETER, STACK, OwnerMail
 from patch_sweeper import app
+from tests.patch_sweeper.ring_fleet import Fleet
 from tests.patch_sweeper.test_patch_sweeper_handler import (
     SCHEDULE,
     command_reply,
@@ -29,6 +32,7 @@ from tests.patch_sweeper.test_patch_sweeper_handler import (
     stub_instance_information,
     sweep_id,
 )
+from tests.patch_sweeper.test_patch_sweeper_rings import deliver, fleet, rings, tick  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 Loader = Callable[[str], dict[str, Any]]
@@ -39,20 +43,20 @@ MAP = '{"payments": "payments-oncall@example.com"}'
 def _sweep(stubber: Stubber, load_event: Loader, lambda_context: Any, *, routed: bool) -> dict[str, str]:
     """One sweep of four instances to its digest: ops's patched cleanly, bob's (Team=payments)
     and carol's waiting for a reboot, alice's failed."""
-    fleet = {
+    boxes = {
         "ok": launch(1, {"Name": "web-1", "Owner": "ops@example.com"})[0],
         "reboot": launch(1, {"Name": "pay-1", "Owner": "bob", "Team": "payments"})[0],
         "carol": launch(1, {"Name": "misc", "Owner": "carol"})[0],
         "bad": launch(1, {"Name": "db-1", "Owner": "alice@example.com"})[0],
     }
-    targets = sorted(fleet.values())
+    targets = sorted(boxes.values())
     stub_instance_information(stubber, targets)
     cid = str(uuid.uuid4())
     stubber.add_response(
         "send_command", command_reply(cid), expected_send(targets, sweep_id(load_event), 1, 1)
     )
     app.lambda_handler(load_event(SCHEDULE), lambda_context)
-    bad = fleet["bad"]
+    bad = boxes["bad"]
     stubber.add_response(
         "list_command_invocations",
         {"CommandInvocations": [invocation(cid, i, "Failed" if i == bad else "Success") for i in targets]},
@@ -68,7 +72,7 @@ def _sweep(stubber: Stubber, load_event: Loader, lambda_context: Any, *, routed:
         },
         {"CommandId": cid, "InstanceId": bad, "PluginName": "PatchLinux"},
     )
-    waiting = {fleet["reboot"], fleet["carol"]}
+    waiting = {boxes["reboot"], boxes["carol"]}
     stubber.add_response(
         "describe_instance_patch_states",
         {
@@ -86,7 +90,7 @@ def _sweep(stubber: Stubber, load_event: Loader, lambda_context: Any, *, routed:
         )
     app.lambda_handler(status_event(load_event, cid, "Failed"), lambda_context)
     stubber.assert_no_pending_responses()
-    return fleet
+    return boxes
 
 
 def test_each_owner_gets_one_digest_about_only_their_instances_and_the_operators_get_all(
@@ -98,19 +102,19 @@ def test_each_owner_gets_one_digest_about_only_their_instances_and_the_operators
     lambda_context: Any,
 ) -> None:
     with CallRecorder() as calls:
-        fleet = _sweep(ssm, load_event, lambda_context, routed=True)
+        boxes = _sweep(ssm, load_event, lambda_context, routed=True)
     (operators,) = mailbox()
     assert operators["subject"].endswith("3 patched, 1 failed, 2 pending reboot, 0 not patchable")
-    assert all(i in operators["body"] for i in fleet.values())
+    assert all(i in operators["body"] for i in boxes.values())
     mails = {to: (subject, body) for to, subject, body in owner_mail()}
     assert sorted(mails) == ["alice@example.com", "payments-oncall@example.com"]  # one each
     subject, body = mails["alice@example.com"]
     assert subject == f"[{STACK}] Your instances: 1 instance failed"
-    assert fleet["bad"] in body and "| Error: rpmdb open failed" in body
-    assert fleet["reboot"] not in body and fleet["carol"] not in body
+    assert boxes["bad"] in body and "| Error: rpmdb open failed" in body
+    assert boxes["reboot"] not in body and boxes["carol"] not in body
     subject, body = mails["payments-oncall@example.com"]  # bob's, by its Team tag
     assert subject == f"[{STACK}] Your instances: 1 instance waiting for a reboot"
-    assert fleet["reboot"] in body and fleet["bad"] not in body and fleet["carol"] not in body
+    assert boxes["reboot"] in body and boxes["bad"] not in body and boxes["carol"] not in body
     assert calls.count("sesv2", "SendEmail") == 2
 
 
@@ -124,3 +128,33 @@ def test_without_a_sender_nothing_is_routed_and_no_routing_map_is_read(
     with CallRecorder() as calls:
         _sweep(ssm, load_event, lambda_context, routed=False)  # a GetParameter would hit the Stubber
     assert len(mailbox()) == 1 and calls.count("sesv2") == 0
+
+
+def test_the_owners_of_the_next_ring_are_warned_before_it_starts_and_can_leave_one_out(
+    rings: dict[str, list[str]],  # noqa: F811
+    fleet: Fleet,  # noqa: F811
+    owner_mail: OwnerMail,
+    mailbox: Mailbox,
+    lambda_context: Any,
+) -> None:
+    """Warn, then act: ring 1's owner hears, when ring 0 passed, which of their instances ring 1
+    patches and from when; one they tag AutoPatch=false before then is left out of it."""
+    app.lambda_handler(fleet.schedule(), lambda_context)
+    deliver(fleet, lambda_context)  # ring 0 passed: ring 1 soaks until 2026-11-23 03:00
+    ((to, subject, body),) = owner_mail()  # the canaries patched cleanly: nothing for their owner
+    assert to == "web@example.com" and subject == f"[{STACK}] Your instances: 3 instances to be patched"
+    assert "To be patched in ring 1, from 2026-11-23 03:00 UTC, not rebooted" in body
+    assert all(i in body for i in rings["1"]) and not any(i in body for i in rings["0"] + rings["2"])
+    assert "tag it AutoPatch=false before 2026-11-23 03:00 UTC" in body
+    assert len(mailbox()) == 1  # the operators' digest, as before
+
+    told = rings["1"][0]
+    boto3.client("ec2", region_name="eu-west-1").create_tags(
+        Resources=[told], Tags=[{"Key": "AutoPatch", "Value": "false"}]
+    )
+    fleet.at(datetime(2026, 11, 23, 3, 5, tzinfo=UTC))
+    tick(fleet, lambda_context)
+    assert fleet.patched() == sorted(rings["0"] + rings["1"][1:])  # the one left out is not sent
+    deliver(fleet, lambda_context)  # ring 1 passed: ring 2's owner is warned in turn
+    assert [m[0] for m in owner_mail()] == ["web@example.com", "db@example.com"]
+    assert "To be patched in ring 2, from 2026-11-24 03:" in owner_mail()[-1][2]
