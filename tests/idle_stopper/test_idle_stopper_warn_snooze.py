@@ -20,9 +20,9 @@ import boto3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from moto.ses.models import ses_backends
 
 from autopilot.outbox import OutboxError
+from conftest import ROUTING_PARAMETER, SENDER, OwnerMail
 from idle_stopper import app
 from idle_stopper.decide import (
     PLANNED_TAG,
@@ -38,10 +38,9 @@ from idle_stopper.decide import (
     snooze_state,
     warn_first,
 )
-from tests.idle_stopper.conftest import ACCOUNT, NOW, REGION
+from tests.idle_stopper.conftest import NOW, REGION
 
 DAY = timedelta(days=1)
-SENDER = "ops-autopilot@example.com"
 POLICY = Policy(warning=timedelta(hours=24), max_snooze=timedelta(days=14))
 
 
@@ -149,25 +148,14 @@ def test_nothing_is_stopped_before_the_planned_time_the_stack_recorded(
 # -- the handler, over simulated hours -------------------------------------------------------
 
 
-class Sent:
-    """The mails SES accepted in moto (to, subject, body), in order."""
-
-    def __call__(self) -> list[tuple[str, str, str]]:
-        messages = ses_backends[ACCOUNT][REGION].sent_messages
-        return [(m.destinations["ToAddresses"][0], m.subject, m.body) for m in messages]
+Sent = OwnerMail  # the mails SES accepted in moto, as (to, subject, body)
 
 
 @pytest.fixture
-def routed_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    boto3.client("ses", region_name=REGION).verify_email_identity(EmailAddress=SENDER)
-    parameter = "/ops-autopilot-test/mail-routing"
-    boto3.client("ssm", region_name=REGION).put_parameter(
-        Name=parameter, Type="String", Value='{"payments": "payments-oncall@example.com"}'
-    )
-    extra = {"WARNING_HOURS": "24", "MAIL_FROM": SENDER, "MAIL_ROUTING_PARAMETER": parameter}
-    for key, value in extra.items():
-        monkeypatch.setenv(key, value)
-    return {**env, **extra}
+def routed_env(env: dict[str, str], owner_mail: OwnerMail, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Routing on (conftest's owner_mail: the map by team), and a 24 h warning."""
+    monkeypatch.setenv("WARNING_HOURS", "24")
+    return {**env, "WARNING_HOURS": "24", "MAIL_FROM": SENDER, "MAIL_ROUTING_PARAMETER": ROUTING_PARAMETER}
 
 
 def run_at(
