@@ -151,6 +151,20 @@ def _savings(
             memory[key] = value
     ledger = decide.read_ledger(run.memory.get(decide.SAVED + month))
     saved = decide.add_to_ledger(ledger, closed, prices)
+    for c in closed:  # per owner on the dashboard (a Logs Insights widget: no metric per owner)
+        price = prices.get(c.instance_type)
+        logger.info(
+            "money saved",
+            extra={
+                "instance_id": c.instance_id,
+                "owner": c.owner or "(no owner tag)",
+                "team": c.team,
+                "instance_type": c.instance_type,
+                "hours": round(c.hours, 2),
+                "dollars": round(c.hours * price, 4) if price is not None else 0.0,
+                "priced": price is not None,
+            },
+        )
     if ledger:
         memory[decide.SAVED + month] = decide.write_ledger(ledger)
     memory.update(still)

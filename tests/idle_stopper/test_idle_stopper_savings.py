@@ -9,6 +9,7 @@ tests take the bundled table, labelled), parsed from a recorded answer's shape h
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -123,7 +124,10 @@ def test_a_stop_started_again_is_priced_once_and_mailed_in_next_months_ledger(
     ec2: Any,
     mailbox: Callable[[], list[dict[str, Any]]],
     calls: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
+
     def run(when: datetime, *idle: str) -> dict[str, Any]:
         clock(when)
         for instance_id in idle:
@@ -147,6 +151,12 @@ def test_a_stop_started_again_is_priced_once_and_mailed_in_next_months_ledger(
     start(carol, NOW + timedelta(hours=10 * 24))
     assert run(NOW + timedelta(hours=10 * 24 + 1))["SavedDollars"] == pytest.approx(2.5, abs=0.01)
     assert calls.count("pricing", "GetProducts") == 1  # the type's price is cached for the month
+    # one "money saved" line per closed stop: the dashboard's per-owner table sums them
+    saved = [r.__dict__ for r in caplog.records if r.getMessage() == "money saved"]
+    assert [(s["owner"], s["hours"], s["dollars"]) for s in saved] == [
+        ("alice@example.com", 50.0, pytest.approx(0.52, abs=0.001)),
+        ("carol", 240.0, pytest.approx(2.496, abs=0.001)),
+    ]
 
     before = len(mailbox())
     run(datetime(2026, 4, 1, 0, 30, tzinfo=UTC))  # the first run of April
