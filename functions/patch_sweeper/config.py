@@ -37,6 +37,9 @@ class Config:
     ring_success_percent: int = 100
     ring_soak: timedelta = timedelta(hours=24)
     ring_timeout: timedelta = timedelta(hours=8)
+    # Warn, then act (PATCH_WARNING_HOURS; 0 = off): the hourly tick this long before the next
+    # sweep the schedule names tells the operators and the owners of its first ring's instances.
+    warning: timedelta = timedelta(0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -61,6 +64,7 @@ class Config:
             ring_timeout=timedelta(
                 hours=env_int("PATCH_SWEEP_TIMEOUT_HOURS", env, default=8, minimum=1, maximum=168)
             ),
+            warning=timedelta(hours=env_int("PATCH_WARNING_HOURS", env, default=0, minimum=0, maximum=72)),
         )
 
 

@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from autopilot.notify import ITEMS_PER_SECTION
+from autopilot.schedule import Schedule
 from autopilot.tags import opted_out as tag_opted_out
 
 MAX_INSTANCES_PER_COMMAND = 50  # SendCommand InstanceIds maximum
@@ -333,6 +334,17 @@ def on_tick(record: SweepRecord | None, now: datetime, timeout: timedelta) -> tu
             return "time-out", f"ring {record.ring.number} started {record.ring_started_at}, no last status"
         return "wait", f"ring {record.ring.number} is running"
     return "wait", f"sweep is {record.status}"
+
+
+def next_sweep(schedule: Schedule, now: datetime, within: timedelta) -> datetime | None:
+    """The first minute after ``now`` and at most ``within`` ahead that the sweep's schedule
+    names (the time its next sweep starts), or None. Pure: minute by minute (at most 4,320)."""
+    minute = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    while minute <= now + within:
+        if schedule.names(minute):
+            return minute
+        minute += timedelta(minutes=1)
+    return None
 
 
 # -- 3. what a finished sweep means ---------------------------------------------------------

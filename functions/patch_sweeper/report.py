@@ -25,6 +25,8 @@ _NOT_LISTED = Item("(not listed)")  # stands for an item past the first 50, so t
 
 
 def mail(ctx: Context[Config], intent: Mapping[str, Any], result: Mapping[str, Any]) -> Mail | None:
+    if intent["kind"] == "announce":
+        return _announce_mail(ctx, intent) if result.get("status") == "announced" else None
     if intent["kind"] == "sweep" and result.get("status") == "dry-run":
         return _dry_run_mail(ctx, intent, result)
     if intent["kind"] == "sweep" and result.get("status") == "frozen":
@@ -318,11 +320,49 @@ def _results_mail(ctx: Context[Config], d: Mapping[str, Any], result: Mapping[st
     severity: Severity = "warning" if failed or not_patchable else "info"
     if several and ring["verdict"] == "halted":
         summary = f"The patch sweep halted after ring {ring['number']}. " + summary
-    owners = owner_mails(ctx, d, reboot_option)
+    soaking = ring.get("next") if several else None
+    owners = owner_mails(
+        ctx, d, reboot_option, (int(soaking["number"]), str(ring["soak_until"])) if soaking else None
+    )
     unmailed = [*d.get("owners_unmailed", []), *owners.unmailed]
     if unmailed:
         digest.section("Owner digests", text=routing.Owners(unmailed=tuple(unmailed)).note())
     operators = digest.mail(subject, summary, severity, now=ctx.now)
+    return None if operators is None else replace(operators, routed=owners.mails)
+
+
+def _announce_mail(ctx: Context[Config], intent: Mapping[str, Any]) -> Mail | None:
+    """Warn, then act: the next sweep's first ring, PATCH_WARNING_HOURS before it starts - to
+    the operators (every instance) and to each owner (theirs)."""
+    common, config = ctx.common, ctx.config
+    region, at, reboot_option = common.region, str(intent["at"]), str(intent["reboot_option"])
+    digest = Digest(AUTOMATION, common.stack_name, region)
+    count, number = int(intent["instances"]), int(intent["ring"])
+    may = "may reboot them (RebootIfNeeded)" if reboot_option == "RebootIfNeeded" else "does not reboot them"
+    which = f"ring {number} (the first of {intent['rings']})" if int(intent["rings"]) > 1 else "the sweep"
+    digest.section(
+        f"To be patched at {_when(at)}: {which}, {plural(count, 'instance')}",
+        _listed(
+            [Item(_label(e), [], console.ec2_instance(region, str(e["id"]))) for e in intent["listed"]], count
+        ),
+    )
+    owners = owner_mails(ctx, intent, reboot_option, (number, at))
+    unmailed = [*intent.get("owners_unmailed", []), *owners.unmailed]
+    if unmailed:
+        digest.section("Owner digests", text=routing.Owners(unmailed=tuple(unmailed)).note())
+    digest.advice = [
+        f"Not now for one of them: tag it {config.opt_out_tag}=false before {_when(at)}; the sweep reads "
+        "the fleet again when it starts, and an instance opted out, stopped or gone by then is left out.",
+        *_advice(config.opt_out_tag, config.output_log_group, region),
+    ]
+    told = f", {plural(len(owners.mails), 'owner')} told" if owners.mails else ""
+    subject = f"next patch sweep {_when(at)}: {plural(count, 'instance')}{told}"
+    summary = (
+        f"The next patch sweep (AWS-RunPatchBaseline, Operation={intent['operation']}, "
+        f"RebootOption={reboot_option}) starts at {_when(at)}; {which} patches {plural(count, 'instance')} "
+        f"and {may}. Nothing has been changed yet."
+    )
+    operators = digest.mail(subject, summary, "info", now=ctx.now)
     return None if operators is None else replace(operators, routed=owners.mails)
 
 
@@ -358,11 +398,13 @@ OWNER_KINDS = {
 }
 
 
-def owner_mails(ctx: Context[Config], d: Mapping[str, Any], reboot_option: str) -> routing.Owners:
-    """One digest per recipient (the act's ``owners``, autopilot.routing) about their own
+def owner_mails(
+    ctx: Context[Config], d: Mapping[str, Any], reboot_option: str, upcoming: tuple[int, str] | None = None
+) -> routing.Owners:
+    """One digest per recipient (``d``'s ``owners``, autopilot.routing) about their own
     instances only: patching failed, waiting for a reboot, and - before it starts, while they
-    can still leave an instance out - in the next ring. Empty without routing (a dry run has no
-    ring digest)."""
+    can still leave an instance out - in the next ring (``upcoming``: its number and start, when
+    a ring's digest soaks or a sweep is announced). Empty without routing (a dry run has none)."""
     owners: Mapping[str, Any] = d.get("owners") or {}
     if not owners:
         return routing.Owners()
@@ -379,13 +421,12 @@ def owner_mails(ctx: Context[Config], d: Mapping[str, Any], reboot_option: str) 
         for item in _listed([build(e) for e in mine.get(kind, [])], int(mine.get(f"{kind}_count", 0)))
     ]
     kinds = dict(OWNER_KINDS)
-    nxt = (d.get("ring") or {}).get("next")
     advice = [f"Leave an instance out of the sweeps: tag it {opt_out}=false."]
-    if nxt:
+    if upcoming:
         rebooted = "; rebooted if a patch needs it" if reboot_option == "RebootIfNeeded" else ", not rebooted"
-        start = _when(str(d["ring"]["soak_until"]))
+        number, start = upcoming[0], _when(upcoming[1])
         kinds["next"] = routing.Kind(
-            f"To be patched in ring {nxt['number']}, from {start}{rebooted}", "{count} to be patched"
+            f"To be patched in ring {number}, from {start}{rebooted}", "{count} to be patched"
         )
         advice.insert(
             0,

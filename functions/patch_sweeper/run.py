@@ -223,7 +223,8 @@ def _plan_tick(run: Run[Config, Trigger], trigger: Any) -> Plan:
     verdict, reason = decide.on_tick(record, run.now, run.config.ring_timeout)
     decision = {"decision": "tick", "sweep_id": sweep_id, "verdict": verdict, "reason": reason}
     if verdict == "wait" or record is None:
-        return Plan(None, Counts(), [decision])
+        # nothing to do for a ring: the next sweep's warning, if it is due (a ring goes first)
+        return _announcement(run, decision) or Plan(None, Counts(), [decision])
     intent = {
         "kind": "ring" if verdict == "start-ring" else "time-out",
         "sweep_id": record.sweep_id,
@@ -231,6 +232,59 @@ def _plan_tick(run: Run[Config, Trigger], trigger: Any) -> Plan:
         "token": uuid.uuid4().hex,
     }
     return Plan(intent, Counts(), [decision])
+
+
+def _announcement(run: Run[Config, Trigger], decision: dict[str, Any]) -> Plan | None:
+    """Warn, then act: when the next sweep the schedule names is at most PATCH_WARNING_HOURS
+    away and not announced yet (1 GetItem), the instances its first ring would patch now (the
+    fleet as the sweep reads it) and their owners, for the operators' and the owners' mail. The
+    sweep itself reads the fleet again when it starts: an instance opted out, stopped or gone by
+    then is not patched. None when off, in dry run, not due, or already announced."""
+    config, schedule = run.config, run.common.schedule
+    if not config.warning or run.dry_run or schedule is None:
+        return None
+    at = decide.next_sweep(schedule, run.now, config.warning)
+    if at is None or store.announced(config.state_table, at.isoformat()):
+        return None
+    targets = decide.decide_targets(
+        service.running_instances(), service.managed_nodes(), opt_out_tag=config.opt_out_tag
+    )
+    per_ring = decide.assign_rings(targets.targets).batches()
+    if not per_ring:
+        return None
+    number, batches = per_ring[0]
+    first = [i for b in batches for i in b]
+    by_id = {i.id: i for i in targets.targets}
+    key = run.common.owner_tag_key
+    routes = routing.load(run.common)
+    to = (
+        routes.recipients(
+            (i, by_id[i].tags.get(key), by_id[i].tags.get(run.common.team_tag_key)) for i in first
+        )
+        if routes
+        else {}
+    )
+    owners = decide.owners_of(
+        {"next": [(i, partial(by_id[i].entry, key)) for i in first]}, to, routing.ROUTED_BYTES
+    )
+    intent = {
+        "kind": "announce",
+        "at": at.isoformat(),
+        "ring": number,
+        "rings": len(per_ring),
+        "instances": len(first),
+        "operation": config.operation,
+        "reboot_option": config.reboot_option,
+        "listed": [by_id[i].entry(key) for i in first[:SHOWN]],
+        **owners,
+    }
+    decision = {
+        **decision,
+        "announce": intent["at"],
+        "instances": len(first),
+        "owners": len(owners.get("owners", {})),
+    }
+    return Plan(intent, Counts(checked=len(targets.targets)), [decision])
 
 
 PLANNERS: dict[type, Callable[[Run[Config, Trigger], Any], Plan]] = {
@@ -607,7 +661,16 @@ def _owners(
     return decide.owners_of(findings, to, routing.ROUTED_BYTES)
 
 
+def _act_announce(ctx: Context[Config], intent: Mapping[str, Any]) -> dict[str, Any]:
+    """1 PutItem (conditional): the announcement is made once; a second tick's is not mailed."""
+    if ctx.dry_run:
+        return {"status": "dry-run"}
+    first = store.announce(ctx.config.state_table, str(intent["at"]), ctx.now)
+    return {"status": "announced" if first else "already-announced"}
+
+
 ACTS: dict[str, Callable[[Context[Config], Mapping[str, Any]], dict[str, Any]]] = {
+    "announce": _act_announce,
     "sweep": _act_sweep,
     "command": _act_command,
     "command-early": _act_command,

@@ -141,6 +141,32 @@ def _write_all(table: str, items: list[dict[str, Any]]) -> None:
             raise RuntimeError(f"{len(requests)} batch items of the sweep left unprocessed by DynamoDB")
 
 
+def _announce_key(at: str) -> dict[str, Any]:
+    return {"pk": {"S": f"announce#{at}"}}
+
+
+def announced(table: str, at: str) -> bool:
+    """Whether the sweep starting at ``at`` was announced already (1 GetItem)."""
+    item = aws.client("dynamodb").get_item(TableName=table, Key=_announce_key(at), ConsistentRead=True)
+    return "Item" in item
+
+
+def announce(table: str, at: str, now: datetime) -> bool:
+    """Record that the sweep starting at ``at`` is announced (1 PutItem, conditional): False when
+    another tick did it first (that one's mail says it)."""
+    try:
+        aws.client("dynamodb").put_item(
+            TableName=table,
+            Item={**_announce_key(at), "announced_at": {"S": now.isoformat()}, "expires_at": _expires(now)},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+    except ClientError as err:
+        if error_code(err) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
+
+
 def current_sweep(table: str) -> str | None:
     """The newest sweep's id (1 GetItem), or None."""
     item = aws.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": CURRENT}}, ConsistentRead=True)

@@ -17,7 +17,7 @@ from botocore.stub import Stubber
 
 from autopilot.recorder import CallRecorder
 from conftest import ROUTING_PARAMETER, STACK, OwnerMail
-from patch_sweeper import app
+from patch_sweeper import app, store
 from tests.patch_sweeper.ring_fleet import Fleet
 from tests.patch_sweeper.test_patch_sweeper_handler import (
     SCHEDULE,
@@ -32,7 +32,7 @@ from tests.patch_sweeper.test_patch_sweeper_handler import (
     stub_instance_information,
     sweep_id,
 )
-from tests.patch_sweeper.test_patch_sweeper_rings import deliver, fleet, rings, tick  # noqa: F401  (fixtures)
+from tests.patch_sweeper.test_patch_sweeper_rings import SUNDAY, deliver, fleet, rings, tick  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 Loader = Callable[[str], dict[str, Any]]
@@ -158,3 +158,103 @@ def test_the_owners_of_the_next_ring_are_warned_before_it_starts_and_can_leave_o
     deliver(fleet, lambda_context)  # ring 1 passed: ring 2's owner is warned in turn
     assert [m[0] for m in owner_mail()] == ["web@example.com", "db@example.com"]
     assert "To be patched in ring 2, from 2026-11-24 03:" in owner_mail()[-1][2]
+
+
+WEEKLY = "cron(0 3 ? * SUN *)"  # the sweep: Sundays 03:00 UTC (2026-11-22 in these tests)
+
+
+def test_the_first_ring_is_announced_once_warning_hours_ahead_and_an_instance_left_out_is_not_patched(
+    rings: dict[str, list[str]],  # noqa: F811
+    fleet: Fleet,  # noqa: F811
+    owner_mail: OwnerMail,
+    mailbox: Mailbox,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Warn, then act, for the first ring: the hourly tick PATCH_WARNING_HOURS before the sweep
+    tells the operators and each owner of ring 0's instances; a second tick says nothing; the
+    sweep reads the fleet again and leaves out the instance its owner opted out meanwhile."""
+    monkeypatch.setenv("SCHEDULE", WEEKLY)
+    monkeypatch.setenv("PATCH_WARNING_HOURS", "24")
+    fleet.at(datetime(2026, 11, 21, 2, 10, tzinfo=UTC))  # 24 h 50 min before: not yet
+    tick(fleet, lambda_context)
+    assert mailbox() == [] and owner_mail() == []
+
+    fleet.at(datetime(2026, 11, 21, 3, 10, tzinfo=UTC))  # 23 h 50 min before
+    with CallRecorder() as calls:
+        tick(fleet, lambda_context)
+    (operators,) = mailbox()
+    assert operators["subject"] == (
+        f"[{STACK}] next patch sweep 2026-11-22 03:00 UTC: 2 instances, 1 owner told"
+    )
+    assert (
+        all(i in operators["body"] for i in rings["0"])
+        and "Nothing has been changed yet" in operators["body"]
+    )
+    ((to, subject, body),) = owner_mail()  # the later rings' owners hear when ring 0 passed
+    assert to == "canary@example.com" and subject == f"[{STACK}] Your instances: 2 instances to be patched"
+    assert "To be patched in ring 0, from 2026-11-22 03:00 UTC, not rebooted" in body
+    assert calls.count("ssm", "SendCommand") == 0 and not [c for c in calls.mutating() if c.service == "ec2"]
+
+    fleet.at(datetime(2026, 11, 21, 4, 10, tzinfo=UTC))
+    with CallRecorder() as calls:
+        tick(fleet, lambda_context)
+    assert len(mailbox()) == 1 and len(owner_mail()) == 1  # announced once
+    assert calls.count("ec2", "DescribeInstances") == 0  # the marker is read, not the fleet
+
+    told = rings["0"][0]
+    boto3.client("ec2", region_name="eu-west-1").create_tags(
+        Resources=[told], Tags=[{"Key": "AutoPatch", "Value": "false"}]
+    )
+    fleet.at(SUNDAY)
+    app.lambda_handler(fleet.schedule(), lambda_context)
+    assert fleet.patched() == rings["0"][1:]  # only the canary still a candidate
+
+
+def test_no_announcement_when_the_warning_is_off(
+    rings: dict[str, list[str]],  # noqa: F811
+    fleet: Fleet,  # noqa: F811
+    mailbox: Mailbox,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCHEDULE", WEEKLY)
+    fleet.at(datetime(2026, 11, 21, 3, 10, tzinfo=UTC))
+    with CallRecorder() as calls:
+        tick(fleet, lambda_context)
+    assert mailbox() == [] and calls.count("ec2") == 0
+
+
+def test_a_dry_run_announces_nothing_and_writes_nothing(
+    rings: dict[str, list[str]],  # noqa: F811
+    fleet: Fleet,  # noqa: F811
+    owner_mail: OwnerMail,
+    mailbox: Mailbox,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SCHEDULE", WEEKLY)
+    monkeypatch.setenv("PATCH_WARNING_HOURS", "24")
+    monkeypatch.setenv("DRY_RUN", "true")
+    fleet.at(datetime(2026, 11, 21, 3, 10, tzinfo=UTC))
+    with CallRecorder() as calls:
+        tick(fleet, lambda_context)
+    assert mailbox() == [] and owner_mail() == []
+    assert not [c for c in calls.mutating() if c.params.get("TableName") == "patch-sweeper-state"]
+
+
+def test_two_ticks_racing_past_the_announced_check_mail_once(
+    rings: dict[str, list[str]],  # noqa: F811
+    fleet: Fleet,  # noqa: F811
+    mailbox: Mailbox,
+    lambda_context: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both plans saw no marker (they ran at once): the conditional write lets one mail."""
+    monkeypatch.setenv("SCHEDULE", WEEKLY)
+    monkeypatch.setenv("PATCH_WARNING_HOURS", "24")
+    monkeypatch.setattr(store, "announced", lambda *_: False)
+    fleet.at(datetime(2026, 11, 21, 3, 10, tzinfo=UTC))
+    tick(fleet, lambda_context)
+    tick(fleet, lambda_context)
+    assert len(mailbox()) == 1
